@@ -1,0 +1,12 @@
+"""gradlang: a declarative language for machine-learning models, compiled to a gradient graph and run
+by a NumPy interpreter.
+
+    import gradlang
+    prog = gradlang.compile("examples/moons_mlp.grad")
+    result = prog.train()
+"""
+from .api import InputInfo, Program, compile
+from .errors import GradError
+
+__all__ = ["compile", "Program", "InputInfo", "GradError"]
+__version__ = "0.1.0"

@@ -1,0 +1,360 @@
+"""The Python surface: `gradlang.compile(...)` → `Program`.
+
+    prog = gradlang.compile("examples/moons_mlp.grad")
+    prog.loss(feed); prog.gradients(feed); prog.step(feed); prog.train()
+
+A feed is a dict of input name → array. Executables are compiled once per set of outputs and feed
+shapes, then reused: the first call with a new batch size compiles, later ones only run.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .elaborate import Elaborated, elaborate_source
+from .errors import GradError
+from .ir.graph import Graph
+from .ir.printer import format_graph
+from .ops.shapes import DTYPES, fmt_shape, fmt_type
+from .passes import differentiate, simplify
+from .passes.schedule import schedule
+from .runtime import data as data_sources
+from .runtime.interpreter import Executable
+from .runtime.optimizers import OPTIMIZERS
+from .runtime.train import TrainResult, fit, save_params
+from .syntax import parse
+from .values import OptimizerSpec, Tensor
+
+_DTYPE_NAMES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
+
+
+@dataclass(frozen=True)
+class InputInfo:
+    shape: tuple      # ints and symbolic dimension names
+    dtype: str
+
+    def __repr__(self) -> str:
+        return fmt_type(self.shape, self.dtype)
+
+
+def compile(source: str | Path, dtype: str = "float32", seed: int | None = None) -> "Program":  # noqa: A001
+    """Compile a `.grad` file (a path) or gradlang source text into a `Program`.
+
+    `dtype` is the float precision of every float value ("float32" or "float64");
+    `seed` overrides the training plan's seed (which seeds initialisation, shuffling and dropout).
+    """
+    if dtype not in _DTYPE_NAMES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', not {dtype!r}")
+    path = Path(source) if isinstance(source, Path) or (
+        isinstance(source, str) and "\n" not in source and source.endswith(".grad")) else None
+    if path is not None:
+        if not path.is_file():
+            raise GradError(f"no such file: {path}")
+        text, name, folder = path.read_text(encoding="utf-8"), str(path), path.resolve().parent
+    else:
+        text, name, folder = source, "<string>", Path.cwd()
+    module = parse(text, name)
+    elaborated = elaborate_source(module, folder, _DTYPE_NAMES[dtype])
+    return Program(elaborated, folder, seed, name)
+
+
+class Program:
+    """A compiled gradlang program and its parameters."""
+
+    def __init__(self, elaborated: Elaborated, folder: Path, seed: int | None, name: str = "<string>"):
+        self.elaborated = elaborated
+        self.name = name
+        self.folder = folder
+        plan = elaborated.plan.settings if elaborated.plan else {}
+        self.seed = seed if seed is not None else plan.get("seed", 0)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise GradError("seed must be an integer", elaborated.plan.spans.get("seed"))
+        self.rng = np.random.default_rng(self.seed)
+        self.float_dtype = elaborated.float_dtype
+        self.input_names = list(elaborated.inputs)
+        self.param_names = list(elaborated.params)
+        self.stats: Counter = Counter()
+        self.forward_graph = simplify(elaborated.graph, stats=self.stats)
+        self._grad_graphs: dict[str, Graph] = {}
+        self._executables: dict = {}
+        self._params = {name: _initialise(spec, self.rng) for name, spec in elaborated.params.items()}
+        self._param_list = list(self._params.values())
+        self._optimizer = None
+        self._settings_exec = None
+        self.steps_taken = 0
+
+    # ---- what the program declares ---------------------------------------------------------------
+    @property
+    def inputs(self) -> dict[str, InputInfo]:
+        return {n: InputInfo(s.shape, s.dtype) for n, s in self.elaborated.inputs.items()}
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The parameters by qualified name (the live arrays: training updates them in place)."""
+        return self._params
+
+    def set_params(self, values: dict) -> None:
+        """Copy new values into the params (shapes must match); unknown names are an error."""
+        for name, value in values.items():
+            if name not in self._params:
+                raise KeyError(f"no param named {name!r}")
+            value = np.asarray(value)
+            if value.shape != self._params[name].shape:
+                raise ValueError(f"param {name}: expected shape {self._params[name].shape}, got {value.shape}")
+            self._params[name][...] = value
+
+    @property
+    def losses(self) -> list[str]:
+        return [n.split(":", 1)[-1] for n in self.elaborated.losses]
+
+    @property
+    def metric_names(self) -> list[str]:
+        return list(self.elaborated.metrics)
+
+    @property
+    def plan(self) -> dict:
+        return dict(self.elaborated.plan.settings) if self.elaborated.plan else {}
+
+    # ---- graphs and their text ------------------------------------------------------------------
+    def _loss_output(self, loss: str | None) -> str:
+        losses = self.elaborated.losses
+        if loss is None:
+            chosen = self.plan.get("loss")
+            if chosen is None:
+                if len(losses) > 1:
+                    raise GradError(f"the program has {len(losses)} losses ({', '.join(self.losses)}); "
+                                    "say which to train with `loss = name` in the train block")
+                return losses[0]
+            loss = chosen
+        output = "loss" if loss == "loss" else f"loss:{loss}"
+        if output not in losses:
+            raise GradError(f"no loss named {loss!r}; the program declares {', '.join(self.losses)}",
+                            self.elaborated.plan.spans.get("loss") if self.elaborated.plan else None)
+        return output
+
+    def gradient_graph(self, loss: str | None = None) -> Graph:
+        """The forward graph plus d loss / d param for every param (outputs `grad:<name>`), simplified."""
+        output = self._loss_output(loss)
+        if output not in self._grad_graphs:
+            self._grad_graphs[output] = simplify(differentiate(self.elaborated.graph, output), stats=self.stats)
+        return self._grad_graphs[output]
+
+    @property
+    def graph(self):
+        """The NetworkX graph of the forward and gradient IR."""
+        return self.gradient_graph().nx
+
+    @property
+    def ir(self) -> str:
+        return format_graph(self.forward_graph)
+
+    @property
+    def gradient_ir(self) -> str:
+        return format_graph(self.gradient_graph())
+
+    # ---- execution ------------------------------------------------------------------------------
+    def _feed(self, feed: dict) -> list:
+        if not isinstance(feed, dict):
+            raise TypeError("a feed is a dict of input name → array")
+        unknown = set(feed) - set(self.input_names)
+        if unknown:
+            raise GradError(f"the feed names unknown input(s) {', '.join(sorted(unknown))}; the program's "
+                            f"inputs are {', '.join(self.input_names) or 'none'}")
+        out = []
+        for name in self.input_names:
+            value = feed.get(name)
+            if value is not None:
+                want = DTYPES[self.elaborated.inputs[name].dtype]
+                if not isinstance(value, np.ndarray) or value.dtype != want:
+                    value = _convert(value, want, name, self.elaborated.inputs[name])
+            out.append(value)
+        return out
+
+    def _executable(self, graph: Graph, outputs: tuple, arrays: list) -> Executable:
+        key = (id(graph), outputs, tuple(None if a is None else a.shape for a in arrays))
+        found = self._executables.get(key)
+        if found is None:
+            bindings = self._bind(arrays)
+            sched = schedule(graph, list(outputs), bindings)
+            for name in sched.input_slots:
+                if arrays[self.input_names.index(name)] is None:
+                    raise GradError(f"the feed is missing input {name!r}", self.elaborated.inputs[name].span)
+            found = self._executables[key] = Executable(sched, graph, self.input_names, self.param_names)
+        return found
+
+    def _bind(self, arrays: list) -> dict:
+        bindings: dict = {}
+        for name, value in zip(self.input_names, arrays):
+            if value is None:
+                continue
+            spec = self.elaborated.inputs[name]
+            expected = fmt_type(spec.shape, spec.dtype)
+            if len(value.shape) != len(spec.shape):
+                raise GradError(f"input {name}: expected {expected}, got an array of shape {fmt_shape(value.shape)}",
+                                spec.span)
+            for dim, actual in zip(spec.shape, value.shape):
+                if isinstance(dim, str):
+                    if bindings.setdefault(dim, actual) != actual:
+                        raise GradError(f"input {name}: dimension {dim} is {bindings[dim]} in another input but "
+                                        f"{actual} here (shape {fmt_shape(value.shape)})", spec.span)
+                elif dim != actual:
+                    raise GradError(f"input {name}: expected {expected}, got an array of shape "
+                                    f"{fmt_shape(value.shape)}", spec.span)
+        return bindings
+
+    def run(self, outputs: list[str], feed: dict, graph: Graph | None = None) -> list:
+        """Evaluate named outputs of the (forward, by default) graph on one feed."""
+        arrays = self._feed(feed)
+        exe = self._executable(graph or self.forward_graph, tuple(outputs), arrays)
+        return exe.run(arrays, self._param_list)
+
+    def loss(self, feed: dict, loss: str | None = None) -> float:
+        return float(self.run([self._loss_output(loss)], feed)[0])
+
+    def metrics(self, feed: dict) -> dict[str, float]:
+        names = self.metric_names
+        return dict(zip(names, (float(v) for v in self.run([f"metric:{m}" for m in names], feed))))
+
+    def gradients(self, feed: dict, loss: str | None = None) -> dict[str, np.ndarray]:
+        """d loss / d param for every param, as arrays of the params' shapes."""
+        graph = self.gradient_graph(loss)
+        values = self.run([f"grad:{n}" for n in self.param_names], feed, graph)
+        return {n: np.array(v, dtype=self._params[n].dtype) for n, v in zip(self.param_names, values)}
+
+    def step(self, feed: dict) -> float:
+        """One optimizer step on `feed` per the training plan; returns the loss before the update."""
+        graph = self.gradient_graph()
+        outputs = (self._loss_output(None),) + tuple(f"grad:{n}" for n in self.param_names)
+        arrays = self._feed(feed)
+        values = self._executable(graph, outputs, arrays).run(arrays, self._param_list)
+        optimizer, settings = self._optimizer_for_step()
+        optimizer.update(self._param_list, values[1:], **settings)
+        self.steps_taken += 1
+        return float(values[0])
+
+    def _optimizer_for_step(self):
+        if self._optimizer is None:
+            spec = self.plan.get("optimizer")
+            if spec is None:
+                spec = OptimizerSpec("sgd", (("lr", 0.01),), None)
+            elif not isinstance(spec, OptimizerSpec):
+                raise GradError("the train block's optimizer must be an optimizer such as sgd(lr: 0.1)",
+                                self.elaborated.plan.spans["optimizer"])
+            self._optimizer = OPTIMIZERS[spec.kind].make(self._param_list)
+            self._static_settings = {k: v for k, v in spec.settings if not isinstance(v, Tensor)}
+            dynamic = {k: v for k, v in spec.settings if isinstance(v, Tensor)}
+            self._dynamic_names = list(dynamic)
+            if dynamic:
+                plan_graph = self.elaborated.plan.graph
+                for k, v in dynamic.items():
+                    plan_graph.outputs[f"optimizer:{k}"] = v.node
+                sched = schedule(plan_graph, [f"optimizer:{k}" for k in dynamic], {})
+                self._settings_exec = Executable(sched, plan_graph, ["step"], [])
+        settings = self._static_settings
+        if self._settings_exec is not None:
+            step = np.asarray(self.steps_taken, dtype=DTYPES[self.float_dtype])
+            values = self._settings_exec.run([step], [])
+            settings = dict(settings, **{k: float(v) for k, v in zip(self._dynamic_names, values)})
+        return self._optimizer, settings
+
+    def evaluate(self, arrays: dict, batch_size: int = 10_000) -> dict[str, float]:
+        """The loss and every metric over a whole data set (averaged over batches, weighted by size)."""
+        names = [n for n in self.input_names if n in arrays]
+        n = data_sources.count_examples(arrays, names)
+        outputs = [self._loss_output(None)] + [f"metric:{m}" for m in self.metric_names]
+        totals = np.zeros(len(outputs))
+        for idx in data_sources.batches(n, min(batch_size, n), None):
+            feed = arrays if len(idx) == n else {k: arrays[k][idx] for k in names}
+            totals += np.array([float(v) for v in self.run(outputs, feed)]) * len(idx)
+        values = totals / n
+        return {"loss": float(values[0]), **{m: float(v) for m, v in zip(self.metric_names, values[1:])}}
+
+    # ---- training -------------------------------------------------------------------------------
+    def load_data(self, name: str | None = None) -> dict:
+        """The arrays of the plan's data source (or of the data declaration `name`)."""
+        if name is not None:
+            spec = self.elaborated.data[name]
+        else:
+            spec = self.plan.get("data")
+            if spec is None:
+                raise GradError("the train block names no data (add `data = …`); pass data to train() instead",
+                                self.elaborated.plan.span if self.elaborated.plan else None)
+        return data_sources.load(spec, self.folder)
+
+    def train(self, data: dict | None = None, epochs: int | None = None, steps: int | None = None,
+              batch_size: int | None = None, log=None) -> TrainResult:
+        """Train per the file's plan; arguments override the plan. `log(step, total, loss, seconds)` reports."""
+        plan = self.plan
+        arrays = data if data is not None else self.load_data()
+        if epochs is None and steps is None:
+            epochs, steps = plan.get("epochs"), plan.get("steps")
+        for key, value in (("epochs", epochs), ("steps", steps), ("batch", batch_size or plan.get("batch"))):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+                span = self.elaborated.plan.spans.get(key) if self.elaborated.plan else None
+                raise GradError(f"{key} must be a positive integer, got {value!r}", span)
+        return fit(self, arrays, epochs, steps, batch_size or plan.get("batch"), log=log,
+                   log_every=plan.get("log_every"))
+
+    def save(self, path: str | Path) -> Path:
+        return save_params(self._params, path)
+
+    def load(self, path: str | Path) -> None:
+        with np.load(path, allow_pickle=False) as archive:
+            self.set_params({k: archive[k] for k in archive.files})
+
+    def __repr__(self) -> str:
+        inputs = ", ".join(f"{n}: {i!r}" for n, i in self.inputs.items())
+        n_values = sum(p.size for p in self._params.values())
+        return f"<gradlang.Program {self.name} inputs({inputs}) params={len(self._params)} ({n_values} values)>"
+
+
+def _convert(value, dtype, name: str, spec) -> np.ndarray:
+    array = np.asarray(value)
+    if np.issubdtype(dtype, np.integer) and array.dtype.kind == "f":
+        if not np.all(np.equal(np.mod(array, 1), 0)):
+            raise GradError(f"input {name}: expected integers ({spec.dtype}), got fractional values", spec.span)
+    if dtype == np.bool_ and array.dtype != np.bool_:
+        raise GradError(f"input {name}: expected booleans, got {array.dtype}", spec.span)
+    return array.astype(dtype)
+
+
+def _fans(shape: tuple) -> tuple[int, int]:
+    """(fan_in, fan_out): [in, out] for a weight matrix; conv kernels [out, in, kh, kw] count the window."""
+    if len(shape) < 2:
+        return (shape[0], shape[0]) if shape else (1, 1)
+    if len(shape) == 2:
+        return shape[0], shape[1]
+    window = int(np.prod(shape[2:]))
+    return shape[1] * window, shape[0] * window
+
+
+def _initialise(spec, rng: np.random.Generator) -> np.ndarray:
+    shape, dtype, init = spec.shape, DTYPES[spec.dtype], spec.init
+    fan_in, fan_out = _fans(shape)
+    kind, args = init.kind, init.args
+    if kind == "zeros":
+        value = np.zeros(shape)
+    elif kind == "ones":
+        value = np.ones(shape)
+    elif kind == "constant":
+        value = np.full(shape, args[0])
+    elif kind == "normal":
+        value = rng.normal(args[0], args[1], size=shape)
+    elif kind == "uniform":
+        value = rng.uniform(args[0], args[1], size=shape)
+    elif kind == "glorot_uniform":
+        limit = np.sqrt(6.0 * args[0] / (fan_in + fan_out))
+        value = rng.uniform(-limit, limit, size=shape)
+    elif kind == "glorot_normal":
+        value = rng.normal(0.0, np.sqrt(2.0 * args[0] / (fan_in + fan_out)), size=shape)
+    elif kind == "he_uniform":
+        limit = np.sqrt(6.0 * args[0] / fan_in)
+        value = rng.uniform(-limit, limit, size=shape)
+    elif kind == "he_normal":
+        value = rng.normal(0.0, np.sqrt(2.0 * args[0] / fan_in), size=shape)
+    else:  # pragma: no cover - the elaborator only makes the kinds above
+        raise ValueError(f"unknown initialiser {kind}")
+    return np.ascontiguousarray(value, dtype=dtype)

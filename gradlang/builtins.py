@@ -1,0 +1,489 @@
+"""The names every program starts with: intrinsic tensor functions (each lowers to primitives),
+static helpers (range, len), initialisers, data sources and optimizers.
+
+Composites that need no compiler support (softmax, losses, layers) are not here: they are written
+in gradlang in `stdlib/`.
+"""
+from __future__ import annotations
+
+import inspect
+import operator
+
+from .errors import GradError, Span
+from .ops.shapes import FLOATS, INTS, fmt_type
+from .passes.autodiff import backprop
+from .runtime.data import DATA_SOURCES
+from .runtime.optimizers import OPTIMIZERS
+from .values import Builtin, DataSpec, InitSpec, OptimizerSpec, Tensor, describe
+
+BUILTINS: dict[str, Builtin] = {}
+
+
+def builtin(name: str | None = None):
+    def register(impl):
+        BUILTINS[name or impl.__name__.rstrip("_")] = Builtin(name or impl.__name__.rstrip("_"), impl,
+                                                              (impl.__doc__ or "").strip())
+        return impl
+    return register
+
+
+def call_builtin(el, func: Builtin, args: list, kwargs: dict, span: Span):
+    signature = inspect.signature(func.impl)
+    try:
+        signature.bind(el, span, *args, **kwargs)
+    except TypeError as err:
+        shown = ", ".join(str(p) for p in list(signature.parameters.values())[2:])
+        raise GradError(f"{func.name}({shown}): {err}", span) from None
+    return func.impl(el, span, *args, **kwargs)
+
+
+# ---- conversions and promotion -------------------------------------------------------------------
+
+def _kind(dtype: str) -> int:
+    return 2 if dtype in FLOATS else 1 if dtype in INTS else 0
+
+
+def promote(el, a, b, span: Span, floats: bool = False) -> tuple[Tensor, Tensor]:
+    """Make two operands tensors of one dtype: bool < int < float; a Python number takes the other's type."""
+    if not isinstance(a, Tensor):
+        a = el.to_tensor(a, span, like=b if isinstance(b, Tensor) else None)
+    if not isinstance(b, Tensor):
+        b = el.to_tensor(b, span, like=a)
+    ka, kb = _kind(a.dtype), _kind(b.dtype)
+    if floats:
+        target = a.dtype if ka == 2 else b.dtype if kb == 2 else el.float
+    elif a.dtype == b.dtype:
+        return a, b
+    elif ka == kb:   # i32 vs i64, f32 vs f64: the wider
+        target = max(a.dtype, b.dtype, key=lambda d: int(d[1:]))
+    else:
+        target = a.dtype if ka > kb else b.dtype
+    return el.cast(a, target, span), el.cast(b, target, span)
+
+
+def _arith_operands(el, a, b, span):
+    a, b = promote(el, a, b, span)
+    if a.dtype == "bool":   # true + true: count, as a float
+        a, b = el.cast(a, el.float, span), el.cast(b, el.float, span)
+    return a, b
+
+
+_STATIC_OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.truediv,
+               "**": operator.pow, "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+               ">": operator.gt, ">=": operator.ge}
+_PRIMS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow",
+          "==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
+
+
+def binary(el, op: str, a, b, span: Span):
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        if op == "@":
+            raise GradError(f"@ needs tensors, got {describe(a)} and {describe(b)}", span)
+        if isinstance(a, list) and isinstance(b, list) and op == "+" \
+                or type(a) in (int, float, bool) and type(b) in (int, float, bool) \
+                or isinstance(a, str) and isinstance(b, str) and op in ("+", "==", "!="):
+            try:
+                return _STATIC_OPS[op](a, b)
+            except ZeroDivisionError:
+                raise GradError("division by zero", span) from None
+            except (OverflowError, ValueError) as err:
+                raise GradError(f"cannot compute {a!r} {op} {b!r}: {err}", span) from None
+        if not (isinstance(a, list) or isinstance(b, list)):
+            raise GradError(f"cannot apply {op} to {describe(a)} and {describe(b)}", span)
+    if op == "@":
+        return matmul(el, span, a, b)
+    if op in ("/", "**"):
+        a, b = promote(el, a, b, span, floats=True)
+    elif op in ("==", "!=", "<", "<=", ">", ">="):
+        a, b = promote(el, a, b, span)
+    else:
+        a, b = _arith_operands(el, a, b, span)
+    return el.emit(_PRIMS[op], [a, b], span)
+
+
+def _tensor(el, x, span: Span) -> Tensor:
+    return el.to_tensor(x, span)
+
+
+def _float_tensor(el, x, span: Span) -> Tensor:
+    x = el.to_tensor(x, span)
+    return x if x.dtype in FLOATS else el.cast(x, el.float, span)
+
+
+def _axes(axis, span: Span):
+    if axis is None:
+        return None
+    items = axis if isinstance(axis, list) else [axis]
+    for a in items:
+        if isinstance(a, bool) or not isinstance(a, int):
+            raise GradError(f"axis must be an integer or a list of integers, got {describe(a)}", span)
+    return tuple(items)
+
+
+def _flag(value, name: str, span: Span) -> bool:
+    if not isinstance(value, bool):
+        raise GradError(f"{name} must be true or false, got {describe(value)}", span)
+    return value
+
+
+# ---- elementwise ---------------------------------------------------------------------------------
+
+def _unary(name: str, doc: str):
+    def impl(el, span, x):
+        return el.emit(name, [_tensor(el, x, span)], span)
+    impl.__doc__ = doc
+    BUILTINS[name] = Builtin(name, impl, doc)
+
+
+for _name, _doc in [("exp", "e to the power x"), ("log", "natural logarithm"), ("tanh", "hyperbolic tangent"),
+                    ("sigmoid", "logistic function 1 / (1 + e^-x)"), ("relu", "max(x, 0)"),
+                    ("abs", "absolute value"), ("sign", "-1, 0 or 1"),
+                    ("stop_gradient", "x, but no gradient flows through it")]:
+    _unary(_name, _doc)
+
+
+@builtin()
+def sqrt(el, span, x):
+    """square root (x ** 0.5)"""
+    return binary(el, "**", x, 0.5, span)
+
+
+@builtin()
+def maximum(el, span, a, b):
+    """elementwise maximum"""
+    a, b = _arith_operands(el, a, b, span)
+    return el.emit("maximum", [a, b], span)
+
+
+@builtin()
+def minimum(el, span, a, b):
+    """elementwise minimum"""
+    a, b = _arith_operands(el, a, b, span)
+    return el.emit("neg", [el.emit("maximum", [el.emit("neg", [a], span), el.emit("neg", [b], span)], span)], span)
+
+
+@builtin()
+def where(el, span, cond, a, b):
+    """a where cond holds, else b"""
+    cond = _tensor(el, cond, span)
+    if cond.dtype != "bool":
+        raise GradError(f"where needs a boolean condition (a comparison), got {fmt_type(cond.shape, cond.dtype)}",
+                        span)
+    a, b = promote(el, a, b, span)
+    return el.emit("where", [cond, a, b], span)
+
+
+@builtin("float")
+def float_(el, span, x):
+    """convert to the program's float type"""
+    if not isinstance(x, Tensor):
+        if isinstance(x, (int, float)):
+            return float(x)
+        raise GradError(f"float() needs a number or a tensor, got {describe(x)}", span)
+    return el.cast(x, el.float, span)
+
+
+@builtin("int")
+def int_(el, span, x):
+    """convert to a 64-bit integer (truncating)"""
+    if not isinstance(x, Tensor):
+        if isinstance(x, (int, float)):
+            return int(x)
+        raise GradError(f"int() needs a number or a tensor, got {describe(x)}", span)
+    return el.cast(x, "i64", span)
+
+
+@builtin()
+def one_hot(el, span, labels, depth):
+    """integer labels [..] → float rows [.., depth] with a 1 at each label"""
+    labels = _tensor(el, labels, span)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth <= 0:
+        raise GradError(f"one_hot depth must be a positive integer, got {describe(depth)}", span)
+    return el.emit("one_hot", [labels], span, depth=depth, dtype=el.float)
+
+
+# ---- linear algebra ------------------------------------------------------------------------------
+
+@builtin()
+def matmul(el, span, a, b):
+    """matrix product; a 1-D operand is a row (left) or column (right) vector, as in NumPy"""
+    a, b = promote(el, a, b, span, floats=True)
+    if not a.shape or not b.shape:
+        raise GradError(f"@ needs tensors of rank 1 or more, got {fmt_type(a.shape, a.dtype)} @ "
+                        f"{fmt_type(b.shape, b.dtype)}", span)
+    vec_a, vec_b = len(a.shape) == 1, len(b.shape) == 1
+    if vec_a:
+        a = el.emit("reshape", [a], span, shape=(1,) + a.shape)
+    if vec_b:
+        b = el.emit("reshape", [b], span, shape=b.shape + (1,))
+    out = el.emit("matmul", [a, b], span)
+    if vec_a or vec_b:
+        shape = out.shape
+        keep = shape[:-2] + (() if vec_a else shape[-2:-1]) + (() if vec_b else shape[-1:])
+        out = el.emit("reshape", [out], span, shape=keep)
+    return out
+
+
+@builtin()
+def dot(el, span, a, b):
+    """inner product of two vectors (matmul for higher ranks)"""
+    return matmul(el, span, a, b)
+
+
+@builtin()
+def transpose(el, span, x, axes=None):
+    """reverse the axes, or permute them by `axes`"""
+    x = _tensor(el, x, span)
+    perm = tuple(reversed(range(len(x.shape)))) if axes is None else _axes(axes, span)
+    return el.emit("transpose", [x], span, perm=perm)
+
+
+@builtin()
+def reshape(el, span, x, shape):
+    """same elements, new shape (one entry may be -1)"""
+    if not isinstance(shape, list) or not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape):
+        raise GradError(f"reshape needs a list of dimensions, got {describe(shape)}", span)
+    return el.emit("reshape", [_tensor(el, x, span)], span, shape=tuple(shape))
+
+
+@builtin()
+def broadcast_to(el, span, x, shape):
+    """repeat x along new or size-1 axes to `shape`"""
+    if not isinstance(shape, list):
+        raise GradError(f"broadcast_to needs a list of dimensions, got {describe(shape)}", span)
+    return el.emit("broadcast_to", [_tensor(el, x, span)], span, shape=tuple(shape))
+
+
+# ---- reductions ----------------------------------------------------------------------------------
+
+def _fold(el, span, items: list, op: str):
+    if not items:
+        raise GradError(f"{'sum' if op == '+' else op} of an empty list", span)
+    total = items[0]
+    for item in items[1:]:
+        total = binary(el, op, total, item, span)
+    return total
+
+
+@builtin("sum")
+def sum_(el, span, x, axis=None, keepdims=False):
+    """sum of a tensor's elements (over `axis`), or of a list's items"""
+    if isinstance(x, list):
+        return _fold(el, span, x, "+")
+    x = _tensor(el, x, span)
+    if x.dtype == "bool":
+        x = el.cast(x, el.float, span)
+    return el.emit("reduce_sum", [x], span, axes=_axes(axis, span), keepdims=_flag(keepdims, "keepdims", span))
+
+
+@builtin()
+def mean(el, span, x, axis=None, keepdims=False):
+    """arithmetic mean (over `axis`); booleans count as 0 and 1"""
+    if isinstance(x, list):
+        return binary(el, "/", _fold(el, span, x, "+"), len(x), span)
+    x = _float_tensor(el, x, span)
+    axes = _axes(axis, span)
+    total = el.emit("reduce_sum", [x], span, axes=axes, keepdims=_flag(keepdims, "keepdims", span))
+    count = el.emit("size", [x], span, axes=axes, dtype=x.dtype)
+    return el.emit("div", [total, count], span)
+
+
+@builtin("max")
+def max_(el, span, x, axis=None, keepdims=False):
+    """largest element (over `axis`), or largest item of a list"""
+    if isinstance(x, list):
+        if all(type(v) in (int, float) for v in x) and x:
+            return max(x)
+        return _fold_max(el, span, x)
+    return el.emit("reduce_max", [_tensor(el, x, span)], span, axes=_axes(axis, span),
+                   keepdims=_flag(keepdims, "keepdims", span))
+
+
+def _fold_max(el, span, items):
+    total = items[0]
+    for item in items[1:]:
+        total = maximum(el, span, total, item)
+    return total
+
+
+@builtin("min")
+def min_(el, span, x, axis=None, keepdims=False):
+    """smallest element (over `axis`), or smallest item of a list"""
+    if isinstance(x, list) and all(type(v) in (int, float) for v in x) and x:
+        return min(x)
+    negated = binary(el, "*", x, -1, span) if not isinstance(x, list) else [binary(el, "*", v, -1, span) for v in x]
+    return el.emit("neg", [max_(el, span, negated, axis, keepdims)], span)
+
+
+@builtin()
+def logsumexp(el, span, x, axis=None, keepdims=False):
+    """log(sum(exp(x))) computed without overflow"""
+    return el.emit("logsumexp", [_float_tensor(el, x, span)], span, axes=_axes(axis, span),
+                   keepdims=_flag(keepdims, "keepdims", span))
+
+
+# ---- gradients -----------------------------------------------------------------------------------
+
+@builtin()
+def grad(el, span, f, wrt):
+    """d f / d wrt, as a tensor of wrt's shape (a list of them for a list); f must be a float scalar"""
+    if not isinstance(f, Tensor) or f.graph is not el.graph:
+        raise GradError(f"grad needs a tensor computed by the model, got {describe(f)}", span)
+    targets = wrt if isinstance(wrt, list) else [wrt]
+    for t in targets:
+        if not isinstance(t, Tensor) or t.graph is not el.graph or t.dtype not in FLOATS:
+            raise GradError(f"grad can differentiate with respect to float tensors only, got {describe(t)}", span)
+    grads = [Tensor(el.graph, n) for n in backprop(el.graph, f.node, [t.node for t in targets], span)]
+    return grads if isinstance(wrt, list) else grads[0]
+
+
+# ---- static helpers ------------------------------------------------------------------------------
+
+MAX_RANGE = 1_000_000
+
+
+@builtin("range")
+def range_(el, span, start, stop=None, step=1):
+    """the integers start, start+step, … below stop (known at compile time)"""
+    for v in (start, stop, step):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+            raise GradError(f"range needs integers, got {describe(v)}", span)
+    r = range(start) if stop is None else range(start, stop, step) if step else None
+    if r is None:
+        raise GradError("range step must not be zero", span)
+    if len(r) > MAX_RANGE:
+        raise GradError(f"range of {len(r)} items is larger than the limit of {MAX_RANGE}", span)
+    return list(r)
+
+
+@builtin("len")
+def len_(el, span, x):
+    """number of items of a list, or the first dimension of a tensor"""
+    if isinstance(x, list):
+        return len(x)
+    if isinstance(x, Tensor) and x.shape:
+        return x.shape[0]
+    raise GradError(f"len needs a list or a tensor of rank ≥ 1, got {describe(x)}", span)
+
+
+def index(el, span, value, items: list):
+    if isinstance(value, list):
+        if len(items) != 1:
+            raise GradError("a list takes one index", span)
+        item = items[0]
+        if isinstance(item, slice):
+            return value[item]
+        if isinstance(item, bool) or not isinstance(item, int):
+            raise GradError(f"a list index must be an integer known at compile time, got {describe(item)}", span)
+        if not -len(value) <= item < len(value):
+            raise GradError(f"index {item} is out of range for a list of {len(value)} items", span)
+        return value[item]
+    if not isinstance(value, Tensor):
+        raise GradError(f"{describe(value)} cannot be indexed", span)
+    spec = []
+    for item in items:
+        if isinstance(item, slice):
+            spec.append(("s", item.start, item.stop, item.step))
+        elif isinstance(item, int) and not isinstance(item, bool):
+            spec.append(("i", item))
+        else:
+            raise GradError(f"a tensor index must be an integer or a slice known at compile time, "
+                            f"got {describe(item)} (use one_hot for labels)", span)
+    if all(s == ("s", None, None, None) for s in spec) and len(spec) <= len(value.shape):
+        return value
+    return el.emit("slice", [value], span, index=tuple(spec))
+
+
+# ---- initialisers --------------------------------------------------------------------------------
+
+INITIALIZERS = ("zeros", "ones", "constant", "normal", "uniform", "glorot_uniform", "glorot_normal",
+                "xavier_uniform", "xavier_normal", "he_uniform", "he_normal")
+
+
+def _number(value, name: str, span: Span) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise GradError(f"{name} must be a number, got {describe(value)}", span)
+    return float(value)
+
+
+def _init(kind: str, doc: str, *names_defaults):
+    def impl(el, span, *args, **kwargs):
+        values = list(args)
+        for name, default in names_defaults[len(args):]:
+            values.append(kwargs.pop(name, default))
+        if kwargs or len(args) > len(names_defaults):
+            raise GradError(f"{kind}({', '.join(n for n, _ in names_defaults)}): unexpected arguments", span)
+        if any(v is None for v in values):
+            raise GradError(f"{kind} needs a value for {names_defaults[values.index(None)][0]}", span)
+        return InitSpec(kind.replace("xavier", "glorot"), tuple(_number(v, n, span)
+                                                              for v, (n, _) in zip(values, names_defaults)))
+    impl.__doc__ = doc
+    BUILTINS[kind] = Builtin(kind, impl, doc)
+
+
+_init("zeros", "all zeros")
+_init("ones", "all ones")
+_init("constant", "every element `value`", ("value", None))
+_init("normal", "drawn from N(mean, std²)", ("mean", 0.0), ("std", 1.0))
+_init("uniform", "drawn uniformly from [low, high)", ("low", -0.05), ("high", 0.05))
+for _kind_name in ("glorot_uniform", "glorot_normal", "xavier_uniform", "xavier_normal"):
+    _init(_kind_name, "Glorot/Xavier: variance gain·2/(fan_in + fan_out)", ("gain", 1.0))
+_init("he_uniform", "He/Kaiming: variance gain·2/fan_in, for ReLU layers", ("gain", 1.0))
+_init("he_normal", "He/Kaiming: variance gain·2/fan_in, for ReLU layers", ("gain", 1.0))
+
+
+def default_init(shape: tuple) -> InitSpec:
+    """Weights (rank ≥ 2) start Glorot-uniform, biases and scalars at zero."""
+    return InitSpec("glorot_uniform", (1.0,)) if len(shape) >= 2 else InitSpec("zeros", ())
+
+
+# ---- data sources and optimizers ----------------------------------------------------------------
+
+def _data_builtin(name: str, source):
+    params = list(inspect.signature(source).parameters.values())[1:]   # the first is the generator
+
+    def impl(el, span, **kwargs):
+        for p in params:
+            if p.default is inspect.Parameter.empty and p.name not in kwargs:
+                raise GradError(f"{name}() needs {p.name}: …", span)
+        known = {p.name for p in params}
+        for k, v in kwargs.items():
+            if k not in known:
+                raise GradError(f"{name}() has no setting {k!r}; known: {', '.join(sorted(known))}", span)
+            if isinstance(v, (Tensor, list)) and not (isinstance(v, list) and all(
+                    isinstance(x, (int, float, str)) for x in v)):
+                raise GradError(f"{name}({k}: …) needs a value known at compile time", span)
+        return DataSpec(name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
+                                           for k, v in kwargs.items())), span)
+    doc = (source.__doc__ or "").strip().splitlines()[0] if source.__doc__ else ""
+    BUILTINS[name] = Builtin(name, impl, doc)
+
+
+for _name, _source in DATA_SOURCES.items():
+    _data_builtin(_name, _source)
+
+
+def _optimizer_builtin(name: str, spec):
+    def impl(el, span, **kwargs):
+        settings = {}
+        for key, default in spec.settings.items():
+            value = kwargs.pop(key, default)
+            if value is None:
+                raise GradError(f"{name}() needs {key}: …", span)
+            if isinstance(value, Tensor):
+                if value.shape != ():
+                    raise GradError(f"{name}({key}: …) must be a scalar", span)
+                if value.graph is el.graph:
+                    raise GradError(f"{name}({key}: …) can depend on the step only, not on the model", span)
+            elif not isinstance(value, (int, float)):
+                raise GradError(f"{name}({key}: …) must be a number, got {describe(value)}", span)
+            settings[key] = value
+        if kwargs:
+            raise GradError(f"{name}() has no setting {next(iter(kwargs))!r}; known: "
+                            f"{', '.join(spec.settings)}", span)
+        return OptimizerSpec(name, tuple(settings.items()), span)
+    BUILTINS[name] = Builtin(name, impl, spec.doc)
+
+
+for _name, _spec in OPTIMIZERS.items():
+    _optimizer_builtin(_name, _spec)

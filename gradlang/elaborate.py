@@ -1,0 +1,546 @@
+"""AST → IR: resolve names and imports, evaluate everything static, inline functions and layers,
+and emit one IR node per tensor operation, with its shape, dtype and source span.
+
+The result is an `Elaborated` program: the forward graph (outputs: the losses and metrics), the params
+with their initialisers, the inputs, the data sources and the training plan. The plan's settings that
+vary with the step (a learning-rate schedule) live in a small graph of their own whose input is `step`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import builtins as bi
+from .errors import GradError, Span
+from .ir.graph import Graph
+from .ops.shapes import DTYPES, FLOATS, INTS, fmt_type
+from .resources import stdlib_dir
+from .syntax import ast, parse_file
+from .values import (Builtin, DataSpec, Function, InitSpec, LayerDef, LayerInstance, ModuleValue,
+                     OptimizerSpec, Scope, Tensor, UnboundLayer, describe)
+
+PRELUDE = ("activations", "losses")
+MAX_CALL_DEPTH = 200
+TRAIN_SETTINGS = ("data", "batch", "epochs", "steps", "optimizer", "seed", "save", "loss", "log_every")
+
+
+@dataclass
+class ParamSpec:
+    shape: tuple
+    dtype: str
+    init: InitSpec
+    span: Span
+
+
+@dataclass
+class InputSpec:
+    shape: tuple
+    dtype: str
+    span: Span
+
+
+@dataclass
+class TrainPlan:
+    settings: dict = field(default_factory=dict)   # name → value
+    spans: dict = field(default_factory=dict)      # name → Span, for errors found at run time
+    graph: Graph = field(default_factory=Graph)     # step-dependent settings; input `step`
+    span: Span | None = None
+
+
+@dataclass
+class Elaborated:
+    graph: Graph
+    params: dict[str, ParamSpec]
+    inputs: dict[str, InputSpec]
+    data: dict[str, DataSpec]
+    plan: TrainPlan | None
+    losses: list[str]
+    metrics: list[str]
+    float_dtype: str
+
+
+class _Return(Exception):
+    def __init__(self, value):
+        self.value = value
+
+
+class Elaborator:
+    def __init__(self, float_dtype: str = "f32"):
+        self.float = float_dtype
+        self.graph = Graph()
+        self.params: dict[str, ParamSpec] = {}
+        self.inputs: dict[str, InputSpec] = {}
+        self.data: dict[str, DataSpec] = {}
+        self.plan: TrainPlan | None = None
+        self.losses: list[str] = []
+        self.metrics: list[str] = []
+        self.modules: dict[Path, ModuleValue] = {}
+        self.loading: list[Path] = []
+        self.depth = 0
+        self.auto_names: dict[str, int] = {}
+        self.builtins = Scope(None, bi.BUILTINS)
+        self.prelude = Scope(self.builtins)
+        for name in PRELUDE:
+            module = self.load_module([name], None, _no_span())
+            self.prelude.vars.update({k: v for k, v in module.scope.vars.items() if not k.startswith("_")})
+
+    # ---- modules ---------------------------------------------------------------------------------
+    def elaborate_main(self, module: ast.Module, folder: Path | None) -> Elaborated:
+        scope = Scope(self.prelude)
+        self.exec_block(module.body, scope, context="main", folder=folder)
+        if not self.losses:
+            raise GradError("the program declares no loss; add a line such as `loss = mean((y - pred) ** 2)`",
+                            module.span if module.body else None)
+        return Elaborated(self.graph, self.params, self.inputs, self.data, self.plan,
+                          self.losses, self.metrics, self.float)
+
+    def resolve_module(self, parts: list[str], folder: Path | None, span: Span) -> Path:
+        relative = Path(*parts).with_suffix(".grad")
+        candidates = [stdlib_dir() / relative] + ([folder / relative] if folder is not None else [])
+        for path in candidates:
+            if path.is_file():
+                return path.resolve()
+        raise GradError(f"no module named {'.'.join(parts)!r} (looked for {relative} in the standard library"
+                        f"{' and in ' + str(folder) if folder is not None else ''})", span)
+
+    def load_module(self, parts: list[str], folder: Path | None, span: Span) -> ModuleValue:
+        path = self.resolve_module(parts, folder, span)
+        if path in self.modules:
+            return self.modules[path]
+        if path in self.loading:
+            chain = " → ".join(p.stem for p in self.loading[self.loading.index(path):] + [path])
+            raise GradError(f"import cycle: {chain}", span)
+        self.loading.append(path)
+        try:
+            in_stdlib = path.is_relative_to(stdlib_dir().resolve())
+            display = f"<stdlib>/{path.relative_to(stdlib_dir().resolve())}" if in_stdlib else str(path)
+            tree = parse_file(path, display)
+            is_prelude = in_stdlib and path.stem in PRELUDE
+            scope = Scope(self.builtins if is_prelude else self.prelude)
+            self.exec_block(tree.body, scope, context="module", folder=path.parent)
+        finally:
+            self.loading.pop()
+        module = ModuleValue(".".join(parts), scope)
+        self.modules[path] = module
+        return module
+
+    # ---- statements ------------------------------------------------------------------------------
+    def exec_block(self, body: list, scope: Scope, context: str, folder: Path | None = None,
+                   layer: LayerInstance | None = None) -> None:
+        for stmt in body:
+            self.exec_stmt(stmt, scope, context, folder, layer)
+
+    def _allowed(self, stmt, context: str, what: str, *contexts: str) -> None:
+        if context not in contexts:
+            where = {"main": "at the top level of a program", "module": "in an imported module",
+                     "layer": "in a layer body", "function": "in a function body",
+                     "train": "in a train block"}[context]
+            raise GradError(f"{what} is not allowed {where}", stmt.span)
+
+    def exec_stmt(self, stmt, scope: Scope, context: str, folder: Path | None, layer: LayerInstance | None):
+        if isinstance(stmt, ast.Assign):
+            value = self.eval(stmt.value, scope)
+            value = self.bind(stmt.name, value, scope, layer, stmt.span)
+            scope.vars[stmt.name] = value
+        elif isinstance(stmt, ast.Import):
+            self._allowed(stmt, context, "import", "main", "module")
+            module = self.load_module(stmt.module, folder, stmt.span)
+            scope.vars[stmt.alias or stmt.module[-1]] = module
+        elif isinstance(stmt, ast.FromImport):
+            self._allowed(stmt, context, "import", "main", "module")
+            module = self.load_module(stmt.module, folder, stmt.span)
+            for name in stmt.names:
+                if name not in module.scope.vars:
+                    raise GradError(f"module {module.name!r} has no {name!r}", stmt.span)
+                scope.vars[name] = module.scope.vars[name]
+        elif isinstance(stmt, ast.FnDef):
+            scope.vars[stmt.name] = Function(stmt.name, stmt.formals, stmt.body, scope, stmt.span)
+        elif isinstance(stmt, ast.LayerDef):
+            self._allowed(stmt, context, "a layer definition", "main", "module")
+            scope.vars[stmt.name] = LayerDef(stmt, scope)
+        elif isinstance(stmt, ast.InputDecl):
+            self._allowed(stmt, context, "an input declaration", "main")
+            scope.vars[stmt.name] = self.declare_input(stmt, scope)
+        elif isinstance(stmt, ast.ParamDecl):
+            self._allowed(stmt, context, "a param declaration", "main", "layer")
+            prefix = f"{layer.name}." if layer is not None else ""
+            tensor = self.declare_param(stmt, prefix + stmt.name, scope)
+            if layer is not None:
+                layer.params.append(tensor)
+            scope.vars[stmt.name] = tensor
+        elif isinstance(stmt, ast.DataDecl):
+            self._allowed(stmt, context, "a data declaration", "main")
+            value = self.eval(stmt.value, scope)
+            if not isinstance(value, DataSpec):
+                raise GradError(f"`data {stmt.name} = …` needs a data source such as two_moons(n: 100), "
+                                f"got {describe(value)}", stmt.value.span)
+            self.data[stmt.name] = value
+            scope.vars[stmt.name] = value
+        elif isinstance(stmt, ast.LossDecl):
+            self._allowed(stmt, context, "a loss declaration", "main")
+            name = "loss" if stmt.name is None else f"loss:{stmt.name}"
+            self.declare_output(name, self.eval(stmt.value, scope), stmt, "loss", float_only=True)
+            self.losses.append(name)
+            if stmt.name is not None:
+                scope.vars[stmt.name] = Tensor(self.graph, self.graph.outputs[name])
+        elif isinstance(stmt, ast.MetricDecl):
+            self._allowed(stmt, context, "a metric declaration", "main")
+            value = self.eval(stmt.value, scope)
+            if isinstance(value, Tensor) and value.dtype not in FLOATS:
+                value = self.cast(value, self.float, stmt.value.span)
+            self.declare_output(f"metric:{stmt.name}", value, stmt, "metric", float_only=True)
+            self.metrics.append(stmt.name)
+            scope.vars[stmt.name] = value
+        elif isinstance(stmt, ast.TrainBlock):
+            self._allowed(stmt, context, "a train block", "main")
+            self.train_block(stmt, scope)
+        elif isinstance(stmt, ast.ForwardDef):
+            self._allowed(stmt, context, "forward", "layer")
+            layer.forward = Function("forward", stmt.formals, stmt.body, scope, stmt.span)
+        elif isinstance(stmt, ast.Return):
+            self._allowed(stmt, context, "return", "function")
+            raise _Return(self.eval(stmt.value, scope))
+        elif isinstance(stmt, ast.For):
+            items = self.eval(stmt.iterable, scope)
+            if not isinstance(items, list):
+                raise GradError(f"a for loop runs over a list or range(...), got {describe(items)}",
+                                stmt.iterable.span)
+            for item in items:
+                scope.vars[stmt.var] = item
+                self.exec_block(stmt.body, scope, context, folder, layer)
+        elif isinstance(stmt, ast.If):
+            cond = self.eval(stmt.cond, scope)
+            if isinstance(cond, Tensor):
+                raise GradError("`if` needs a condition known at compile time; for tensors use where(cond, a, b)",
+                                stmt.cond.span)
+            self.exec_block(stmt.then if cond else stmt.orelse, scope, context, folder, layer)
+        else:  # pragma: no cover - the grammar produces nothing else
+            raise GradError(f"unsupported statement {type(stmt).__name__}", stmt.span)
+
+    def bind(self, name: str, value, scope: Scope, layer: LayerInstance | None, span: Span):
+        """Give a value its name: a layer gets its params (qualified by the name), a tensor a print name."""
+        prefix = f"{layer.name}." if layer is not None else ""
+        if isinstance(value, UnboundLayer):
+            value = self.instantiate(value, prefix + name)
+        elif isinstance(value, list) and any(isinstance(v, UnboundLayer) for v in value):
+            value = [self.instantiate(v, f"{prefix}{name}.{i}") if isinstance(v, UnboundLayer) else v
+                     for i, v in enumerate(value)]
+        if layer is not None:
+            for v in value if isinstance(value, list) else [value]:
+                if isinstance(v, LayerInstance):
+                    layer.params.extend(v.params)
+        if isinstance(value, Tensor) and value.graph is self.graph:
+            data = self.graph.data(value.node)
+            if data["name"] is None and data["op"] not in ("input", "param"):
+                data["name"] = prefix + name
+        return value
+
+    def declare_output(self, name: str, value, stmt, what: str, float_only: bool) -> None:
+        if name in self.graph.outputs:
+            raise GradError(f"{what} {name.split(':')[-1]!r} is declared twice", stmt.span)
+        if not isinstance(value, Tensor):
+            value = self.to_tensor(value, stmt.value.span)
+        if value.graph is not self.graph:
+            raise GradError(f"a {what} must be computed from the model, not the training plan", stmt.value.span)
+        if value.shape != () or (float_only and value.dtype not in FLOATS):
+            raise GradError(f"a {what} must be a float scalar, got {fmt_type(value.shape, value.dtype)}; "
+                            "reduce it with mean(...) or sum(...)", stmt.value.span)
+        if self.graph.data(value.node)["name"] is None:
+            self.graph.data(value.node)["name"] = name.split(":")[-1]
+        self.graph.outputs[name] = value.node
+
+    # ---- declarations ----------------------------------------------------------------------------
+    def resolve_dtype(self, spec: ast.TypeSpec, default: str) -> str:
+        if spec.dtype is None:
+            return default
+        if spec.dtype == "float" or spec.dtype in FLOATS:
+            return self.float   # the program's float precision decides (float32 unless asked otherwise)
+        if spec.dtype in DTYPES:
+            return spec.dtype
+        raise GradError(f"unknown type {spec.dtype!r}; expected one of f32, f64, i32, i64, bool", spec.span)
+
+    def eval_dims(self, spec: ast.TypeSpec, scope: Scope, symbolic_ok: bool) -> tuple:
+        dims = []
+        for expr in spec.dims or []:
+            if isinstance(expr, ast.Name) and symbolic_ok and expr.id not in scope.names():
+                dims.append(expr.id)
+                continue
+            value = self.eval(expr, scope)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                hint = " (a name not defined here makes a symbolic dimension only in an input)" \
+                    if isinstance(expr, ast.Name) else ""
+                raise GradError(f"a dimension must be a non-negative integer, got {describe(value)}{hint}",
+                                expr.span)
+            dims.append(value)
+        return tuple(dims)
+
+    def declare_input(self, stmt: ast.InputDecl, scope: Scope) -> Tensor:
+        if stmt.name in self.inputs:
+            raise GradError(f"input {stmt.name!r} is declared twice", stmt.span)
+        dtype = self.resolve_dtype(stmt.type, self.float)
+        shape = self.eval_dims(stmt.type, scope, symbolic_ok=True)
+        self.inputs[stmt.name] = InputSpec(shape, dtype, stmt.span)
+        node = self.graph.add("input", (), {"name": stmt.name, "shape": shape, "dtype": dtype}, stmt.span)
+        return Tensor(self.graph, node)
+
+    def declare_param(self, stmt: ast.ParamDecl, qualified: str, scope: Scope) -> Tensor:
+        if qualified in self.params:
+            raise GradError(f"param {qualified!r} is declared twice", stmt.span)
+        dtype = self.resolve_dtype(stmt.type, self.float)
+        if dtype not in FLOATS:
+            raise GradError(f"a param must be a float, got {dtype}", stmt.type.span)
+        shape = self.eval_dims(stmt.type, scope, symbolic_ok=False)
+        init = bi.default_init(shape) if stmt.init is None else self.eval(stmt.init, scope)
+        if isinstance(init, Builtin) and init.name in bi.INITIALIZERS:
+            init = init.impl(self, stmt.init.span)
+        if isinstance(init, (int, float)) and not isinstance(init, bool):
+            init = InitSpec("constant", (float(init),))
+        if not isinstance(init, InitSpec):
+            raise GradError(f"a param's initialiser must be one of {', '.join(bi.INITIALIZERS)} or a number, "
+                            f"got {describe(init)}", (stmt.init or stmt).span)
+        self.params[qualified] = ParamSpec(shape, dtype, init, stmt.span)
+        node = self.graph.add("param", (), {"name": qualified, "shape": shape, "dtype": dtype}, stmt.span)
+        return Tensor(self.graph, node)
+
+    def train_block(self, stmt: ast.TrainBlock, scope: Scope) -> None:
+        if self.plan is not None:
+            raise GradError("the program has two train blocks", stmt.span)
+        plan = TrainPlan(span=stmt.span)
+        step = plan.graph.add("input", (), {"name": "step", "shape": (), "dtype": self.float}, stmt.span)
+        inner = Scope(scope, {"step": Tensor(plan.graph, step)})
+        for setting in stmt.body:
+            if setting.name not in TRAIN_SETTINGS:
+                raise GradError(f"unknown train setting {setting.name!r}; known: {', '.join(TRAIN_SETTINGS)}",
+                                setting.span)
+            if setting.name in plan.settings:
+                raise GradError(f"train setting {setting.name!r} is given twice", setting.span)
+            if setting.name == "loss" and isinstance(setting.value, ast.Name):
+                value = setting.value.id   # names a declared loss
+            else:
+                value = self.eval(setting.value, inner)
+            plan.settings[setting.name] = value
+            plan.spans[setting.name] = setting.value.span
+        self.plan = plan
+
+    # ---- layers and calls -----------------------------------------------------------------------
+    def instantiate(self, unbound: UnboundLayer, name: str) -> LayerInstance:
+        node = unbound.layer.node
+        scope = Scope(unbound.layer.closure)
+        self.bind_formals(node.name, node.formals, unbound.args, unbound.kwargs, scope, unbound.span,
+                          unbound.layer.closure)
+        instance = LayerInstance(name, scope, None)
+        scope.vars["self"] = instance
+        self.with_depth(lambda: self.exec_block(node.body, scope, "layer", layer=instance), unbound.span,
+                        node.name)
+        return instance
+
+    def bind_formals(self, fname: str, formals: list, args: list, kwargs: dict, scope: Scope, span: Span,
+                     defaults_scope: Scope) -> None:
+        names = [f.name for f in formals]
+        if len(args) > len(formals):
+            raise GradError(f"{fname}() takes {len(formals)} argument{'s' * (len(formals) != 1)} "
+                            f"but {len(args)} were given", span)
+        for kw in kwargs:
+            if kw not in names:
+                raise GradError(f"{fname}() has no parameter named {kw!r}"
+                                f"{'; its parameters are ' + ', '.join(names) if names else ''}", span)
+        for i, formal in enumerate(formals):
+            if i < len(args):
+                if formal.name in kwargs:
+                    raise GradError(f"{fname}() got two values for {formal.name!r}", span)
+                scope.vars[formal.name] = args[i]
+            elif formal.name in kwargs:
+                scope.vars[formal.name] = kwargs[formal.name]
+            elif formal.default is not None:
+                scope.vars[formal.name] = self.eval(formal.default, defaults_scope)
+            else:
+                raise GradError(f"{fname}() is missing its argument {formal.name!r}", span)
+
+    def with_depth(self, thunk, span: Span, fname: str):
+        if self.depth >= MAX_CALL_DEPTH:
+            raise GradError(f"calls nested more than {MAX_CALL_DEPTH} deep (is {fname} recursive without end?)",
+                            span)
+        self.depth += 1
+        try:
+            return thunk()
+        except GradError as err:
+            # an error inside the standard library is reported at the user's call, with the inner place noted
+            if err.span is not None and err.span.source.name.startswith("<stdlib>") \
+                    and not span.source.name.startswith("<stdlib>"):
+                raise GradError(f"{err.message} (in {fname}, {err.span})", span, err.notes) from None
+            raise
+        finally:
+            self.depth -= 1
+
+    def call(self, func, args: list, kwargs: dict, span: Span):
+        if isinstance(func, Builtin):
+            return bi.call_builtin(self, func, args, kwargs, span)
+        if isinstance(func, Function):
+            scope = Scope(func.closure)
+            self.bind_formals(func.name, func.formals, args, kwargs, scope, span, func.closure)
+            return self.with_depth(lambda: self.run_body(func, scope), span, func.name)
+        if isinstance(func, LayerDef):
+            return UnboundLayer(func, args, kwargs, span)
+        if isinstance(func, UnboundLayer):   # dense(2, 3)(x): a layer used once, named automatically
+            base = func.layer.node.name
+            self.auto_names[base] = self.auto_names.get(base, 0) + 1
+            func = self.instantiate(func, f"{base}_{self.auto_names[base]}")
+        if isinstance(func, LayerInstance):
+            if func.forward is None:
+                raise GradError(f"layer {func.name!r} has no forward(...) definition", span)
+            return self.call(func.forward, args, kwargs, span)
+        raise GradError(f"{describe(func)} cannot be called", span)
+
+    def run_body(self, func: Function, scope: Scope):
+        if not isinstance(func.body, list):
+            return self.eval(func.body, scope)
+        try:
+            self.exec_block(func.body, scope, "function")
+        except _Return as ret:
+            return ret.value
+        raise GradError(f"function {func.name} ends without `return`", func.span)
+
+    # ---- expressions ----------------------------------------------------------------------------
+    def eval(self, node, scope: Scope):
+        method = getattr(self, "eval_" + type(node).__name__)
+        return method(node, scope)
+
+    def eval_Number(self, node, scope):
+        return node.value
+
+    def eval_String(self, node, scope):
+        return node.value
+
+    def eval_Bool(self, node, scope):
+        return node.value
+
+    def eval_Name(self, node, scope):
+        try:
+            return scope.lookup(node.id)
+        except KeyError:
+            close = _closest(node.id, scope.names())
+            raise GradError(f"unknown name {node.id!r}" + (f"; did you mean {close!r}?" if close else ""),
+                            node.span) from None
+
+    def eval_ListExpr(self, node, scope):
+        return [self.eval(item, scope) for item in node.items]
+
+    def eval_ListComp(self, node, scope):
+        items = self.eval(node.iterable, scope)
+        if not isinstance(items, list):
+            raise GradError(f"a list comprehension runs over a list or range(...), got {describe(items)}",
+                            node.iterable.span)
+        out = []
+        for item in items:
+            out.append(self.eval(node.item, Scope(scope, {node.var: item})))
+        return out
+
+    def eval_Neg(self, node, scope):
+        value = self.eval(node.operand, scope)
+        if isinstance(value, Tensor):
+            return Tensor(value.graph, value.graph.add("neg", (value.node,), {}, node.span))
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return -value
+        raise GradError(f"cannot negate {describe(value)}", node.span)
+
+    def eval_BinOp(self, node, scope):
+        left, right = self.eval(node.left, scope), self.eval(node.right, scope)
+        return bi.binary(self, node.op, left, right, node.span)
+
+    def eval_Call(self, node, scope):
+        func = self.eval(node.func, scope)
+        args = [self.eval(a, scope) for a in node.args]
+        kwargs = {}
+        for kw in node.kwargs:
+            if kw.name in kwargs:
+                raise GradError(f"keyword argument {kw.name!r} is given twice", kw.span)
+            kwargs[kw.name] = self.eval(kw.value, scope)
+        return self.call(func, args, kwargs, node.span)
+
+    def eval_Attribute(self, node, scope):
+        value = self.eval(node.value, scope)
+        if isinstance(value, ModuleValue):
+            if node.name not in value.scope.vars:
+                close = _closest(node.name, set(value.scope.vars))
+                raise GradError(f"module {value.name!r} has no {node.name!r}"
+                                + (f"; did you mean {close!r}?" if close else ""), node.span)
+            return value.scope.vars[node.name]
+        if isinstance(value, LayerInstance):
+            if node.name == "params":
+                return list(value.params)
+            if node.name in value.scope.vars and node.name != "self":
+                return value.scope.vars[node.name]
+            raise GradError(f"layer {value.name!r} has no {node.name!r}", node.span)
+        if isinstance(value, Tensor):
+            if node.name == "shape":
+                return list(value.shape)
+            if node.name == "T":
+                return bi.transpose(self, node.span, value)
+        raise GradError(f"{describe(value)} has no attribute {node.name!r}", node.span)
+
+    def eval_Index(self, node, scope):
+        value = self.eval(node.value, scope)
+        items = [ast_slice(self, i, scope) if isinstance(i, ast.Slice) else self.eval(i, scope)
+                 for i in node.items]
+        return bi.index(self, node.span, value, items)
+
+    # ---- tensor helpers -------------------------------------------------------------------------
+    def emit(self, op: str, operands: list[Tensor], span: Span, **attrs) -> Tensor:
+        graphs = {t.graph for t in operands}
+        if len(graphs) > 1:
+            raise GradError("a training-plan value (which depends on `step`) cannot be mixed with the model's "
+                            "tensors", span)
+        graph = graphs.pop() if graphs else self.graph
+        return Tensor(graph, graph.add(op, [t.node for t in operands], attrs, span))
+
+    def to_tensor(self, value, span: Span, like: Tensor | None = None, graph: Graph | None = None) -> Tensor:
+        """A static value as a constant tensor; Python numbers take `like`'s dtype where it fits."""
+        if isinstance(value, Tensor):
+            return value
+        graph = like.graph if like is not None else (graph or self.graph)
+        if isinstance(value, bool):
+            return Tensor(graph, graph.const(value, "bool", span))
+        if isinstance(value, (int, float)):
+            dtype = self.float
+            if like is not None and (like.dtype in FLOATS or like.dtype in INTS and isinstance(value, int)):
+                dtype = like.dtype
+            return Tensor(graph, graph.const(value, dtype, span))
+        if isinstance(value, list):
+            try:
+                array = np.array(value, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise GradError("a list used as a tensor must hold numbers in a regular (rectangular) shape",
+                                span) from None
+            dtype = like.dtype if like is not None and like.dtype in FLOATS else self.float
+            return Tensor(graph, graph.const(array, dtype, span))
+        raise GradError(f"expected a tensor or a number, got {describe(value)}", span)
+
+    def cast(self, value: Tensor, dtype: str, span: Span) -> Tensor:
+        return value if value.dtype == dtype else self.emit("cast", [value], span, dtype=dtype)
+
+
+def ast_slice(el: Elaborator, node: ast.Slice, scope: Scope) -> slice:
+    parts = []
+    for part in (node.start, node.stop, node.step):
+        value = None if part is None else el.eval(part, scope)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise GradError(f"slice bounds must be integers known at compile time, got {describe(value)}", part.span)
+        parts.append(value)
+    return slice(*parts)
+
+
+def _closest(name: str, candidates: set[str]) -> str | None:
+    import difflib
+    found = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.75)
+    return found[0] if found else None
+
+
+def _no_span() -> Span:
+    from .errors import Source
+    return Span(Source("<prelude>", ""), 1, 1, 1, 1)
+
+
+def elaborate_source(module: ast.Module, folder: Path | None, float_dtype: str = "f32") -> Elaborated:
+    return Elaborator(float_dtype).elaborate_main(module, folder)

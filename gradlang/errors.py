@@ -1,0 +1,68 @@
+"""Source locations and the one error type every stage raises.
+
+A `GradError` carries a `Span`; `format()` renders it the way compilers do:
+
+    model.grad:12:9: error: cannot multiply f32[B,784] @ f32[100,10]: inner dimensions 784 and 100 differ
+       12 | logits = x @ W
+          |          ^^^^^
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Source:
+    """A named piece of text that spans point into."""
+
+    name: str
+    text: str
+
+    def line(self, number: int) -> str:
+        lines = self.text.splitlines()
+        return lines[number - 1] if 0 < number <= len(lines) else ""
+
+
+@dataclass(frozen=True)
+class Span:
+    source: Source
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    def __str__(self) -> str:
+        return f"{self.source.name}:{self.line}:{self.col}"
+
+    def __repr__(self) -> str:
+        return f"Span({self})"
+
+
+class GradError(Exception):
+    """An error in a gradlang program (or its data), located in the source when possible."""
+
+    def __init__(self, message: str, span: Span | None = None, notes: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.message = message
+        self.span = span
+        self.notes = notes
+
+    def format(self) -> str:
+        if self.span is None:
+            head = f"error: {self.message}"
+            return "\n".join([head, *(f"note: {n}" for n in self.notes)])
+        s = self.span
+        text = s.source.line(s.line)
+        width = (s.end_col - s.col) if s.end_line == s.line and s.end_col > s.col else 1
+        width = max(1, min(width, len(text) - s.col + 1)) if text else 1
+        gutter = " " * len(str(s.line))
+        lines = [
+            f"{s}: error: {self.message}",
+            f" {s.line} | {text}",
+            f" {gutter} | {' ' * (s.col - 1)}{'^' * width}",
+        ]
+        lines += [f"note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.format()

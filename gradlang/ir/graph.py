@@ -1,0 +1,192 @@
+"""The IR: one node per value, held in a `networkx.MultiDiGraph`.
+
+Node attributes: `op`, `operands` (ordered tuple of node ids — `mul(x, x)` lists x twice), `attrs`,
+`shape`, `dtype`, `span`, `name` (the source name it was bound to, for printing) and `role`
+(`"forward"` or `"grad"`). For every operand position i there is an edge operand → node with key i,
+so NetworkX's algorithms (topological sort, ancestors, DOT export) see the same graph the operand
+lists describe.
+
+Leaves: `input` (fed per batch; attrs `name`), `param` (trainable; attrs `name`), `const` (attrs
+`value`, a NumPy array). `outputs` maps output names (`loss`, `metric:accuracy`, `grad:W`) to nodes.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import networkx as nx
+import numpy as np
+
+from ..errors import GradError, Span
+from ..ops import registry  # importing ..ops registers every primitive
+from ..ops.shapes import DTYPES, ShapeError, normalize_axes
+
+
+@dataclass(frozen=True)
+class NodeRef:
+    """A read-only view of one node, handed to VJP rules."""
+
+    id: int
+    op: str
+    operands: tuple
+    attrs: dict
+    shape: tuple
+    dtype: str
+    span: Span | None
+
+
+class Graph:
+    def __init__(self) -> None:
+        self.nx = nx.MultiDiGraph()
+        self.outputs: dict[str, int] = {}
+        self._next = 0
+
+    # ---- building ------------------------------------------------------------------------------
+    def add(self, op: str, operands=(), attrs: dict | None = None, span: Span | None = None,
+            name: str | None = None, role: str = "forward") -> int:
+        """Add a node after checking it with its primitive's shape rule; return its id."""
+        prim = registry.get(op)
+        attrs = dict(attrs or {})
+        operands = tuple(operands)
+        if prim.arity is not None and len(operands) != prim.arity:
+            raise GradError(f"{op} takes {prim.arity} operand(s), got {len(operands)}", span)
+        try:
+            shape, dtype = prim.infer([self.shape(o) for o in operands], [self.dtype(o) for o in operands], attrs)
+        except ShapeError as err:
+            raise GradError(str(err), span) from None
+        node = self._next
+        self._next += 1
+        self.nx.add_node(node, op=op, operands=operands, attrs=attrs, shape=tuple(shape), dtype=dtype,
+                         span=span, name=name, role=role)
+        for position, operand in enumerate(operands):
+            self.nx.add_edge(operand, node, key=position)
+        return node
+
+    def const(self, value, dtype: str, span: Span | None = None, role: str = "forward") -> int:
+        return self.add("const", (), {"value": np.asarray(value, dtype=DTYPES[dtype])}, span, role=role)
+
+    # ---- reading -------------------------------------------------------------------------------
+    def __contains__(self, node: int) -> bool:
+        return node in self.nx
+
+    def __len__(self) -> int:
+        return self.nx.number_of_nodes()
+
+    def data(self, node: int) -> dict[str, Any]:
+        return self.nx.nodes[node]
+
+    def op(self, node: int) -> str:
+        return self.nx.nodes[node]["op"]
+
+    def operands(self, node: int) -> tuple:
+        return self.nx.nodes[node]["operands"]
+
+    def attrs(self, node: int) -> dict:
+        return self.nx.nodes[node]["attrs"]
+
+    def shape(self, node: int) -> tuple:
+        return self.nx.nodes[node]["shape"]
+
+    def dtype(self, node: int) -> str:
+        return self.nx.nodes[node]["dtype"]
+
+    def span(self, node: int) -> Span | None:
+        return self.nx.nodes[node]["span"]
+
+    def ref(self, node: int) -> NodeRef:
+        d = self.nx.nodes[node]
+        return NodeRef(node, d["op"], d["operands"], d["attrs"], d["shape"], d["dtype"], d["span"])
+
+    def users(self, node: int) -> list[int]:
+        return sorted(set(self.nx.successors(node)))
+
+    def nodes_with_op(self, op: str) -> list[int]:
+        return [n for n, d in self.nx.nodes(data=True) if d["op"] == op]
+
+    def leaves(self, op: str) -> dict[str, int]:
+        """`input` or `param` nodes by name, in creation order."""
+        return {self.attrs(n)["name"]: n for n in sorted(self.nodes_with_op(op))}
+
+    @property
+    def inputs(self) -> dict[str, int]:
+        return self.leaves("input")
+
+    @property
+    def params(self) -> dict[str, int]:
+        return self.leaves("param")
+
+    def order(self, roots=None) -> list[int]:
+        """Nodes in a deterministic topological order (ties broken by id); only ancestors of `roots` if given."""
+        view = self.nx
+        if roots is not None:
+            keep = set(roots)
+            for r in roots:
+                keep |= nx.ancestors(self.nx, r)
+            view = self.nx.subgraph(keep)
+        return list(nx.lexicographical_topological_sort(view))
+
+    def copy(self) -> "Graph":
+        new = Graph()
+        new.nx = self.nx.copy()
+        for _, d in new.nx.nodes(data=True):
+            d["attrs"] = dict(d["attrs"])
+        new.outputs = dict(self.outputs)
+        new._next = self._next
+        return new
+
+    def replace_uses(self, old: int, new: int) -> None:
+        """Make every user of `old` (and every output naming it) use `new` instead."""
+        for user in self.users(old):
+            d = self.nx.nodes[user]
+            d["operands"] = tuple(new if o == old else o for o in d["operands"])
+            self.nx.remove_edges_from(list(self.nx.in_edges(user, keys=True)))
+            for position, operand in enumerate(d["operands"]):
+                self.nx.add_edge(operand, user, key=position)
+        for name, node in self.outputs.items():
+            if node == old:
+                self.outputs[name] = new
+        if self.nx.nodes[new]["name"] is None:
+            self.nx.nodes[new]["name"] = self.nx.nodes[old]["name"]
+
+    def remove(self, nodes) -> None:
+        self.nx.remove_nodes_from(list(nodes))
+
+
+class Emit:
+    """Adds nodes to a graph with one span and role: the vocabulary VJP rules and the elaborator use."""
+
+    def __init__(self, graph: Graph, span: Span | None, role: str = "forward"):
+        self.graph, self.span, self.role = graph, span, role
+
+    def __call__(self, op: str, *operands: int, **attrs) -> int:
+        return self.graph.add(op, operands, attrs, self.span, role=self.role)
+
+    def const(self, value, dtype: str) -> int:
+        return self.graph.const(value, dtype, self.span, self.role)
+
+    def shape(self, node: int) -> tuple:
+        return self.graph.shape(node)
+
+    def dtype(self, node: int) -> str:
+        return self.graph.dtype(node)
+
+    def sum_to_shape(self, x: int, shape: tuple) -> int:
+        """Undo broadcasting: sum `x` over the axes that broadcasting added or stretched, to `shape`."""
+        have = self.shape(x)
+        if have == tuple(shape):
+            return x
+        lead = len(have) - len(shape)
+        axes = list(range(lead)) + [i + lead for i, d in enumerate(shape) if d == 1 and have[i + lead] != 1]
+        if axes:
+            x = self("reduce_sum", x, axes=tuple(axes), keepdims=False)
+        if self.shape(x) != tuple(shape):
+            x = self("reshape", x, shape=tuple(shape))
+        return x
+
+    def expand_reduced(self, g: int, node: NodeRef) -> int:
+        """Broadcast the cotangent of a reduction back over the axes it reduced."""
+        x_shape = self.shape(node.operands[0])
+        axes = normalize_axes(node.attrs["axes"], len(x_shape))
+        if not node.attrs["keepdims"]:
+            g = self("reshape", g, shape=tuple(1 if i in axes else d for i, d in enumerate(x_shape)))
+        return self("broadcast_to", g, shape=x_shape)

@@ -1,0 +1,5 @@
+"""The primitive registry (importing this package registers every primitive)."""
+from . import primitives  # noqa: F401  (registers the primitives)
+from .registry import Primitive, all_primitives, get
+
+__all__ = ["Primitive", "all_primitives", "get"]

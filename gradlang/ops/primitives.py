@@ -1,0 +1,417 @@
+"""Every primitive op, each defined once: shape rule, kernel factory, VJP rule, side by side.
+
+VJP rules return one entry per operand: a thunk that builds the cotangent (called only for operands
+that need a gradient, so no dead nodes are emitted) or None when no gradient flows there.
+Non-differentiable points: relu'(0) = 0, abs'(0) = 0, maximum's tie sends the gradient to its first
+operand, max-reductions split it evenly between tied maxima. Integer and boolean values get no gradient.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .registry import define
+from .shapes import (DTYPES, FLOATS, INTS, ShapeError, broadcast, fmt_shape, fmt_type, infer_reshape,
+                     normalize_axes, reduced)
+
+
+# ---- checks ------------------------------------------------------------------------------------
+
+def _need_float(op: str, shapes, dtypes) -> None:
+    for shape, dt in zip(shapes, dtypes):
+        if dt not in FLOATS:
+            raise ShapeError(f"{op} needs float operands, got {fmt_type(shape, dt)}")
+
+
+def _need_numeric(op: str, shapes, dtypes) -> None:
+    for shape, dt in zip(shapes, dtypes):
+        if dt == "bool":
+            raise ShapeError(f"{op} needs numeric operands, got {fmt_type(shape, dt)}")
+
+
+def _same_dtype(op: str, shapes, dtypes) -> str:
+    if len(set(dtypes)) > 1:
+        raise ShapeError(f"{op}: operand types differ: " + ", ".join(fmt_type(s, d) for s, d in zip(shapes, dtypes)))
+    return dtypes[0]
+
+
+def _fixed(f):
+    """A kernel factory for a kernel that needs no attributes."""
+    return lambda attrs, in_shapes, out_shape, dtype: f
+
+
+def _swap_last(e, x):
+    rank = len(e.shape(x))
+    perm = tuple(range(rank - 2)) + (rank - 1, rank - 2)
+    return e("transpose", x, perm=perm)
+
+
+# ---- leaves --------------------------------------------------------------------------------------
+
+def _leaf_infer(shapes, dtypes, attrs):
+    return tuple(attrs["shape"]), attrs["dtype"]
+
+
+def _leaf_kernel(attrs, in_shapes, out_shape, dtype):
+    raise RuntimeError("inputs and params are bound to slots, never computed")
+
+
+define("input", 0, _leaf_infer, _leaf_kernel, None, "A value fed per batch (attrs: name, shape, dtype).")
+define("param", 0, _leaf_infer, _leaf_kernel, None, "A trainable value (attrs: name, shape, dtype).")
+
+
+def _const_infer(shapes, dtypes, attrs):
+    value = attrs["value"]
+    return value.shape, next(k for k, v in DTYPES.items() if v == value.dtype)
+
+
+define("const", 0, _const_infer, lambda attrs, *_: (lambda v=attrs["value"]: v), None, "A literal.")
+
+
+# ---- elementwise unary ---------------------------------------------------------------------------
+
+def _unary(name, kernel, vjp, doc, floats_only=True):
+    def infer(shapes, dtypes, attrs):
+        (_need_float if floats_only else _need_numeric)(name, shapes, dtypes)
+        return shapes[0], dtypes[0]
+    define(name, 1, infer, _fixed(kernel), vjp, doc)
+
+
+def _one(e, n):
+    return e.const(1, n.dtype)
+
+
+def _zero(e, n):
+    return e.const(0, n.dtype)
+
+
+def _sigmoid(x):
+    # tanh form: never overflows, unlike 1 / (1 + exp(-x)) for large negative x.
+    return np.tanh(x * 0.5) * 0.5 + 0.5
+
+
+_unary("neg", np.negative, lambda e, n, g: [lambda: e("neg", g)], "-x", floats_only=False)
+_unary("exp", np.exp, lambda e, n, g: [lambda: e("mul", g, n.id)], "e^x")
+_unary("log", np.log, lambda e, n, g: [lambda: e("div", g, n.operands[0])], "natural logarithm")
+_unary("tanh", np.tanh,
+       lambda e, n, g: [lambda: e("mul", g, e("sub", _one(e, n), e("mul", n.id, n.id)))], "hyperbolic tangent")
+_unary("sigmoid", _sigmoid,
+       lambda e, n, g: [lambda: e("mul", g, e("mul", n.id, e("sub", _one(e, n), n.id)))], "1 / (1 + e^-x)")
+_unary("relu", lambda x: np.maximum(x, 0),
+       lambda e, n, g: [lambda: e("where", e("gt", n.operands[0], _zero(e, n)), g, _zero(e, n))],
+       "max(x, 0); relu'(0) = 0", floats_only=False)
+_unary("abs", np.abs, lambda e, n, g: [lambda: e("mul", g, e("sign", n.operands[0]))], "|x|; abs'(0) = 0",
+       floats_only=False)
+_unary("sign", np.sign, None, "-1, 0 or 1 (no gradient)", floats_only=False)
+_unary("stop_gradient", lambda x: x, None, "x, through which no gradient flows", floats_only=False)
+
+
+# ---- elementwise binary --------------------------------------------------------------------------
+
+def _binary(name, kernel, vjp, doc, floats_only=False):
+    def infer(shapes, dtypes, attrs):
+        (_need_float if floats_only else _need_numeric)(name, shapes, dtypes)
+        dtype = _same_dtype(name, shapes, dtypes)
+        return broadcast(*shapes), dtype
+    define(name, 2, infer, _fixed(kernel), vjp, doc)
+
+
+def _vjp_add(e, n, g):
+    a, b = n.operands
+    return [lambda: e.sum_to_shape(g, e.shape(a)), lambda: e.sum_to_shape(g, e.shape(b))]
+
+
+def _vjp_sub(e, n, g):
+    a, b = n.operands
+    return [lambda: e.sum_to_shape(g, e.shape(a)), lambda: e.sum_to_shape(e("neg", g), e.shape(b))]
+
+
+def _vjp_mul(e, n, g):
+    a, b = n.operands
+    return [lambda: e.sum_to_shape(e("mul", g, b), e.shape(a)),
+            lambda: e.sum_to_shape(e("mul", g, a), e.shape(b))]
+
+
+def _vjp_div(e, n, g):
+    a, b = n.operands
+    return [lambda: e.sum_to_shape(e("div", g, b), e.shape(a)),
+            lambda: e.sum_to_shape(e("neg", e("div", e("mul", g, n.id), b)), e.shape(b))]
+
+
+def _vjp_pow(e, n, g):
+    a, b = n.operands
+    return [lambda: e.sum_to_shape(e("mul", g, e("mul", b, e("pow", a, e("sub", b, _one(e, n))))), e.shape(a)),
+            lambda: e.sum_to_shape(e("mul", g, e("mul", e("log", a), n.id)), e.shape(b))]
+
+
+def _vjp_maximum(e, n, g):
+    a, b = n.operands
+    first = e("ge", a, b)
+    return [lambda: e.sum_to_shape(e("where", first, g, _zero(e, n)), e.shape(a)),
+            lambda: e.sum_to_shape(e("where", first, _zero(e, n), g), e.shape(b))]
+
+
+_binary("add", np.add, _vjp_add, "a + b")
+_binary("sub", np.subtract, _vjp_sub, "a - b")
+_binary("mul", np.multiply, _vjp_mul, "a * b")
+_binary("div", np.divide, _vjp_div, "a / b", floats_only=True)
+_binary("pow", np.power, _vjp_pow, "a ** b", floats_only=True)
+_binary("maximum", np.maximum, _vjp_maximum, "elementwise max; ties send the gradient to a")
+
+
+def _compare(name, kernel, symbol):
+    def infer(shapes, dtypes, attrs):
+        _same_dtype(name, shapes, dtypes)
+        return broadcast(*shapes), "bool"
+    define(name, 2, infer, _fixed(kernel), None, f"a {symbol} b (boolean; no gradient)")
+
+
+_compare("lt", np.less, "<")
+_compare("le", np.less_equal, "<=")
+_compare("gt", np.greater, ">")
+_compare("ge", np.greater_equal, ">=")
+_compare("eq", np.equal, "==")
+_compare("ne", np.not_equal, "!=")
+
+
+def _where_infer(shapes, dtypes, attrs):
+    if dtypes[0] != "bool":
+        raise ShapeError(f"where needs a boolean condition, got {fmt_type(shapes[0], dtypes[0])}")
+    dtype = _same_dtype("where", shapes[1:], dtypes[1:])
+    return broadcast(*shapes), dtype
+
+
+def _vjp_where(e, n, g):
+    c, a, b = n.operands
+    return [None,
+            lambda: e.sum_to_shape(e("where", c, g, _zero(e, n)), e.shape(a)),
+            lambda: e.sum_to_shape(e("where", c, _zero(e, n), g), e.shape(b))]
+
+
+define("where", 3, _where_infer, _fixed(np.where), _vjp_where, "where(c, a, b): a where c holds, else b")
+
+
+def _cast_infer(shapes, dtypes, attrs):
+    if attrs["dtype"] not in DTYPES:
+        raise ShapeError(f"cast: unknown dtype {attrs['dtype']}")
+    return shapes[0], attrs["dtype"]
+
+
+def _cast_kernel(attrs, in_shapes, out_shape, dtype):
+    target = DTYPES[dtype]
+    return lambda x: x.astype(target)
+
+
+def _vjp_cast(e, n, g):
+    src = e.dtype(n.operands[0])
+    return [(lambda: e("cast", g, dtype=src)) if src in FLOATS and n.dtype in FLOATS else None]
+
+
+define("cast", 1, _cast_infer, _cast_kernel, _vjp_cast, "convert to attrs.dtype; gradient only float → float")
+
+
+# ---- linear algebra ------------------------------------------------------------------------------
+
+def _matmul_infer(shapes, dtypes, attrs):
+    a, b = shapes
+    if len(a) < 2 or len(b) < 2:
+        raise ShapeError(f"matmul needs operands of rank 2 or more, got {fmt_shape(a)} and {fmt_shape(b)}")
+    _need_float("matmul", shapes, dtypes)
+    dtype = _same_dtype("matmul", shapes, dtypes)
+    if a[-1] != b[-2]:
+        raise ShapeError(f"cannot multiply {fmt_type(a, dtypes[0])} @ {fmt_type(b, dtypes[1])}: "
+                         f"inner dimensions {a[-1]} and {b[-2]} differ")
+    batch = broadcast(a[:-2], b[:-2])
+    return batch + (a[-2], b[-1]), dtype
+
+
+def _vjp_matmul(e, n, g):
+    a, b = n.operands
+    return [lambda: e.sum_to_shape(e("matmul", g, _swap_last(e, b)), e.shape(a)),
+            lambda: e.sum_to_shape(e("matmul", _swap_last(e, a), g), e.shape(b))]
+
+
+define("matmul", 2, _matmul_infer, _fixed(np.matmul), _vjp_matmul, "matrix product over the last two axes, batched")
+
+
+# ---- reductions ----------------------------------------------------------------------------------
+
+def _reduction_infer(name, floats_only=False):
+    def infer(shapes, dtypes, attrs):
+        (_need_float if floats_only else _need_numeric)(name, shapes, dtypes)
+        axes = normalize_axes(attrs.get("axes"), len(shapes[0]))
+        attrs["axes"] = axes
+        attrs["keepdims"] = bool(attrs.get("keepdims", False))
+        return reduced(shapes[0], axes, attrs["keepdims"]), dtypes[0]
+    return infer
+
+
+def _sum_kernel(attrs, in_shapes, out_shape, dtype):
+    axes, keep = attrs["axes"], attrs["keepdims"]
+    return lambda x: np.sum(x, axis=axes, keepdims=keep)
+
+
+def _max_kernel(attrs, in_shapes, out_shape, dtype):
+    axes, keep = attrs["axes"], attrs["keepdims"]
+    return lambda x: np.max(x, axis=axes, keepdims=keep)
+
+
+def _logsumexp_kernel(attrs, in_shapes, out_shape, dtype):
+    axes, keep = attrs["axes"], attrs["keepdims"]
+
+    def logsumexp(x):
+        m = np.max(x, axis=axes, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0)   # all -inf: the sum is 0, its log -inf, no NaN
+        out = np.log(np.sum(np.exp(x - m), axis=axes, keepdims=True)) + m
+        return out if keep else np.reshape(out, out_shape)
+    return logsumexp
+
+
+def _vjp_max(e, n, g):
+    x = n.operands[0]
+    hit = e("cast", e("eq", x, e.expand_reduced(n.id, n)), dtype=n.dtype)
+    share = e("div", hit, e("reduce_sum", hit, axes=n.attrs["axes"], keepdims=True))
+    return [lambda: e("mul", e.expand_reduced(g, n), share)]
+
+
+def _vjp_logsumexp(e, n, g):
+    x = n.operands[0]
+    return [lambda: e("mul", e.expand_reduced(g, n), e("exp", e("sub", x, e.expand_reduced(n.id, n))))]
+
+
+define("reduce_sum", 1, _reduction_infer("reduce_sum"), _sum_kernel,
+       lambda e, n, g: [lambda: e.expand_reduced(g, n)], "sum over attrs.axes")
+define("reduce_max", 1, _reduction_infer("reduce_max"), _max_kernel, _vjp_max,
+       "max over attrs.axes; tied maxima share the gradient")
+define("logsumexp", 1, _reduction_infer("logsumexp", floats_only=True), _logsumexp_kernel, _vjp_logsumexp,
+       "log(sum(exp(x))) over attrs.axes, computed stably")
+
+
+def _size_infer(shapes, dtypes, attrs):
+    attrs["axes"] = normalize_axes(attrs.get("axes"), len(shapes[0]))
+    return (), attrs["dtype"]
+
+
+def _size_kernel(attrs, in_shapes, out_shape, dtype):
+    count = np.asarray(np.prod([in_shapes[0][a] for a in attrs["axes"]]), dtype=DTYPES[dtype])
+    return lambda x: count
+
+
+define("size", 1, _size_infer, _size_kernel, None, "number of elements over attrs.axes (known once B is bound)")
+
+
+# ---- shape manipulation --------------------------------------------------------------------------
+
+def _reshape_infer(shapes, dtypes, attrs):
+    attrs["shape"] = infer_reshape(shapes[0], tuple(attrs["shape"]))
+    return attrs["shape"], dtypes[0]
+
+
+def _reshape_kernel(attrs, in_shapes, out_shape, dtype):
+    return lambda x: np.reshape(x, out_shape)
+
+
+define("reshape", 1, _reshape_infer, _reshape_kernel,
+       lambda e, n, g: [lambda: e("reshape", g, shape=e.shape(n.operands[0]))], "same elements, new shape",
+       shape_attrs=("shape",))
+
+
+def _transpose_infer(shapes, dtypes, attrs):
+    perm = tuple(attrs["perm"])
+    if sorted(perm) != list(range(len(shapes[0]))):
+        raise ShapeError(f"transpose: {perm} is not a permutation of the axes of {fmt_shape(shapes[0])}")
+    attrs["perm"] = perm
+    return tuple(shapes[0][p] for p in perm), dtypes[0]
+
+
+def _transpose_kernel(attrs, in_shapes, out_shape, dtype):
+    perm = attrs["perm"]
+    return lambda x: np.transpose(x, perm)
+
+
+define("transpose", 1, _transpose_infer, _transpose_kernel,
+       lambda e, n, g: [lambda: e("transpose", g, perm=tuple(np.argsort(n.attrs["perm"]).tolist()))],
+       "permute axes")
+
+
+def _broadcast_infer(shapes, dtypes, attrs):
+    target = tuple(attrs["shape"])
+    if broadcast(shapes[0], target) != target:
+        raise ShapeError(f"cannot broadcast {fmt_shape(shapes[0])} to {fmt_shape(target)}")
+    attrs["shape"] = target
+    return target, dtypes[0]
+
+
+def _broadcast_kernel(attrs, in_shapes, out_shape, dtype):
+    return lambda x: np.broadcast_to(x, out_shape)
+
+
+define("broadcast_to", 1, _broadcast_infer, _broadcast_kernel,
+       lambda e, n, g: [lambda: e.sum_to_shape(g, e.shape(n.operands[0]))], "repeat along broadcast axes",
+       shape_attrs=("shape",))
+
+
+def _one_hot_infer(shapes, dtypes, attrs):
+    if dtypes[0] not in INTS:
+        raise ShapeError(f"one_hot needs integer labels, got {fmt_type(shapes[0], dtypes[0])}")
+    return shapes[0] + (int(attrs["depth"]),), attrs["dtype"]
+
+
+def _one_hot_kernel(attrs, in_shapes, out_shape, dtype):
+    classes = np.arange(attrs["depth"])
+    target = DTYPES[dtype]
+    return lambda x: (x[..., None] == classes).astype(target)
+
+
+define("one_hot", 1, _one_hot_infer, _one_hot_kernel, None, "integer labels → one-hot rows (no gradient)")
+
+
+def _index_tuple(index):
+    return tuple(slice(*item[1:]) if item[0] == "s" else item[1] for item in index)
+
+
+def _slice_infer(shapes, dtypes, attrs):
+    shape, index = shapes[0], tuple(attrs["index"])
+    if len(index) > len(shape):
+        raise ShapeError(f"too many indices ({len(index)}) for a tensor of shape {fmt_shape(shape)}")
+    out = []
+    for item, dim in zip(index, shape):
+        if item[0] == "i":
+            if isinstance(dim, int) and not -dim <= item[1] < dim:
+                raise ShapeError(f"index {item[1]} is out of range for a dimension of size {dim}")
+        elif isinstance(dim, int):
+            out.append(len(range(*slice(*item[1:]).indices(dim))))
+        elif item[1:] == (None, None, None):
+            out.append(dim)
+        else:
+            raise ShapeError(f"cannot take a part of the symbolic dimension {dim}; only [:] slices it")
+    attrs["index"] = index
+    return tuple(out) + tuple(shape[len(index):]), dtypes[0]
+
+
+def _slice_kernel(attrs, in_shapes, out_shape, dtype):
+    index = _index_tuple(attrs["index"])
+    return lambda x: x[index]
+
+
+def _unslice_infer(shapes, dtypes, attrs):
+    attrs["shape"] = tuple(attrs["shape"])
+    attrs["index"] = tuple(attrs["index"])
+    return attrs["shape"], dtypes[0]
+
+
+def _unslice_kernel(attrs, in_shapes, out_shape, dtype):
+    index, target = _index_tuple(attrs["index"]), DTYPES[dtype]
+
+    def unslice(g):
+        out = np.zeros(out_shape, dtype=target)
+        out[index] = g
+        return out
+    return unslice
+
+
+define("slice", 1, _slice_infer, _slice_kernel,
+       lambda e, n, g: [lambda: e("unslice", g, index=n.attrs["index"], shape=e.shape(n.operands[0]))],
+       "x[index] with static ints and slices")
+define("unslice", 1, _unslice_infer, _unslice_kernel,
+       lambda e, n, g: [lambda: e("slice", g, index=n.attrs["index"])],
+       "zeros of attrs.shape with g written at attrs.index (the transpose of slice)", shape_attrs=("shape",))

@@ -1,0 +1,45 @@
+"""The primitive registry: each op is one record holding its shape rule, kernel and VJP rule.
+
+- `infer(shapes, dtypes, attrs) -> (shape, dtype)` checks operands and raises `ShapeError`.
+- `kernel(attrs, in_shapes, out_shape, dtype) -> callable(*arrays)` is called once, at schedule
+  time, with every symbolic dimension already bound; the callable is what runs in the step.
+- `vjp(emit, node, g) -> [cotangent node or None per operand]` builds IR with the same primitives,
+  so gradients are graphs that can be differentiated again. `vjp=None` means no gradient flows
+  (integer or boolean results, shape queries).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+_REGISTRY: dict[str, "Primitive"] = {}
+
+
+@dataclass(frozen=True)
+class Primitive:
+    name: str
+    arity: int | None
+    infer: Callable
+    kernel: Callable
+    vjp: Callable | None
+    doc: str = ""
+    shape_attrs: tuple[str, ...] = ()   # attrs holding shapes whose symbolic dims bind at schedule time
+
+
+def define(name: str, arity: int | None, infer, kernel, vjp, doc: str = "", shape_attrs=()) -> Primitive:
+    if name in _REGISTRY:
+        raise ValueError(f"primitive {name!r} defined twice")
+    prim = Primitive(name, arity, infer, kernel, vjp, doc, tuple(shape_attrs))
+    _REGISTRY[name] = prim
+    return prim
+
+
+def get(name: str) -> Primitive:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no primitive named {name!r}") from None
+
+
+def all_primitives() -> dict[str, Primitive]:
+    return dict(_REGISTRY)

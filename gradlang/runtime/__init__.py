@@ -1,0 +1,1 @@
+"""Execution: the schedule interpreter, optimizers, data sources and the training loop."""
