@@ -363,16 +363,19 @@ class Elaborator:
             raise GradError(f"calls nested more than {MAX_CALL_DEPTH} deep (is {fname} recursive without end?)",
                             span)
         self.depth += 1
+        outer_site = self.graph.site
+        if outer_site is None and not _in_stdlib(span):
+            self.graph.site = span   # entering library code from the user's program: remember the call
         try:
             return thunk()
         except GradError as err:
             # an error inside the standard library is reported at the user's call, with the inner place noted
-            if err.span is not None and err.span.source.name.startswith("<stdlib>") \
-                    and not span.source.name.startswith("<stdlib>"):
+            if err.span is not None and _in_stdlib(err.span) and not _in_stdlib(span):
                 raise GradError(f"{err.message} (in {fname}, {err.span})", span, err.notes) from None
             raise
         finally:
             self.depth -= 1
+            self.graph.site = outer_site
 
     def call(self, func, args: list, kwargs: dict, span: Span):
         if isinstance(func, Builtin):
@@ -529,6 +532,10 @@ def ast_slice(el: Elaborator, node: ast.Slice, scope: Scope) -> slice:
             raise GradError(f"slice bounds must be integers known at compile time, got {describe(value)}", part.span)
         parts.append(value)
     return slice(*parts)
+
+
+def _in_stdlib(span: Span) -> bool:
+    return span.source.name.startswith("<stdlib>")
 
 
 def _closest(name: str, candidates: set[str]) -> str | None:

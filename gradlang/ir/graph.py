@@ -33,6 +33,7 @@ class NodeRef:
     shape: tuple
     dtype: str
     span: Span | None
+    site: Span | None
 
 
 class Graph:
@@ -40,10 +41,13 @@ class Graph:
         self.nx = nx.MultiDiGraph()
         self.outputs: dict[str, int] = {}
         self._next = 0
+        # Where in the user's program the nodes being added come from, while the elaborator is inside a
+        # standard-library function: printed locations and errors point there, not into the library.
+        self.site: Span | None = None
 
     # ---- building ------------------------------------------------------------------------------
     def add(self, op: str, operands=(), attrs: dict | None = None, span: Span | None = None,
-            name: str | None = None, role: str = "forward") -> int:
+            name: str | None = None, role: str = "forward", site: Span | None = None) -> int:
         """Add a node after checking it with its primitive's shape rule; return its id."""
         prim = registry.get(op)
         attrs = dict(attrs or {})
@@ -53,17 +57,18 @@ class Graph:
         try:
             shape, dtype = prim.infer([self.shape(o) for o in operands], [self.dtype(o) for o in operands], attrs)
         except ShapeError as err:
-            raise GradError(str(err), span) from None
+            raise GradError(str(err), site or self.site or span) from None
         node = self._next
         self._next += 1
         self.nx.add_node(node, op=op, operands=operands, attrs=attrs, shape=tuple(shape), dtype=dtype,
-                         span=span, name=name, role=role)
+                         span=span, site=site or self.site, name=name, role=role)
         for position, operand in enumerate(operands):
             self.nx.add_edge(operand, node, key=position)
         return node
 
-    def const(self, value, dtype: str, span: Span | None = None, role: str = "forward") -> int:
-        return self.add("const", (), {"value": np.asarray(value, dtype=DTYPES[dtype])}, span, role=role)
+    def const(self, value, dtype: str, span: Span | None = None, role: str = "forward",
+              site: Span | None = None) -> int:
+        return self.add("const", (), {"value": np.asarray(value, dtype=DTYPES[dtype])}, span, role=role, site=site)
 
     # ---- reading -------------------------------------------------------------------------------
     def __contains__(self, node: int) -> bool:
@@ -93,9 +98,14 @@ class Graph:
     def span(self, node: int) -> Span | None:
         return self.nx.nodes[node]["span"]
 
+    def location(self, node: int) -> Span | None:
+        """Where the node comes from in the user's program (the call site for library code)."""
+        d = self.nx.nodes[node]
+        return d["site"] or d["span"]
+
     def ref(self, node: int) -> NodeRef:
         d = self.nx.nodes[node]
-        return NodeRef(node, d["op"], d["operands"], d["attrs"], d["shape"], d["dtype"], d["span"])
+        return NodeRef(node, d["op"], d["operands"], d["attrs"], d["shape"], d["dtype"], d["span"], d["site"])
 
     def users(self, node: int) -> list[int]:
         return sorted(set(self.nx.successors(node)))
@@ -155,14 +165,14 @@ class Graph:
 class Emit:
     """Adds nodes to a graph with one span and role: the vocabulary VJP rules and the elaborator use."""
 
-    def __init__(self, graph: Graph, span: Span | None, role: str = "forward"):
-        self.graph, self.span, self.role = graph, span, role
+    def __init__(self, graph: Graph, span: Span | None, role: str = "forward", site: Span | None = None):
+        self.graph, self.span, self.role, self.site = graph, span, role, site
 
     def __call__(self, op: str, *operands: int, **attrs) -> int:
-        return self.graph.add(op, operands, attrs, self.span, role=self.role)
+        return self.graph.add(op, operands, attrs, self.span, role=self.role, site=self.site)
 
     def const(self, value, dtype: str) -> int:
-        return self.graph.const(value, dtype, self.span, self.role)
+        return self.graph.const(value, dtype, self.span, self.role, self.site)
 
     def shape(self, node: int) -> tuple:
         return self.graph.shape(node)

@@ -37,7 +37,7 @@ def _fmt_index(index) -> str:
 
 def _fmt_scalar(value) -> str:
     if value.dtype.kind == "f":
-        return np.format_float_positional(value, trim="0")
+        return np.format_float_positional(value.dtype.type(value), trim="0")
     return str(value.item()).lower()
 
 
@@ -107,7 +107,7 @@ def format_graph(graph: Graph, outputs: list[str] | None = None, locations: bool
             shown += [f"{k}={fmt_shape(v) if k == 'shape' else _fmt_attr(v)}" for k, v in sorted(attrs.items())]
             head = op + (f"[{', '.join(shown)}]" if shown else "")
             rhs = head + " " + ", ".join(operand(o) for o in d["operands"])
-        where = f"# {d['span']}" if locations and d["span"] is not None else ""
+        where = f"# {graph.location(node)}" if locations and graph.location(node) is not None else ""
         rows.append((f"%{names[node]}", fmt_type(d["shape"], d["dtype"]), rhs, where, d["role"]))
     w_name = max((len(r[0]) for r in rows), default=0)
     w_type = max((len(r[1]) for r in rows), default=0)

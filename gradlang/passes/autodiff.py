@@ -28,7 +28,8 @@ def backprop(graph: Graph, output: int, wrt: list[int], span=None) -> list[int]:
         downstream |= nx.descendants(graph.nx, w)
     active = {n for n in upstream & downstream if graph.dtype(n) in FLOATS}
 
-    contributions: dict[int, list[int]] = {output: [Emit(graph, graph.span(output), "grad").const(1, graph.dtype(output))]}
+    seed = Emit(graph, graph.span(output), "grad", graph.data(output)["site"]).const(1, graph.dtype(output))
+    contributions: dict[int, list[int]] = {output: [seed]}
     totals: dict[int, int] = {}
     for node in reversed(graph.order(roots=[output])):
         if node not in active or node not in contributions:
@@ -38,7 +39,7 @@ def backprop(graph: Graph, output: int, wrt: list[int], span=None) -> list[int]:
         prim = registry.get(ref.op)
         if prim.vjp is None:
             continue
-        rules = prim.vjp(Emit(graph, ref.span, "grad"), ref, g)
+        rules = prim.vjp(Emit(graph, ref.span, "grad", ref.site), ref, g)
         if len(rules) != len(ref.operands):
             raise RuntimeError(f"VJP rule of {ref.op} returned {len(rules)} cotangents for {len(ref.operands)} operands")
         for operand, rule in zip(ref.operands, rules):
@@ -52,13 +53,13 @@ def backprop(graph: Graph, output: int, wrt: list[int], span=None) -> list[int]:
         elif w in contributions:
             results.append(_total(graph, w, contributions.pop(w)))
         else:  # the output does not depend on w: its gradient is zero
-            e = Emit(graph, graph.span(w), "grad")
+            e = Emit(graph, graph.span(w), "grad", graph.data(w)["site"])
             results.append(e("broadcast_to", e.const(0, graph.dtype(w)), shape=graph.shape(w)))
     return results
 
 
 def _total(graph: Graph, node: int, parts: list[int]) -> int:
-    e = Emit(graph, graph.span(node), "grad")
+    e = Emit(graph, graph.span(node), "grad", graph.data(node)["site"])
     total = parts[0]
     for part in parts[1:]:
         total = e("add", total, part)

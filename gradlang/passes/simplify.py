@@ -90,7 +90,7 @@ def fold_constants(graph: Graph) -> Graph:
         if int(np.prod(d["shape"], dtype=np.int64)) > _FOLD_LIMIT:
             continue
         kernel = registry.get(d["op"]).kernel(d["attrs"], [v.shape for v in values], d["shape"], d["dtype"])
-        folded = out.const(np.array(kernel(*values)), d["dtype"], d["span"], d["role"])
+        folded = out.const(np.array(kernel(*values)), d["dtype"], d["span"], d["role"], d["site"])
         out.replace_uses(node, folded)
     return dead_code(out)
 
