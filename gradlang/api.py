@@ -357,4 +357,4 @@ def _initialise(spec, rng: np.random.Generator) -> np.ndarray:
         value = rng.normal(0.0, np.sqrt(2.0 * args[0] / fan_in), size=shape)
     else:  # pragma: no cover - the elaborator only makes the kinds above
         raise ValueError(f"unknown initialiser {kind}")
-    return np.ascontiguousarray(value, dtype=dtype)
+    return np.array(value, dtype=dtype, order="C")   # (ascontiguousarray would make a scalar 1-D)
