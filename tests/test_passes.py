@@ -1,0 +1,146 @@
+"""Each pass alone: simplify's rewrites, dead code, CSE, constant folding, the verifier, the scheduler."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradlang
+from gradlang.ir.graph import Emit, Graph
+from gradlang.passes import differentiate, simplify, verify
+from gradlang.passes.schedule import schedule
+from gradlang.passes.simplify import common_subexpressions, dead_code, fold_constants, identities
+from gradlang.runtime.interpreter import Executable
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def leaf(g, name, shape, op="input", dtype="f64"):
+    return g.add(op, (), {"name": name, "shape": shape, "dtype": dtype})
+
+
+def ops(g):
+    return sorted(g.op(n) for n in g.nx.nodes)
+
+
+@pytest.mark.parametrize("build, survivor", [
+    (lambda e, x: e("mul", x, e.const(1, "f64")), "x"),
+    (lambda e, x: e("mul", e.const(1, "f64"), x), "x"),
+    (lambda e, x: e("add", x, e.const(0, "f64")), "x"),
+    (lambda e, x: e("sub", x, e.const(0, "f64")), "x"),
+    (lambda e, x: e("div", x, e.const(1, "f64")), "x"),
+    (lambda e, x: e("pow", x, e.const(1, "f64")), "x"),
+    (lambda e, x: e("neg", e("neg", x)), "x"),
+    (lambda e, x: e("transpose", e("transpose", x, perm=(1, 0)), perm=(1, 0)), "x"),
+    (lambda e, x: e("reshape", e("reshape", x, shape=(6,)), shape=(2, 3)), "x"),
+    (lambda e, x: e("broadcast_to", x, shape=(2, 3)), "x"),
+    (lambda e, x: e("cast", x, dtype="f64"), "x"),
+    (lambda e, x: e("reduce_sum", x, axes=(), keepdims=False), "x"),
+])
+def test_identities_remove_the_no_op(build, survivor):
+    g = Graph()
+    x = leaf(g, "x", (2, 3))
+    g.outputs["out"] = build(Emit(g, None), x)
+    out = dead_code(identities(g))
+    verify(out)
+    assert out.outputs["out"] == x
+    assert ops(out) == ["input"]
+
+
+def test_identities_keep_ops_that_change_the_shape():
+    g = Graph()
+    x = leaf(g, "x", (3,))
+    e = Emit(g, None)
+    g.outputs["out"] = e("mul", x, e.const(np.ones((2, 3)), "f64"))   # broadcasts: not a no-op
+    assert simplify(g).op(simplify(g).outputs["out"]) == "mul"
+
+
+def test_common_subexpressions_merge_equal_nodes_and_constants():
+    g = Graph()
+    x = leaf(g, "x", (2,))
+    e = Emit(g, None)
+    a = e("tanh", e("mul", x, e.const(2.0, "f64")))
+    b = e("tanh", e("mul", x, e.const(2.0, "f64")))
+    g.outputs["out"] = e("add", a, b)
+    out = verify(common_subexpressions(g))
+    assert ops(out) == ["add", "const", "input", "mul", "tanh"]
+    add = out.outputs["out"]
+    assert out.operands(add)[0] == out.operands(add)[1]
+
+
+def test_dead_code_keeps_inputs_and_params_but_drops_unused_work():
+    g = Graph()
+    x = leaf(g, "x", (2,))
+    w = leaf(g, "w", (2,), op="param")
+    e = Emit(g, None)
+    e("exp", x)                                     # unused
+    g.outputs["out"] = e("mul", x, w)
+    assert ops(verify(dead_code(g))) == ["input", "mul", "param"]
+
+
+def test_fold_constants_evaluates_constant_subgraphs():
+    g = Graph()
+    x = leaf(g, "x", (2,))
+    e = Emit(g, None)
+    two = e("add", e.const(1.5, "f64"), e.const(0.5, "f64"))
+    g.outputs["out"] = e("mul", x, e("exp", two))
+    out = verify(fold_constants(g))
+    assert ops(out) == ["const", "input", "mul"]
+    const = next(n for n in out.nx.nodes if out.op(n) == "const")
+    assert float(out.attrs(const)["value"]) == pytest.approx(np.exp(2.0))
+
+
+def test_fold_constants_never_materialises_large_broadcasts():
+    g = Graph()
+    e = Emit(g, None)
+    g.outputs["out"] = e("broadcast_to", e.const(0.0, "f64"), shape=(1000, 1000))
+    assert fold_constants(g).op(fold_constants(g).outputs["out"]) == "broadcast_to"
+
+
+def test_verify_rejects_a_graph_whose_edges_disagree_with_operands():
+    g = Graph()
+    x, y = leaf(g, "x", (2,)), leaf(g, "y", (2,))
+    s = g.add("sub", (x, y))
+    g.data(s)["operands"] = (y, x)                  # operand list edited without the edges
+    with pytest.raises(AssertionError, match="edges"):
+        verify(g)
+
+
+def test_verify_rejects_a_recorded_shape_the_rule_does_not_give():
+    g = Graph()
+    x = leaf(g, "x", (2,))
+    n = g.add("exp", (x,))
+    g.data(n)["shape"] = (3,)
+    with pytest.raises(AssertionError, match="rule gives"):
+        verify(g)
+
+
+def test_schedule_preloads_static_values_and_frees_dead_buffers():
+    g = Graph()
+    x = leaf(g, "x", ("B", 4))
+    e = Emit(g, None)
+    count = e("size", x, axes=(0,), dtype="f64")    # depends only on the shape: computed at schedule time
+    h = e("exp", x)
+    t = e("tanh", h)
+    g.outputs["mean"] = e("div", e("reduce_sum", t, axes=(0, 1), keepdims=False), count)
+    sched = schedule(g, ["mean"], {"B": 5})
+    assert [g.op(n) for n in sched.nodes] == ["exp", "tanh", "reduce_sum", "div"]
+    assert any(float(v) == 5.0 for v in sched.preloaded.values())
+    freed = {s for step in sched.steps for s in step[3]}
+    assert freed >= {sched.steps[0][2], sched.steps[1][2]}   # exp's and tanh's buffers die after use
+    exe = Executable(sched, g, ["x"], [])
+    value = np.random.default_rng(0).normal(size=(5, 4))
+    assert exe.run([value], [])[0] == pytest.approx(np.tanh(np.exp(value)).sum() / 5)
+
+
+@pytest.mark.parametrize("name", ["linear_regression", "moons_mlp", "xor"])
+def test_simplify_shrinks_each_example_gradient_without_changing_it(name):
+    prog = gradlang.compile(EXAMPLES / f"{name}.grad", dtype="float64")
+    raw = verify(differentiate(prog.elaborated.graph, "loss"))
+    simple = verify(simplify(raw))
+    assert len(simple) < len(raw)
+    data = prog.load_data()
+    outputs = [k for k in raw.outputs if k.startswith("grad:")]
+    before = prog.run(outputs, data, raw)
+    after = prog.run(outputs, data, simple)
+    for a, b in zip(before, after):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
