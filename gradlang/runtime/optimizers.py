@@ -1,50 +1,143 @@
 """Optimizers: each declares its settings (None = required) and updates params in place.
 
 A setting may be a number or a function of the step (a learning-rate schedule), evaluated by the
-training loop before each update and passed in as a float.
+training loop before each update and passed in as a float. Every optimizer accepts `clip_norm`
+(rescale the gradients so their global L2 norm is at most this; 0 = off) and `weight_decay` (an L2
+pull toward zero added to the gradient; AdamW instead decays the params directly, "decoupled").
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
+
+COMMON = {"clip_norm": 0.0, "weight_decay": 0.0}
+
+
+class Optimizer:
+    """Shared by all: gradient clipping, weight decay, a step counter, state for checkpoints."""
+
+    settings: dict = {}
+    decoupled_decay = False
+    slots: tuple[str, ...] = ()      # per-param state arrays, zero-initialised
+
+    def __init__(self, params: list[np.ndarray]):
+        self.t = 0
+        self.state_arrays = {slot: [np.zeros_like(p) for p in params] for slot in self.slots}
+
+    def update(self, params, grads, clip_norm: float = 0.0, weight_decay: float = 0.0, **settings) -> None:
+        self.t += 1
+        if clip_norm:
+            norm = np.sqrt(sum(float(np.vdot(g, g)) for g in grads))
+            if norm > clip_norm:
+                grads = [g * g.dtype.type(clip_norm / norm) for g in grads]
+        if weight_decay and not self.decoupled_decay:
+            grads = [g + p.dtype.type(weight_decay) * p for p, g in zip(params, grads)]
+        if weight_decay and self.decoupled_decay:
+            for p in params:
+                p *= p.dtype.type(1.0 - settings["lr"] * weight_decay)
+        self.apply(params, grads, **settings)
+
+    def apply(self, params, grads, **settings) -> None:  # pragma: no cover - each optimizer defines it
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        out = {"t": np.asarray(self.t)}
+        for slot, arrays in self.state_arrays.items():
+            out.update({f"{slot}.{i}": a for i, a in enumerate(arrays)})
+        return out
+
+    def load_state(self, state: dict) -> None:
+        self.t = int(state["t"])
+        for slot, arrays in self.state_arrays.items():
+            for i, a in enumerate(arrays):
+                a[...] = state[f"{slot}.{i}"]
+
+
+class SGD(Optimizer):
+    """v ← μ·v + g;  p ← p − lr·v   (Nesterov: p ← p − lr·(g + μ·v));  μ = 0 is plain gradient descent."""
+
+    settings = {"lr": None, "momentum": 0.0, "nesterov": False}
+    slots = ("velocity",)
+
+    def apply(self, params, grads, lr, momentum=0.0, nesterov=False):
+        for p, g, v in zip(params, grads, self.state_arrays["velocity"]):
+            lr_ = p.dtype.type(lr)
+            if not momentum:
+                p -= lr_ * g
+                continue
+            v *= p.dtype.type(momentum)
+            v += g
+            p -= lr_ * (g + p.dtype.type(momentum) * v) if nesterov else lr_ * v
+
+
+class Adam(Optimizer):
+    """m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  p ← p − lr·m̂ / (√v̂ + ε), with bias-corrected m̂, v̂."""
+
+    settings = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
+    slots = ("m", "v")
+
+    def apply(self, params, grads, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+        correction1 = 1.0 - beta1 ** self.t
+        correction2 = 1.0 - beta2 ** self.t
+        step = lr * np.sqrt(correction2) / correction1
+        for p, g, m, v in zip(params, grads, self.state_arrays["m"], self.state_arrays["v"]):
+            t = p.dtype.type
+            m *= t(beta1)
+            m += t(1.0 - beta1) * g
+            v *= t(beta2)
+            v += t(1.0 - beta2) * (g * g)
+            # ε is added to √v̂ = √v / √correction2, as in the paper and PyTorch
+            p -= t(step) * m / (np.sqrt(v) + t(eps * np.sqrt(correction2)))
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay: p ← p·(1 − lr·λ) before the Adam step (Loshchilov & Hutter)."""
+
+    settings = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}
+    decoupled_decay = True
+
+
+class RMSProp(Optimizer):
+    """s ← α·s + (1−α)·g²;  b ← μ·b + g/(√s + ε);  p ← p − lr·b   (μ = 0: p ← p − lr·g/(√s + ε))."""
+
+    settings = {"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0}
+    slots = ("square_avg", "buffer")
+
+    def apply(self, params, grads, lr, alpha=0.99, eps=1e-8, momentum=0.0):
+        for p, g, s, b in zip(params, grads, self.state_arrays["square_avg"], self.state_arrays["buffer"]):
+            t = p.dtype.type
+            s *= t(alpha)
+            s += t(1.0 - alpha) * (g * g)
+            direction = g / (np.sqrt(s) + t(eps))
+            if momentum:
+                b *= t(momentum)
+                b += direction
+                direction = b
+            p -= t(lr) * direction
+
+
+class Adagrad(Optimizer):
+    """s ← s + g²;  p ← p − lr·g / (√s + ε)."""
+
+    settings = {"lr": 0.01, "eps": 1e-10}
+    slots = ("sum_sq",)
+
+    def apply(self, params, grads, lr, eps=1e-10):
+        for p, g, s in zip(params, grads, self.state_arrays["sum_sq"]):
+            t = p.dtype.type
+            s += g * g
+            p -= t(lr) * g / (np.sqrt(s) + t(eps))
 
 
 @dataclass(frozen=True)
 class OptimizerDef:
-    settings: dict          # name → default (None: required)
-    make: Callable          # (params: list[ndarray]) -> optimizer object with .update(params, grads, **settings)
+    settings: dict          # name → default (None: required), including the common ones
+    make: type
     doc: str
 
 
-class SGD:
-    """p ← p − lr·v with v ← momentum·v + g (plain gradient descent when momentum = 0)."""
-
-    def __init__(self, params: list[np.ndarray]):
-        self.velocity = [np.zeros_like(p) for p in params]
-        self.scratch = [np.empty_like(p) for p in params]
-
-    def update(self, params, grads, lr: float, momentum: float = 0.0, nesterov: bool = False) -> None:
-        for p, g, v, tmp in zip(params, grads, self.velocity, self.scratch):
-            if momentum:
-                v *= momentum
-                v += g
-                direction = np.add(g, momentum * v, out=tmp) if nesterov else v
-            else:
-                direction = g
-            np.multiply(direction, p.dtype.type(lr), out=tmp)
-            p -= tmp
-
-    def state(self) -> dict:
-        return {f"velocity.{i}": v for i, v in enumerate(self.velocity)}
-
-    def load_state(self, state: dict) -> None:
-        for i, v in enumerate(self.velocity):
-            v[...] = state[f"velocity.{i}"]
-
-
 OPTIMIZERS: dict[str, OptimizerDef] = {
-    "sgd": OptimizerDef({"lr": None, "momentum": 0.0, "nesterov": False}, SGD,
-                        "stochastic gradient descent, optionally with (Nesterov) momentum"),
+    name: OptimizerDef({**COMMON, **cls.settings}, cls, (cls.__doc__ or "").strip())
+    for name, cls in [("sgd", SGD), ("adam", Adam), ("adamw", AdamW), ("rmsprop", RMSProp), ("adagrad", Adagrad)]
 }
