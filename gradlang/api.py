@@ -24,9 +24,9 @@ from .passes.schedule import schedule
 from .runtime import data as data_sources
 from .runtime.interpreter import Executable
 from .runtime.optimizers import OPTIMIZERS
-from .runtime.train import TrainResult, fit, save_params
+from .runtime.train import Reporter, TrainResult, fit, save_params, split_validation
 from .syntax import parse
-from .values import OptimizerSpec, Tensor
+from .values import DataSpec, OptimizerSpec, Tensor, describe
 
 _DTYPE_NAMES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
 
@@ -85,6 +85,7 @@ class Program:
         self._optimizer = None
         self._settings_exec = None
         self.steps_taken = 0
+        self.data_dir: Path | None = None   # where named data sets live; None: $GRADLANG_DATA or ~/.cache/gradlang
 
     # ---- what the program declares ---------------------------------------------------------------
     @property
@@ -272,31 +273,80 @@ class Program:
         values = totals / n
         return {"loss": float(values[0]), **{m: float(v) for m, v in zip(self.metric_names, values[1:])}}
 
-    # ---- training -------------------------------------------------------------------------------
-    def load_data(self, name: str | None = None) -> dict:
-        """The arrays of the plan's data source (or of the data declaration `name`)."""
+    # ---- training ----------------------------------------------------------------------------
+    def _plan_span(self, key: str):
+        return self.elaborated.plan.spans.get(key) if self.elaborated.plan else None
+
+    def load_data(self, name: str | None = None, setting: str = "data") -> dict:
+        """The arrays of a data declaration `name`, or of the data source named by a train setting."""
         if name is not None:
+            if name not in self.elaborated.data:
+                raise KeyError(f"no data declaration named {name!r}")
             spec = self.elaborated.data[name]
         else:
-            spec = self.plan.get("data")
+            spec = self.plan.get(setting)
             if spec is None:
-                raise GradError("the train block names no data (add `data = …`); pass data to train() instead",
+                raise GradError(f"the train block names no {setting} (add `{setting} = …`)"
+                                + ("; or pass data to train()" if setting == "data" else ""),
                                 self.elaborated.plan.span if self.elaborated.plan else None)
-        return data_sources.load(spec, self.folder)
+            if not isinstance(spec, DataSpec):
+                raise GradError(f"train setting {setting} must be a data source, got {describe(spec)}",
+                                self._plan_span(setting))
+        return data_sources.load(spec, self.folder, self.data_dir)
+
+    def optimizer(self):
+        """The optimizer and its state (made from the plan's `optimizer` on first use)."""
+        return self._optimizer_for_step()[0]
+
+    def _plan_int(self, key: str, value, minimum: int = 1):
+        value = self.plan.get(key) if value is None else value
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+            raise GradError(f"{key} must be an integer ≥ {minimum}, got {value!r}", self._plan_span(key))
+        return value
 
     def train(self, data: dict | None = None, epochs: int | None = None, steps: int | None = None,
-              batch_size: int | None = None, log=None) -> TrainResult:
-        """Train per the file's plan; arguments override the plan. `log(step, total, loss, seconds)` reports."""
-        plan = self.plan
+              batch_size: int | None = None, validation: float | dict | None = None,
+              early_stopping: int | None = None, log=None, reporter: Reporter | None = None,
+              checkpoint: str | Path | None = None, resume: bool = False) -> TrainResult:
+        """Train per the file's plan; arguments override it.
+
+        `validation` is a fraction of the data to hold out or a dict of arrays; `early_stopping` the
+        number of epochs without a better validation loss after which training stops (and the best
+        params are restored); `checkpoint` a path written atomically after every epoch, from which
+        `resume=True` continues. `log(step, total, loss, seconds)` or a `Reporter` hears progress.
+        """
         arrays = data if data is not None else self.load_data()
         if epochs is None and steps is None:
-            epochs, steps = plan.get("epochs"), plan.get("steps")
-        for key, value in (("epochs", epochs), ("steps", steps), ("batch", batch_size or plan.get("batch"))):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-                span = self.elaborated.plan.spans.get(key) if self.elaborated.plan else None
-                raise GradError(f"{key} must be a positive integer, got {value!r}", span)
-        return fit(self, arrays, epochs, steps, batch_size or plan.get("batch"), log=log,
-                   log_every=plan.get("log_every"))
+            epochs, steps = self._plan_int("epochs", None), self._plan_int("steps", None)
+        for key, value in (("epochs", epochs), ("steps", steps)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise GradError(f"{key} must be a positive integer, got {value!r}", self._plan_span(key))
+        batch_size = self._plan_int("batch", batch_size)
+        early_stopping = self._plan_int("early_stopping", early_stopping, minimum=0) or 0
+        validation = self.plan.get("validation") if validation is None else validation
+        names = [n for n in self.input_names if n in arrays]
+        if isinstance(validation, DataSpec):
+            validation = data_sources.load(validation, self.folder, self.data_dir)
+        elif isinstance(validation, (int, float)) and not isinstance(validation, bool):
+            if not 0 < validation < 1:
+                raise GradError(f"validation must be a fraction between 0 and 1, got {validation}",
+                                self._plan_span("validation"))
+            arrays, validation = split_validation(arrays, names, float(validation), self.rng)
+        elif validation is not None and not isinstance(validation, dict):
+            raise GradError(f"validation must be a fraction or a data source, got {describe(validation)}",
+                            self._plan_span("validation"))
+        if early_stopping and validation is None:
+            raise GradError("early_stopping needs a validation set (validation = 0.1, say)",
+                            self._plan_span("early_stopping"))
+        if checkpoint is None and self.plan.get("checkpoint") is not None:
+            checkpoint = self.folder / self.plan["checkpoint"]
+        if reporter is None and log is not None:
+            reporter = _CallbackReporter(log)
+        result = fit(self, arrays, epochs, steps, batch_size, validation, early_stopping, reporter,
+                     Path(checkpoint) if checkpoint is not None else None, resume)
+        if "test" in self.plan:
+            result.test = self.evaluate(self.load_data(setting="test"))
+        return result
 
     def save(self, path: str | Path) -> Path:
         return save_params(self._params, path)
@@ -309,6 +359,14 @@ class Program:
         inputs = ", ".join(f"{n}: {i!r}" for n, i in self.inputs.items())
         n_values = sum(p.size for p in self._params.values())
         return f"<gradlang.Program {self.name} inputs({inputs}) params={len(self._params)} ({n_values} values)>"
+
+
+class _CallbackReporter(Reporter):
+    def __init__(self, log):
+        self.log = log
+
+    def step(self, done, total, loss, seconds):
+        self.log(done, total, loss, seconds)
 
 
 def _convert(value, dtype, name: str, spec) -> np.ndarray:

@@ -23,7 +23,8 @@ from .values import (Builtin, DataSpec, Function, InitSpec, LayerDef, LayerInsta
 
 PRELUDE = ("activations", "losses")
 MAX_CALL_DEPTH = 200
-TRAIN_SETTINGS = ("data", "batch", "epochs", "steps", "optimizer", "seed", "save", "loss", "log_every")
+TRAIN_SETTINGS = ("data", "batch", "epochs", "steps", "optimizer", "seed", "save", "loss", "validation",
+                  "early_stopping", "test", "checkpoint")
 
 
 @dataclass

@@ -18,6 +18,10 @@ from ..errors import GradError, Span
 class DataContext:
     folder: Path          # the program's folder: relative file paths start here
     span: Span | None     # the data declaration, for errors
+    data_dir: Path | None = None   # where named data sets live (see fetch.data_dir)
+
+    def path(self, name: str) -> Path:
+        return Path(name) if Path(name).is_absolute() else self.folder / name
 
 
 def two_moons(ctx: DataContext, n: int = 100, noise: float = 0.1, seed: int = 0) -> dict:
@@ -52,21 +56,92 @@ def xor(ctx: DataContext, n: int = 4, noise: float = 0.0, seed: int = 0) -> dict
     return {"x": x, "y": (corners[pick, 0] != corners[pick, 1]).astype(np.float64)}
 
 
+def spirals(ctx: DataContext, n: int = 300, classes: int = 3, noise: float = 0.2, seed: int = 0) -> dict:
+    """`classes` interleaved spiral arms (x: [n, 2]; y: [n] integer class), as in CS231n."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    r = np.concatenate([np.linspace(0.0, 1.0, (y == k).sum()) for k in range(classes)])
+    y = np.sort(y)
+    theta = y * (2 * np.pi / classes) + r * 4.0 + rng.normal(0.0, noise, size=n)
+    x = np.stack([r * np.sin(theta), r * np.cos(theta)], axis=1)
+    order = rng.permutation(n)
+    return {"x": x[order], "y": y[order].astype(np.int64)}
+
+
+def blobs(ctx: DataContext, n: int = 300, centers: int = 3, dim: int = 2, std: float = 1.0,
+          spread: float = 5.0, seed: int = 0) -> dict:
+    """Gaussian clusters around `centers` random centres (x: [n, dim]; y: [n] integer cluster)."""
+    rng = np.random.default_rng(seed)
+    means = rng.uniform(-spread, spread, size=(centers, dim))
+    y = rng.integers(0, centers, size=n)
+    return {"x": means[y] + rng.normal(0.0, std, size=(n, dim)), "y": y.astype(np.int64)}
+
+
 def npz(ctx: DataContext, path: str) -> dict:
     """Arrays from a NumPy .npz file (one per input name); pickled objects are refused."""
-    file = (ctx.folder / path) if not Path(path).is_absolute() else Path(path)
+    file = ctx.path(path)
     try:
         with np.load(file, allow_pickle=False) as archive:
             return {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, EOFError) as err:
         raise GradError(f"cannot load {file}: {err}", ctx.span) from None
 
 
-DATA_SOURCES = {"two_moons": two_moons, "line": line, "xor": xor, "npz": npz}
+def csv(ctx: DataContext, path: str, target=-1, header: bool = True, delimiter: str = ",",
+        standardize: bool = False) -> dict:
+    """A numeric CSV file: x = the other columns [n, k], y = the `target` column (name or index) [n]."""
+    from .formats import read_csv
+    out = read_csv(ctx.path(path), target, header, delimiter)
+    if standardize:
+        out["x"] = (out["x"] - out["x"].mean(0)) / np.where(out["x"].std(0) > 0, out["x"].std(0), 1.0)
+    return out
 
 
-def load(spec, folder: Path) -> dict:
-    return DATA_SOURCES[spec.source](DataContext(folder, spec.span), **dict(spec.kwargs))
+def idx(ctx: DataContext, x: str, y: str = "", normalize: float = 1.0) -> dict:
+    """IDX files (gzipped or not): x = the array in file `x` divided by `normalize`, y = file `y`."""
+    from .formats import read_idx
+    out = {"x": read_idx(ctx.path(x)).astype(np.float64) / normalize}
+    if y:
+        out["y"] = read_idx(ctx.path(y)).astype(np.int64)
+    return out
+
+
+MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+               "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+def mnist(ctx: DataContext, split: str = "train", flatten: bool = True, limit: int = 0) -> dict:
+    """MNIST digits from the data directory: x = pixels in [0, 1] ([n, 784], or [n, 1, 28, 28] with
+    flatten: false), y = labels 0..9 ([n], integers). `limit` keeps the first examples only."""
+    from .fetch import data_dir
+    from .formats import read_idx
+    if split not in MNIST_FILES:
+        raise GradError(f"mnist split must be \"train\" or \"test\", got {split!r}", ctx.span)
+    folder = (ctx.data_dir or data_dir()) / "mnist"
+    paths = [folder / name for name in MNIST_FILES[split]]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise GradError(f"MNIST is not in {folder} (missing {missing[0].name}); run `gradlang data fetch mnist`, "
+                        "or point --data-dir / GRADLANG_DATA at a folder holding mnist/", ctx.span)
+    images, labels = (read_idx(p) for p in paths)
+    if len(images) != len(labels):
+        raise GradError(f"{paths[0]} has {len(images)} images but {paths[1]} has {len(labels)} labels", ctx.span)
+    if labels.max(initial=0) > 9:
+        bad = int(np.argmax(labels > 9))
+        raise GradError(f"{paths[1]}: label {labels[bad]} of example {bad} is out of range 0..9", ctx.span)
+    if limit:
+        images, labels = images[:limit], labels[:limit]
+    x = images.astype(np.float32) / 255.0
+    x = x.reshape(len(x), -1) if flatten else x.reshape(len(x), 1, 28, 28)
+    return {"x": x, "y": labels.astype(np.int64)}
+
+
+DATA_SOURCES = {"two_moons": two_moons, "line": line, "xor": xor, "spirals": spirals, "blobs": blobs,
+                "npz": npz, "csv": csv, "idx": idx, "mnist": mnist}
+
+
+def load(spec, folder: Path, data_dir: Path | None = None) -> dict:
+    return DATA_SOURCES[spec.source](DataContext(folder, spec.span, data_dir), **dict(spec.kwargs))
 
 
 def count_examples(arrays: dict, names: list[str], span: Span | None = None) -> int:

@@ -1,6 +1,13 @@
-"""The training loop shared by `gradlang run` and `Program.train`."""
+"""The training loop shared by `gradlang run` and `Program.train`: shuffled mini-batches, a held-out
+validation set evaluated every epoch, early stopping, atomic checkpoints every epoch and resuming.
+
+Resuming is exact: a checkpoint holds the params, the optimizer's state, the step count and the state
+of the program's random generator at an epoch boundary, so an interrupted run that is resumed ends
+with the same params as one that was never interrupted.
+"""
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -21,15 +28,50 @@ class TrainResult:
     epochs: float
     seconds: float
     history: list = field(default_factory=list)   # (step, loss) after every update
+    epoch_log: list = field(default_factory=list)  # one dict per epoch: epoch, step, loss, val_loss, val_<metric>…
+    validation: dict = field(default_factory=dict)  # final loss and metrics on the validation set
+    stopped_early: bool = False
+    test: dict = field(default_factory=dict)        # loss and metrics on the plan's test set
 
     def as_dict(self) -> dict:
-        return {"loss": self.loss, "metrics": self.metrics, "steps": self.steps, "epochs": self.epochs,
-                "seconds": self.seconds}
+        out = {"loss": self.loss, "metrics": self.metrics, "steps": self.steps, "epochs": self.epochs,
+               "seconds": self.seconds}
+        if self.validation:
+            out["validation"] = self.validation
+        if self.test:
+            out["test"] = self.test
+        if self.stopped_early:
+            out["stopped_early"] = True
+        return out
+
+
+class Reporter:
+    """What the loop tells the outside; the default says nothing."""
+
+    def step(self, done: int, total: int, loss: float, seconds: float) -> None:
+        pass
+
+    def epoch(self, record: dict) -> None:
+        pass
+
+
+def split_validation(arrays: dict, names: list[str], fraction: float, rng: np.random.Generator):
+    """Hold out a random `fraction` of the examples (drawn from the program's generator)."""
+    n = count_examples(arrays, names)
+    n_val = int(round(n * fraction))
+    if not 0 < n_val < n:
+        raise GradError(f"a validation fraction of {fraction} leaves no examples to train or validate on "
+                        f"({n} examples)")
+    order = rng.permutation(n)
+    train_idx, val_idx = np.sort(order[n_val:]), np.sort(order[:n_val])
+    return ({k: arrays[k][train_idx] for k in names}, {k: arrays[k][val_idx] for k in names})
 
 
 def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size: int | None,
-        log=None, log_every: int | None = None) -> TrainResult:
+        validation: dict | None = None, early_stopping: int = 0, reporter: Reporter | None = None,
+        checkpoint: Path | None = None, resume: bool = False) -> TrainResult:
     """Run optimizer steps over shuffled mini-batches until `steps` updates or `epochs` passes."""
+    reporter = reporter or Reporter()
     names = [n for n in program.input_names if n in arrays]
     n = count_examples(arrays, names)
     if n == 0:
@@ -38,36 +80,58 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
     size = n if full_batch else batch_size
     per_epoch = -(-n // size)
     total = steps if steps is not None else per_epoch * (epochs if epochs is not None else 1)
-    log_every = log_every or max(1, total // 20)
+    state = {"epoch": 0, "history": [], "epoch_log": [], "best": None, "since_best": 0, "best_params": None}
+    if resume:
+        if checkpoint is None or not Path(checkpoint).exists():
+            raise GradError(f"nothing to resume: no checkpoint at {checkpoint}")
+        state.update(load_checkpoint(program, checkpoint))
     start = time.perf_counter()
-    history = []
-    done = 0
-    while done < total:
-        order = None if full_batch else program.rng
-        for idx in batches(n, size, order):
+    stopped_early = False
+    while program.steps_taken < total and not stopped_early:
+        epoch_losses = []
+        for idx in batches(n, size, None if full_batch else program.rng):
             feed = arrays if full_batch else {k: arrays[k][idx] for k in names}
             loss = program.step(feed)
-            done += 1
-            history.append((done, loss))
+            epoch_losses.append(loss)
+            state["history"].append((program.steps_taken, loss))
             if not np.isfinite(loss):
-                raise GradError(f"the loss became {loss} at step {done}; try a smaller learning rate")
-            if log is not None and (done % log_every == 0 or done == total):
-                log(done, total, loss, time.perf_counter() - start)
-            if done >= total:
+                raise GradError(f"the loss became {loss} at step {program.steps_taken}; "
+                                "try a smaller learning rate or gradient clipping (clip_norm)")
+            reporter.step(program.steps_taken, total, loss, time.perf_counter() - start)
+            if program.steps_taken >= total:
                 break
+        state["epoch"] += 1
+        record = {"epoch": state["epoch"], "step": program.steps_taken, "loss": float(np.mean(epoch_losses))}
+        if validation is not None:
+            record.update({f"val_{k}": v for k, v in program.evaluate(validation).items()})
+            if early_stopping:
+                if state["best"] is None or record["val_loss"] < state["best"]:
+                    state["best"], state["since_best"] = record["val_loss"], 0
+                    state["best_params"] = {k: v.copy() for k, v in program.params.items()}
+                else:
+                    state["since_best"] += 1
+                    stopped_early = state["since_best"] >= early_stopping
+        state["epoch_log"].append(record)
+        reporter.epoch(record)
+        if checkpoint is not None:
+            save_checkpoint(program, checkpoint, state)
+    if stopped_early and state["best_params"] is not None:
+        program.set_params(state["best_params"])
     seconds = time.perf_counter() - start
     final = program.evaluate(arrays)
-    return TrainResult(final.pop("loss"), final, done, done / per_epoch, seconds, history)
+    val = program.evaluate(validation) if validation is not None else {}
+    return TrainResult(final.pop("loss"), final, program.steps_taken, program.steps_taken / per_epoch, seconds,
+                       state["history"], state["epoch_log"], val, stopped_early)
 
 
-def save_params(params: dict, path: str | Path) -> Path:
-    """Write params to an .npz file atomically: a reader sees the old file or the new one, never half."""
+def _atomic_savez(path: Path, arrays: dict) -> Path:
+    """Write an .npz atomically: a reader sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **params)
+            np.savez(f, **arrays)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -75,3 +139,36 @@ def save_params(params: dict, path: str | Path) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_params(params: dict, path: str | Path) -> Path:
+    return _atomic_savez(Path(path), params)
+
+
+def save_checkpoint(program, path: Path, state: dict) -> Path:
+    meta = {"epoch": state["epoch"], "steps_taken": program.steps_taken,
+            "rng": program.rng.bit_generator.state, "history": state["history"],
+            "epoch_log": state["epoch_log"], "best": state["best"], "since_best": state["since_best"]}
+    arrays = {f"param/{k}": v for k, v in program.params.items()}
+    arrays.update({f"optimizer/{k}": v for k, v in program.optimizer().state().items()})
+    if state["best_params"] is not None:
+        arrays.update({f"best/{k}": v for k, v in state["best_params"].items()})
+    arrays["meta"] = np.array(json.dumps(meta))
+    return _atomic_savez(path, arrays)
+
+
+def load_checkpoint(program, path: Path) -> dict:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            meta = json.loads(str(archive["meta"]))
+            program.set_params({k[len("param/"):]: archive[k] for k in archive.files if k.startswith("param/")})
+            program.optimizer().load_state({k[len("optimizer/"):]: archive[k] for k in archive.files
+                                            if k.startswith("optimizer/")})
+            best = {k[len("best/"):]: archive[k] for k in archive.files if k.startswith("best/")} or None
+    except (OSError, ValueError, KeyError) as err:
+        raise GradError(f"cannot resume from {path}: {err}") from None
+    program.rng.bit_generator.state = meta["rng"]
+    program.steps_taken = meta["steps_taken"]
+    return {"epoch": meta["epoch"], "history": [tuple(h) for h in meta["history"]],
+            "epoch_log": meta["epoch_log"], "best": meta["best"], "since_best": meta["since_best"],
+            "best_params": best}
