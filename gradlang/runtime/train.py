@@ -67,6 +67,19 @@ def split_validation(arrays: dict, names: list[str], fraction: float, rng: np.ra
     return ({k: arrays[k][train_idx] for k in names}, {k: arrays[k][val_idx] for k in names})
 
 
+@dataclass
+class _Run:
+    """The state of one training run: what a checkpoint saves and `resume` restores."""
+
+    epoch: int = 0
+    history: list = field(default_factory=list)
+    epoch_log: list = field(default_factory=list)
+    best: float | None = None          # best validation loss so far (early stopping)
+    since_best: int = 0
+    best_params: dict | None = None
+    stopped_early: bool = False
+
+
 def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size: int | None,
         validation: dict | None = None, early_stopping: int = 0, reporter: Reporter | None = None,
         checkpoint: Path | None = None, resume: bool = False) -> TrainResult:
@@ -80,48 +93,51 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
     size = n if full_batch else batch_size
     per_epoch = -(-n // size)
     total = steps if steps is not None else per_epoch * (epochs if epochs is not None else 1)
-    state = {"epoch": 0, "history": [], "epoch_log": [], "best": None, "since_best": 0, "best_params": None}
+    run = _Run()
     if resume:
         if checkpoint is None or not Path(checkpoint).exists():
             raise GradError(f"nothing to resume: no checkpoint at {checkpoint}")
-        state.update(load_checkpoint(program, checkpoint))
+        run = load_checkpoint(program, checkpoint)
     start = time.perf_counter()
-    stopped_early = False
-    while program.steps_taken < total and not stopped_early:
-        epoch_losses = []
-        for idx in batches(n, size, None if full_batch else program.rng):
-            feed = arrays if full_batch else {k: arrays[k][idx] for k in names}
-            loss = program.step(feed)
-            epoch_losses.append(loss)
-            state["history"].append((program.steps_taken, loss))
-            if not np.isfinite(loss):
-                raise GradError(f"the loss became {loss} at step {program.steps_taken}; "
-                                "try a smaller learning rate or gradient clipping (clip_norm)")
-            reporter.step(program.steps_taken, total, loss, time.perf_counter() - start)
-            if program.steps_taken >= total:
-                break
-        state["epoch"] += 1
-        record = {"epoch": state["epoch"], "step": program.steps_taken, "loss": float(np.mean(epoch_losses))}
-        if validation is not None:
-            record.update({f"val_{k}": v for k, v in program.evaluate(validation).items()})
-            if early_stopping:
-                if state["best"] is None or record["val_loss"] < state["best"]:
-                    state["best"], state["since_best"] = record["val_loss"], 0
-                    state["best_params"] = {k: v.copy() for k, v in program.params.items()}
-                else:
-                    state["since_best"] += 1
-                    stopped_early = state["since_best"] >= early_stopping
-        state["epoch_log"].append(record)
-        reporter.epoch(record)
-        if checkpoint is not None:
-            save_checkpoint(program, checkpoint, state)
-    if stopped_early and state["best_params"] is not None:
-        program.set_params(state["best_params"])
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a non-finite loss is reported below
+        while program.steps_taken < total and not run.stopped_early:
+            epoch_losses = []
+            for idx in batches(n, size, None if full_batch else program.rng):
+                loss = program.step(arrays if full_batch else {k: arrays[k][idx] for k in names})
+                epoch_losses.append(loss)
+                run.history.append((program.steps_taken, loss))
+                if not np.isfinite(loss):
+                    raise GradError(f"the loss became {loss} at step {program.steps_taken}; "
+                                    "try a smaller learning rate or gradient clipping (clip_norm)")
+                reporter.step(program.steps_taken, total, loss, time.perf_counter() - start)
+                if program.steps_taken >= total:
+                    break
+            _end_epoch(program, run, float(np.mean(epoch_losses)), validation, early_stopping)
+            reporter.epoch(run.epoch_log[-1])
+            if checkpoint is not None:
+                save_checkpoint(program, checkpoint, run)
+    if run.stopped_early and run.best_params is not None:
+        program.set_params(run.best_params)
     seconds = time.perf_counter() - start
     final = program.evaluate(arrays)
     val = program.evaluate(validation) if validation is not None else {}
     return TrainResult(final.pop("loss"), final, program.steps_taken, program.steps_taken / per_epoch, seconds,
-                       state["history"], state["epoch_log"], val, stopped_early)
+                       run.history, run.epoch_log, val, run.stopped_early)
+
+
+def _end_epoch(program, run: _Run, train_loss: float, validation: dict | None, patience: int) -> None:
+    run.epoch += 1
+    record = {"epoch": run.epoch, "step": program.steps_taken, "loss": train_loss}
+    if validation is not None:
+        record.update({f"val_{k}": v for k, v in program.evaluate(validation).items()})
+        if patience:
+            if run.best is None or record["val_loss"] < run.best:
+                run.best, run.since_best = record["val_loss"], 0
+                run.best_params = {k: v.copy() for k, v in program.params.items()}
+            else:
+                run.since_best += 1
+                run.stopped_early = run.since_best >= patience
+    run.epoch_log.append(record)
 
 
 def _atomic_savez(path: Path, arrays: dict) -> Path:
@@ -145,30 +161,30 @@ def save_params(params: dict, path: str | Path) -> Path:
     return _atomic_savez(Path(path), params)
 
 
-def save_checkpoint(program, path: Path, state: dict) -> Path:
-    meta = {"epoch": state["epoch"], "steps_taken": program.steps_taken,
-            "rng": program.rng.bit_generator.state, "history": state["history"],
-            "epoch_log": state["epoch_log"], "best": state["best"], "since_best": state["since_best"]}
+def save_checkpoint(program, path: Path, run: _Run) -> Path:
+    meta = {"epoch": run.epoch, "steps_taken": program.steps_taken, "rng": program.rng.bit_generator.state,
+            "history": run.history, "epoch_log": run.epoch_log, "best": run.best, "since_best": run.since_best,
+            "stopped_early": run.stopped_early}
     arrays = {f"param/{k}": v for k, v in program.params.items()}
     arrays.update({f"optimizer/{k}": v for k, v in program.optimizer().state().items()})
-    if state["best_params"] is not None:
-        arrays.update({f"best/{k}": v for k, v in state["best_params"].items()})
+    if run.best_params is not None:
+        arrays.update({f"best/{k}": v for k, v in run.best_params.items()})
     arrays["meta"] = np.array(json.dumps(meta))
     return _atomic_savez(path, arrays)
 
 
-def load_checkpoint(program, path: Path) -> dict:
+def load_checkpoint(program, path: Path) -> _Run:
+    def part(archive, prefix):
+        return {k[len(prefix):]: archive[k] for k in archive.files if k.startswith(prefix)}
     try:
         with np.load(path, allow_pickle=False) as archive:
             meta = json.loads(str(archive["meta"]))
-            program.set_params({k[len("param/"):]: archive[k] for k in archive.files if k.startswith("param/")})
-            program.optimizer().load_state({k[len("optimizer/"):]: archive[k] for k in archive.files
-                                            if k.startswith("optimizer/")})
-            best = {k[len("best/"):]: archive[k] for k in archive.files if k.startswith("best/")} or None
+            program.set_params(part(archive, "param/"))
+            program.optimizer().load_state(part(archive, "optimizer/"))
+            best_params = part(archive, "best/") or None
     except (OSError, ValueError, KeyError) as err:
         raise GradError(f"cannot resume from {path}: {err}") from None
     program.rng.bit_generator.state = meta["rng"]
     program.steps_taken = meta["steps_taken"]
-    return {"epoch": meta["epoch"], "history": [tuple(h) for h in meta["history"]],
-            "epoch_log": meta["epoch_log"], "best": meta["best"], "since_best": meta["since_best"],
-            "best_params": best}
+    return _Run(meta["epoch"], [tuple(h) for h in meta["history"]], meta["epoch_log"], meta["best"],
+                meta["since_best"], best_params, meta["stopped_early"])
