@@ -48,8 +48,7 @@ def compile(source: str | Path, dtype: str = "float32", seed: int | None = None)
     """
     if dtype not in _DTYPE_NAMES:
         raise ValueError(f"dtype must be 'float32' or 'float64', not {dtype!r}")
-    path = Path(source) if isinstance(source, Path) or (
-        isinstance(source, str) and "\n" not in source and source.endswith(".grad")) else None
+    path = Path(source) if isinstance(source, Path) or _looks_like_path(source) else None
     if path is not None:
         if not path.is_file():
             raise GradError(f"no such file: {path}")
@@ -264,7 +263,8 @@ class Program:
     def evaluate(self, arrays: dict, batch_size: int = 10_000) -> dict[str, float]:
         """The loss and every metric over a whole data set (averaged over batches, weighted by size)."""
         names = [n for n in self.input_names if n in arrays]
-        n = data_sources.count_examples(arrays, names)
+        arrays = {k: arrays[k] for k in names}
+        n = data_sources.count_examples(arrays, names) if names else 1
         outputs = [self._loss_output(None)] + [f"metric:{m}" for m in self.metric_names]
         totals = np.zeros(len(outputs))
         for idx in data_sources.batches(n, min(batch_size, n), None):
@@ -301,7 +301,7 @@ class Program:
     def _plan_int(self, key: str, value, minimum: int = 1):
         value = self.plan.get(key) if value is None else value
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-            raise GradError(f"{key} must be an integer ≥ {minimum}, got {value!r}", self._plan_span(key))
+            raise GradError(f"{key} must be an integer ≥ {minimum}, got {_show(value)}", self._plan_span(key))
         return value
 
     def train(self, data: dict | None = None, epochs: int | None = None, steps: int | None = None,
@@ -315,12 +315,14 @@ class Program:
         params are restored); `checkpoint` a path written atomically after every epoch, from which
         `resume=True` continues. `log(step, total, loss, seconds)` or a `Reporter` hears progress.
         """
+        if data is None and not self.input_names and "data" not in self.plan:
+            data = {}   # nothing to feed: each step just updates the params
         arrays = data if data is not None else self.load_data()
         if epochs is None and steps is None:
             epochs, steps = self._plan_int("epochs", None), self._plan_int("steps", None)
         for key, value in (("epochs", epochs), ("steps", steps)):
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise GradError(f"{key} must be a positive integer, got {value!r}", self._plan_span(key))
+                raise GradError(f"{key} must be a positive integer, got {_show(value)}", self._plan_span(key))
         batch_size = self._plan_int("batch", batch_size)
         early_stopping = self._plan_int("early_stopping", early_stopping, minimum=0) or 0
         validation = self.plan.get("validation") if validation is None else validation
@@ -359,6 +361,17 @@ class Program:
         inputs = ", ".join(f"{n}: {i!r}" for n, i in self.inputs.items())
         n_values = sum(p.size for p in self._params.values())
         return f"<gradlang.Program {self.name} inputs({inputs}) params={len(self._params)} ({n_values} values)>"
+
+
+def _show(value) -> str:
+    return repr(value) if isinstance(value, (int, float, str)) else describe(value)
+
+
+def _looks_like_path(source: str) -> bool:
+    """A one-line string ending in .grad is a path, unless it reads like a program (has `=`, `#` or spaces)."""
+    if "\n" in source or not source.endswith(".grad"):
+        return False
+    return Path(source).exists() or not any(c in source for c in "=# ")
 
 
 class _CallbackReporter(Reporter):
@@ -401,6 +414,8 @@ def _initialise(spec, rng: np.random.Generator) -> np.ndarray:
         value = np.full(shape, args[0])
     elif kind == "normal":
         value = rng.normal(args[0], args[1], size=shape)
+    elif kind == "values":
+        value = np.array(args).reshape(shape)
     elif kind == "uniform":
         value = rng.uniform(args[0], args[1], size=shape)
     elif kind == "glorot_uniform":

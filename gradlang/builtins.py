@@ -43,10 +43,11 @@ def _kind(dtype: str) -> int:
     return 2 if dtype in FLOATS else 1 if dtype in INTS else 0
 
 
-def promote(el, a, b, span: Span, floats: bool = False) -> tuple[Tensor, Tensor]:
-    """Make two operands tensors of one dtype: bool < int < float; a Python number takes the other's type."""
+def promote(el, a, b, span: Span, floats: bool = False, graph=None) -> tuple[Tensor, Tensor]:
+    """Make two operands tensors of one dtype: bool < int < float; a Python number takes the other's type.
+    Two plain numbers become constants in `graph` (the graph of the other operands of the operation)."""
     if not isinstance(a, Tensor):
-        a = el.to_tensor(a, span, like=b if isinstance(b, Tensor) else None)
+        a = el.to_tensor(a, span, like=b if isinstance(b, Tensor) else None, graph=graph)
     if not isinstance(b, Tensor):
         b = el.to_tensor(b, span, like=a)
     ka, kb = _kind(a.dtype), _kind(b.dtype)
@@ -169,7 +170,7 @@ def where(el, span, cond, a, b):
     if cond.dtype != "bool":
         raise GradError(f"where needs a boolean condition (a comparison), got {fmt_type(cond.shape, cond.dtype)}",
                         span)
-    a, b = promote(el, a, b, span)
+    a, b = promote(el, a, b, span, graph=cond.graph)
     return el.emit("where", [cond, a, b], span)
 
 
@@ -212,6 +213,10 @@ def matmul(el, span, a, b):
         raise GradError(f"@ needs tensors of rank 1 or more, got {fmt_type(a.shape, a.dtype)} @ "
                         f"{fmt_type(b.shape, b.dtype)}", span)
     vec_a, vec_b = len(a.shape) == 1, len(b.shape) == 1
+    inner_a, inner_b = a.shape[-1], b.shape[0] if vec_b else b.shape[-2] if len(b.shape) > 1 else b.shape[0]
+    if inner_a != inner_b:
+        raise GradError(f"cannot multiply {fmt_type(a.shape, a.dtype)} @ {fmt_type(b.shape, b.dtype)}: "
+                        f"inner dimensions {inner_a} and {inner_b} differ", span)
     if vec_a:
         a = el.emit("reshape", [a], span, shape=(1,) + a.shape)
     if vec_b:
@@ -256,7 +261,10 @@ def broadcast_to(el, span, x, shape):
 
 # ---- reductions ----------------------------------------------------------------------------------
 
-def _fold(el, span, items: list, op: str):
+def _fold(el, span, items: list, op: str, axis=None, keepdims=False):
+    if axis is not None or keepdims:
+        raise GradError("axis and keepdims apply to a tensor, not to a list; reduce the list first, e.g. "
+                        "sum(sum(xs), axis: 1)", span)
     if not items:
         raise GradError(f"{'sum' if op == '+' else op} of an empty list", span)
     total = items[0]
@@ -269,7 +277,7 @@ def _fold(el, span, items: list, op: str):
 def sum_(el, span, x, axis=None, keepdims=False):
     """sum of a tensor's elements (over `axis`), or of a list's items"""
     if isinstance(x, list):
-        return _fold(el, span, x, "+")
+        return _fold(el, span, x, "+", axis, keepdims)
     x = _tensor(el, x, span)
     if x.dtype == "bool":
         x = el.cast(x, el.float, span)
@@ -280,7 +288,7 @@ def sum_(el, span, x, axis=None, keepdims=False):
 def mean(el, span, x, axis=None, keepdims=False):
     """arithmetic mean (over `axis`); booleans count as 0 and 1"""
     if isinstance(x, list):
-        return binary(el, "/", _fold(el, span, x, "+"), len(x), span)
+        return binary(el, "/", _fold(el, span, x, "+", axis, keepdims), len(x), span)
     x = _float_tensor(el, x, span)
     axes = _axes(axis, span)
     total = el.emit("reduce_sum", [x], span, axes=axes, keepdims=_flag(keepdims, "keepdims", span))
@@ -292,11 +300,14 @@ def mean(el, span, x, axis=None, keepdims=False):
 def max_(el, span, x, axis=None, keepdims=False):
     """largest element (over `axis`), or largest item of a list"""
     if isinstance(x, list):
-        if all(type(v) in (int, float) for v in x) and x:
+        _fold(el, span, x, "max", axis, keepdims)   # checks: no axis, not empty
+        if all(type(v) in (int, float) for v in x):
             return max(x)
         return _fold_max(el, span, x)
-    return el.emit("reduce_max", [_tensor(el, x, span)], span, axes=_axes(axis, span),
-                   keepdims=_flag(keepdims, "keepdims", span))
+    x = _tensor(el, x, span)
+    if x.dtype == "bool":
+        x = el.cast(x, el.float, span)
+    return el.emit("reduce_max", [x], span, axes=_axes(axis, span), keepdims=_flag(keepdims, "keepdims", span))
 
 
 def _fold_max(el, span, items):
@@ -309,7 +320,8 @@ def _fold_max(el, span, items):
 @builtin("min")
 def min_(el, span, x, axis=None, keepdims=False):
     """smallest element (over `axis`), or smallest item of a list"""
-    if isinstance(x, list) and all(type(v) in (int, float) for v in x) and x:
+    if isinstance(x, list) and all(type(v) in (int, float) for v in x):
+        _fold(el, span, x, "min", axis, keepdims)
         return min(x)
     negated = binary(el, "*", x, -1, span) if not isinstance(x, list) else [binary(el, "*", v, -1, span) for v in x]
     return el.emit("neg", [max_(el, span, negated, axis, keepdims)], span)
@@ -362,6 +374,8 @@ def len_(el, span, x):
     if isinstance(x, list):
         return len(x)
     if isinstance(x, Tensor) and x.shape:
+        if isinstance(x.shape[0], str):
+            raise GradError(f"len is the symbolic dimension {x.shape[0]}, known only at run time", span)
         return x.shape[0]
     raise GradError(f"len needs a list or a tensor of rank ≥ 1, got {describe(x)}", span)
 
@@ -439,6 +453,18 @@ def default_init(shape: tuple) -> InitSpec:
 
 # ---- data sources and optimizers ----------------------------------------------------------------
 
+def _check_setting(source: str, key: str, value, default, span: Span) -> None:
+    """A data-source setting must have its default's type (an int for `n`, a string for a path, …)."""
+    expected = type(default) if default is not inspect.Parameter.empty and default is not None else None
+    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+          bool: lambda v: isinstance(v, bool),
+          str: lambda v: isinstance(v, str)}.get(expected, lambda v: isinstance(v, (int, float, str, bool)))
+    if not ok(value):
+        want = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(expected, "a value")
+        raise GradError(f"{source}({key}: …) must be {want} known at compile time, got {describe(value)}", span)
+
+
 def _data_builtin(name: str, source):
     params = list(inspect.signature(source).parameters.values())[1:]   # the first is the generator
 
@@ -450,9 +476,7 @@ def _data_builtin(name: str, source):
         for k, v in kwargs.items():
             if k not in known:
                 raise GradError(f"{name}() has no setting {k!r}; known: {', '.join(sorted(known))}", span)
-            if isinstance(v, (Tensor, list)) and not (isinstance(v, list) and all(
-                    isinstance(x, (int, float, str)) for x in v)):
-                raise GradError(f"{name}({k}: …) needs a value known at compile time", span)
+            _check_setting(name, k, v, next(p.default for p in params if p.name == k), span)
         return DataSpec(name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
                                            for k, v in kwargs.items())), span)
     doc = (source.__doc__ or "").strip().splitlines()[0] if source.__doc__ else ""

@@ -7,6 +7,7 @@ vary with the step (a learning-rate schedule) live in a small graph of their own
 """
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,7 +144,7 @@ class Elaborator:
     def exec_stmt(self, stmt, scope: Scope, context: str, folder: Path | None, layer: LayerInstance | None):
         if isinstance(stmt, ast.Assign):
             value = self.eval(stmt.value, scope)
-            value = self.bind(stmt.name, value, scope, layer, stmt.span)
+            value = self.bind(stmt.name, value, scope, layer, stmt.span, context)
             scope.vars[stmt.name] = value
         elif isinstance(stmt, ast.Import):
             self._allowed(stmt, context, "import", "main", "module")
@@ -184,8 +185,7 @@ class Elaborator:
             name = "loss" if stmt.name is None else f"loss:{stmt.name}"
             self.declare_output(name, self.eval(stmt.value, scope), stmt, "loss", float_only=True)
             self.losses.append(name)
-            if stmt.name is not None:
-                scope.vars[stmt.name] = Tensor(self.graph, self.graph.outputs[name])
+            scope.vars[stmt.name or "loss"] = Tensor(self.graph, self.graph.outputs[name])
         elif isinstance(stmt, ast.MetricDecl):
             self._allowed(stmt, context, "a metric declaration", "main")
             value = self.eval(stmt.value, scope)
@@ -220,22 +220,33 @@ class Elaborator:
         else:  # pragma: no cover - the grammar produces nothing else
             raise GradError(f"unsupported statement {type(stmt).__name__}", stmt.span)
 
-    def bind(self, name: str, value, scope: Scope, layer: LayerInstance | None, span: Span):
+    def bind(self, name: str, value, scope: Scope, layer: LayerInstance | None, span: Span,
+             context: str = "main"):
         """Give a value its name: a layer gets its params (qualified by the name), a tensor a print name."""
         prefix = f"{layer.name}." if layer is not None else ""
-        if isinstance(value, UnboundLayer):
-            value = self.instantiate(value, prefix + name)
-        elif isinstance(value, list) and any(isinstance(v, UnboundLayer) for v in value):
-            value = [self.instantiate(v, f"{prefix}{name}.{i}") if isinstance(v, UnboundLayer) else v
-                     for i, v in enumerate(value)]
+        if context == "function" and _holds_layers(value):
+            # a function may run many times: each run's layers get fresh names
+            taken = {p.split(".")[0] for p in self.params}
+            k, base = 1, name
+            while name in taken:
+                k += 1
+                name = f"{base}_{k}"
+        value = self.instantiate_all(value, prefix + name)
         if layer is not None:
-            for v in value if isinstance(value, list) else [value]:
-                if isinstance(v, LayerInstance):
-                    layer.params.extend(v.params)
+            for instance in _layers_in(value):
+                layer.params.extend(instance.params)
         if isinstance(value, Tensor) and value.graph is self.graph:
             data = self.graph.data(value.node)
             if data["name"] is None and data["op"] not in ("input", "param"):
                 data["name"] = prefix + name
+        return value
+
+    def instantiate_all(self, value, name: str):
+        """Instantiate every unbound layer in `value` (nested lists named name.0, name.0.1, …)."""
+        if isinstance(value, UnboundLayer):
+            return self.instantiate(value, name)
+        if isinstance(value, list) and _holds_layers(value):
+            return [self.instantiate_all(v, f"{name}.{i}") for i, v in enumerate(value)]
         return value
 
     def declare_output(self, name: str, value, stmt, what: str, float_only: bool) -> None:
@@ -245,9 +256,12 @@ class Elaborator:
             value = self.to_tensor(value, stmt.value.span)
         if value.graph is not self.graph:
             raise GradError(f"a {what} must be computed from the model, not the training plan", stmt.value.span)
-        if value.shape != () or (float_only and value.dtype not in FLOATS):
+        if value.shape != ():
             raise GradError(f"a {what} must be a float scalar, got {fmt_type(value.shape, value.dtype)}; "
                             "reduce it with mean(...) or sum(...)", stmt.value.span)
+        if float_only and value.dtype not in FLOATS:
+            raise GradError(f"a {what} must be a float scalar, got {fmt_type(value.shape, value.dtype)}; "
+                            "convert it with float(...)", stmt.value.span)
         if self.graph.data(value.node)["name"] is None:
             self.graph.data(value.node)["name"] = name.split(":")[-1]
         self.graph.outputs[name] = value.node
@@ -265,7 +279,10 @@ class Elaborator:
     def eval_dims(self, spec: ast.TypeSpec, scope: Scope, symbolic_ok: bool) -> tuple:
         dims = []
         for expr in spec.dims or []:
-            if isinstance(expr, ast.Name) and symbolic_ok and expr.id not in scope.names():
+            if isinstance(expr, ast.Name) and expr.id not in scope.names():
+                if not symbolic_ok:
+                    raise GradError(f"unknown name {expr.id!r}: a param's dimensions must be known at compile "
+                                    "time (symbolic dimensions such as B belong in input declarations)", expr.span)
                 dims.append(expr.id)
                 continue
             value = self.eval(expr, scope)
@@ -298,12 +315,24 @@ class Elaborator:
             init = init.impl(self, stmt.init.span)
         if isinstance(init, (int, float)) and not isinstance(init, bool):
             init = InitSpec("constant", (float(init),))
+        elif isinstance(init, list):
+            init = self.literal_init(init, shape, stmt.init.span)
         if not isinstance(init, InitSpec):
             raise GradError(f"a param's initialiser must be one of {', '.join(bi.INITIALIZERS)} or a number, "
                             f"got {describe(init)}", (stmt.init or stmt).span)
         self.params[qualified] = ParamSpec(shape, dtype, init, stmt.span)
         node = self.graph.add("param", (), {"name": qualified, "shape": shape, "dtype": dtype}, stmt.span)
         return Tensor(self.graph, node)
+
+    def literal_init(self, values: list, shape: tuple, span: Span) -> InitSpec:
+        try:
+            array = np.array(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise GradError("a param's initial values must be numbers in a regular (rectangular) list", span) from None
+        if array.shape != shape:
+            raise GradError(f"the initial values have shape {list(array.shape)} but the param is declared "
+                            f"{list(shape)}", span)
+        return InitSpec("values", tuple(array.reshape(-1).tolist()))
 
     def train_block(self, stmt: ast.TrainBlock, scope: Scope) -> None:
         if self.plan is not None:
@@ -334,7 +363,7 @@ class Elaborator:
         instance = LayerInstance(name, scope, None)
         scope.vars["self"] = instance
         self.with_depth(lambda: self.exec_block(node.body, scope, "layer", layer=instance), unbound.span,
-                        node.name)
+                        node.name, node.span)
         return instance
 
     def bind_formals(self, fname: str, formals: list, args: list, kwargs: dict, scope: Scope, span: Span,
@@ -359,13 +388,14 @@ class Elaborator:
             else:
                 raise GradError(f"{fname}() is missing its argument {formal.name!r}", span)
 
-    def with_depth(self, thunk, span: Span, fname: str):
+    def with_depth(self, thunk, span: Span, fname: str, definition: Span):
+        """Run a call's body (of the function or layer defined at `definition`), bounding the depth."""
         if self.depth >= MAX_CALL_DEPTH:
             raise GradError(f"calls nested more than {MAX_CALL_DEPTH} deep (is {fname} recursive without end?)",
                             span)
         self.depth += 1
         outer_site = self.graph.site
-        if outer_site is None and not _in_stdlib(span):
+        if outer_site is None and _in_stdlib(definition) and not _in_stdlib(span):
             self.graph.site = span   # entering library code from the user's program: remember the call
         try:
             return thunk()
@@ -384,7 +414,7 @@ class Elaborator:
         if isinstance(func, Function):
             scope = Scope(func.closure)
             self.bind_formals(func.name, func.formals, args, kwargs, scope, span, func.closure)
-            return self.with_depth(lambda: self.run_body(func, scope), span, func.name)
+            return self.with_depth(lambda: self.run_body(func, scope), span, func.name, func.span)
         if isinstance(func, LayerDef):
             return UnboundLayer(func, args, kwargs, span)
         if isinstance(func, UnboundLayer):   # dense(2, 3)(x): a layer used once, named automatically
@@ -535,6 +565,18 @@ def ast_slice(el: Elaborator, node: ast.Slice, scope: Scope) -> slice:
     return slice(*parts)
 
 
+def _holds_layers(value) -> bool:
+    return isinstance(value, UnboundLayer) or isinstance(value, list) and any(_holds_layers(v) for v in value)
+
+
+def _layers_in(value):
+    if isinstance(value, LayerInstance):
+        yield value
+    elif isinstance(value, list):
+        for v in value:
+            yield from _layers_in(v)
+
+
 def _in_stdlib(span: Span) -> bool:
     return span.source.name.startswith("<stdlib>")
 
@@ -551,4 +593,14 @@ def _no_span() -> Span:
 
 
 def elaborate_source(module: ast.Module, folder: Path | None, float_dtype: str = "f32") -> Elaborated:
-    return Elaborator(float_dtype).elaborate_main(module, folder)
+    # Elaboration recurses once per nested call or expression; allow the depths MAX_CALL_DEPTH permits, and
+    # turn anything deeper into an error rather than a crash.
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, 20_000))
+    try:
+        return Elaborator(float_dtype).elaborate_main(module, folder)
+    except RecursionError:
+        raise GradError("the program nests too deeply (expressions, calls or imports) to compile",
+                        module.span) from None
+    finally:
+        sys.setrecursionlimit(limit)

@@ -12,6 +12,10 @@ from gradlang.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+needs_mnist = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").exists(),
+                                 reason=f"the real MNIST files are not in {SHARED_DATA / 'mnist'} "
+                                        "(CI puts shared/ beside the clone)")
 
 
 def run_cli(args, capsys):
@@ -22,7 +26,7 @@ def run_cli(args, capsys):
 
 
 def test_every_example_is_covered_here():
-    tested = {"linear_regression", "moons_mlp", "xor"}
+    tested = {"linear_regression", "moons_mlp", "xor", "mnist_logreg", "mnist_mlp"}
     assert {p.stem for p in EXAMPLES.glob("*.grad")} <= tested
 
 
@@ -104,3 +108,28 @@ def test_gradient_ir_of_each_example_prints_with_locations(name, capsys):
     assert f"{name}.grad:" in out.out
     for param in gradlang.compile(EXAMPLES / f"{name}.grad").params:
         assert f"grad:{param}" in out.out
+
+
+@needs_mnist
+@pytest.mark.parametrize("name", ["mnist_logreg", "mnist_mlp"])
+def test_mnist_examples_smoke_run_on_real_data(name, tmp_path, capsys, monkeypatch):
+    """A short run on the real files: the loss falls and the test set is evaluated."""
+    monkeypatch.setenv("GRADLANG_DATA", str(SHARED_DATA))
+    prog = gradlang.compile(EXAMPLES / f"{name}.grad")
+    train = prog.load_data()
+    subset = {k: v[:2560] for k, v in train.items()}
+    first = prog.loss({k: v[:512] for k, v in subset.items()})
+    result = prog.train(subset, steps=20)
+    assert result.steps == 20 and result.loss < first
+    assert result.metrics["accuracy"] > 0.6
+    assert set(result.test) == {"loss", "accuracy"}
+
+
+@needs_mnist
+@pytest.mark.slow
+@pytest.mark.parametrize("name, target", [("mnist_logreg", 0.92), ("mnist_mlp", 0.98)])
+def test_mnist_examples_reach_their_test_accuracy(name, target, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GRADLANG_DATA", str(SHARED_DATA))
+    out = run_cli(["run", str(EXAMPLES / f"{name}.grad"), "--json", "--out", str(tmp_path / "p.npz")], capsys)
+    result = json.loads(out.out)
+    assert result["test"]["accuracy"] >= target

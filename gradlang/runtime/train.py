@@ -71,6 +71,7 @@ def split_validation(arrays: dict, names: list[str], fraction: float, rng: np.ra
 class _Run:
     """The state of one training run: what a checkpoint saves and `resume` restores."""
 
+    first_step: int = 0                # the program's step count when the run began
     epoch: int = 0
     history: list = field(default_factory=list)
     epoch_log: list = field(default_factory=list)
@@ -86,21 +87,23 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
     """Run optimizer steps over shuffled mini-batches until `steps` updates or `epochs` passes."""
     reporter = reporter or Reporter()
     names = [n for n in program.input_names if n in arrays]
-    n = count_examples(arrays, names)
+    arrays = {k: arrays[k] for k in names}          # fields the program does not declare are not fed
+    n = count_examples(arrays, names) if names else 1   # a program without inputs: every step is one "batch"
     if n == 0:
         raise GradError("the training data has no examples")
     full_batch = batch_size is None or batch_size >= n
     size = n if full_batch else batch_size
     per_epoch = -(-n // size)
     total = steps if steps is not None else per_epoch * (epochs if epochs is not None else 1)
-    run = _Run()
+    run = _Run(first_step=program.steps_taken)
     if resume:
         if checkpoint is None or not Path(checkpoint).exists():
             raise GradError(f"nothing to resume: no checkpoint at {checkpoint}")
         run = load_checkpoint(program, checkpoint)
+    end = run.first_step + total
     start = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a non-finite loss is reported below
-        while program.steps_taken < total and not run.stopped_early:
+        while program.steps_taken < end and not run.stopped_early:
             epoch_losses = []
             for idx in batches(n, size, None if full_batch else program.rng):
                 loss = program.step(arrays if full_batch else {k: arrays[k][idx] for k in names})
@@ -109,8 +112,8 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
                 if not np.isfinite(loss):
                     raise GradError(f"the loss became {loss} at step {program.steps_taken}; "
                                     "try a smaller learning rate or gradient clipping (clip_norm)")
-                reporter.step(program.steps_taken, total, loss, time.perf_counter() - start)
-                if program.steps_taken >= total:
+                reporter.step(program.steps_taken - run.first_step, total, loss, time.perf_counter() - start)
+                if program.steps_taken >= end:
                     break
             _end_epoch(program, run, float(np.mean(epoch_losses)), validation, early_stopping)
             reporter.epoch(run.epoch_log[-1])
@@ -121,7 +124,8 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
     seconds = time.perf_counter() - start
     final = program.evaluate(arrays)
     val = program.evaluate(validation) if validation is not None else {}
-    return TrainResult(final.pop("loss"), final, program.steps_taken, program.steps_taken / per_epoch, seconds,
+    done = program.steps_taken - run.first_step
+    return TrainResult(final.pop("loss"), final, done, done / per_epoch, seconds,
                        run.history, run.epoch_log, val, run.stopped_early)
 
 
@@ -162,7 +166,7 @@ def save_params(params: dict, path: str | Path) -> Path:
 
 
 def save_checkpoint(program, path: Path, run: _Run) -> Path:
-    meta = {"epoch": run.epoch, "steps_taken": program.steps_taken, "rng": program.rng.bit_generator.state,
+    meta = {"first_step": run.first_step, "epoch": run.epoch, "steps_taken": program.steps_taken, "rng": program.rng.bit_generator.state,
             "history": run.history, "epoch_log": run.epoch_log, "best": run.best, "since_best": run.since_best,
             "stopped_early": run.stopped_early}
     arrays = {f"param/{k}": v for k, v in program.params.items()}
@@ -186,5 +190,5 @@ def load_checkpoint(program, path: Path) -> _Run:
         raise GradError(f"cannot resume from {path}: {err}") from None
     program.rng.bit_generator.state = meta["rng"]
     program.steps_taken = meta["steps_taken"]
-    return _Run(meta["epoch"], [tuple(h) for h in meta["history"]], meta["epoch_log"], meta["best"],
+    return _Run(meta["first_step"], meta["epoch"], [tuple(h) for h in meta["history"]], meta["epoch_log"], meta["best"],
                 meta["since_best"], best_params, meta["stopped_early"])
