@@ -20,6 +20,7 @@ from .ir.graph import Graph
 from .ir.printer import format_graph
 from .ops.shapes import DTYPES, fmt_shape, fmt_type
 from .passes import differentiate, simplify
+from .ops.registry import RunContext
 from .passes.schedule import schedule
 from .runtime import data as data_sources
 from .runtime.interpreter import Executable
@@ -173,12 +174,12 @@ class Program:
             out.append(value)
         return out
 
-    def _executable(self, graph: Graph, outputs: tuple, arrays: list) -> Executable:
-        key = (id(graph), outputs, tuple(None if a is None else a.shape for a in arrays))
+    def _executable(self, graph: Graph, outputs: tuple, arrays: list, training: bool = False) -> Executable:
+        key = (id(graph), outputs, training, tuple(None if a is None else a.shape for a in arrays))
         found = self._executables.get(key)
         if found is None:
             bindings = self._bind(arrays)
-            sched = schedule(graph, list(outputs), bindings)
+            sched = schedule(graph, list(outputs), bindings, RunContext(self.rng, training))
             for name in sched.input_slots:
                 if arrays[self.input_names.index(name)] is None:
                     raise GradError(f"the feed is missing input {name!r}", self.elaborated.inputs[name].span)
@@ -205,10 +206,11 @@ class Program:
                                     f"{fmt_shape(value.shape)}", spec.span)
         return bindings
 
-    def run(self, outputs: list[str], feed: dict, graph: Graph | None = None) -> list:
-        """Evaluate named outputs of the (forward, by default) graph on one feed."""
+    def run(self, outputs: list[str], feed: dict, graph: Graph | None = None, training: bool = False) -> list:
+        """Evaluate named outputs of the (forward, by default) graph on one feed. `training` switches
+        dropout on (evaluation, the default, switches it off)."""
         arrays = self._feed(feed)
-        exe = self._executable(graph or self.forward_graph, tuple(outputs), arrays)
+        exe = self._executable(graph or self.forward_graph, tuple(outputs), arrays, training)
         return exe.run(arrays, self._param_list)
 
     def loss(self, feed: dict, loss: str | None = None) -> float:
@@ -218,10 +220,10 @@ class Program:
         names = self.metric_names
         return dict(zip(names, (float(v) for v in self.run([f"metric:{m}" for m in names], feed))))
 
-    def gradients(self, feed: dict, loss: str | None = None) -> dict[str, np.ndarray]:
-        """d loss / d param for every param, as arrays of the params' shapes."""
+    def gradients(self, feed: dict, loss: str | None = None, training: bool = False) -> dict[str, np.ndarray]:
+        """d loss / d param for every param, as arrays of the params' shapes (with dropout on if `training`)."""
         graph = self.gradient_graph(loss)
-        values = self.run([f"grad:{n}" for n in self.param_names], feed, graph)
+        values = self.run([f"grad:{n}" for n in self.param_names], feed, graph, training)
         return {n: np.array(v, dtype=self._params[n].dtype) for n, v in zip(self.param_names, values)}
 
     def step(self, feed: dict) -> float:
@@ -229,7 +231,7 @@ class Program:
         graph = self.gradient_graph()
         outputs = (self._loss_output(None),) + tuple(f"grad:{n}" for n in self.param_names)
         arrays = self._feed(feed)
-        values = self._executable(graph, outputs, arrays).run(arrays, self._param_list)
+        values = self._executable(graph, outputs, arrays, training=True).run(arrays, self._param_list)
         optimizer, settings = self._optimizer_for_step()
         optimizer.update(self._param_list, values[1:], **settings)
         self.steps_taken += 1

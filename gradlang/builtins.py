@@ -138,7 +138,8 @@ def _unary(name: str, doc: str):
 
 for _name, _doc in [("exp", "e to the power x"), ("log", "natural logarithm"), ("tanh", "hyperbolic tangent"),
                     ("sigmoid", "logistic function 1 / (1 + e^-x)"), ("relu", "max(x, 0)"),
-                    ("abs", "absolute value"), ("sign", "-1, 0 or 1"),
+                    ("abs", "absolute value"), ("sign", "-1, 0 or 1"), ("sin", "sine"), ("cos", "cosine"),
+                    ("floor", "largest integer ≤ x (as a float; no gradient)"),
                     ("stop_gradient", "x, but no gradient flows through it")]:
     _unary(_name, _doc)
 
@@ -172,6 +173,16 @@ def where(el, span, cond, a, b):
                         span)
     a, b = promote(el, a, b, span, graph=cond.graph)
     return el.emit("where", [cond, a, b], span)
+
+
+@builtin()
+def dropout_mask(el, span, x, rate):
+    """inverted-dropout mask for x: 0 with probability rate, else 1/(1-rate), new every training step;
+    all ones in evaluation"""
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+        raise GradError(f"dropout rate must be a number in [0, 1), got {describe(rate)}", span)
+    el.random_keys += 1   # each mask is its own draw: never merged with another by CSE
+    return el.emit("dropout_mask", [_float_tensor(el, x, span)], span, rate=float(rate), key=el.random_keys)
 
 
 @builtin("float")

@@ -82,6 +82,7 @@ class Elaborator:
         self.loading: list[Path] = []
         self.depth = 0
         self.auto_names: dict[str, int] = {}
+        self.random_keys = 0
         self.builtins = Scope(None, bi.BUILTINS)
         self.prelude = Scope(self.builtins)
         for name in PRELUDE:

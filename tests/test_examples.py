@@ -26,7 +26,7 @@ def run_cli(args, capsys):
 
 
 def test_every_example_is_covered_here():
-    tested = {"linear_regression", "moons_mlp", "xor", "mnist_logreg", "mnist_mlp"}
+    tested = {"linear_regression", "moons_mlp", "xor", "mnist_logreg", "mnist_mlp", "overfitting", "overfitting_l2"}
     assert {p.stem for p in EXAMPLES.glob("*.grad")} <= tested
 
 
@@ -133,3 +133,29 @@ def test_mnist_examples_reach_their_test_accuracy(name, target, tmp_path, capsys
     out = run_cli(["run", str(EXAMPLES / f"{name}.grad"), "--json", "--out", str(tmp_path / "p.npz")], capsys)
     result = json.loads(out.out)
     assert result["test"]["accuracy"] >= target
+
+
+def test_overfitting_examples_differ_by_one_l2_term():
+    plain = (EXAMPLES / "overfitting.grad").read_text().splitlines()
+    cured = (EXAMPLES / "overfitting_l2.grad").read_text().splitlines()
+    added = [line for line in cured if line not in plain and not line.startswith("#")]
+    assert added == ["data_loss = binary_cross_entropy(logits, (y + 1) / 2)",
+                     "loss      = data_loss + 0.003 * l2(net.params)"]
+
+
+@pytest.mark.parametrize("name", ["overfitting", "overfitting_l2"])
+def test_overfitting_examples_smoke(name):
+    result = gradlang.compile(EXAMPLES / f"{name}.grad").train(epochs=20)
+    assert result.steps == 20 and len(result.epoch_log) == 20
+    assert "val_accuracy" in result.epoch_log[-1]
+
+
+@pytest.mark.slow
+def test_l2_closes_the_gap_between_training_and_held_out_accuracy():
+    gaps = {}
+    for name in ("overfitting", "overfitting_l2"):
+        result = gradlang.compile(EXAMPLES / f"{name}.grad").train()
+        gaps[name] = (result.metrics["accuracy"], result.validation["accuracy"])
+    assert gaps["overfitting"][0] == 1.0 and gaps["overfitting"][1] < 0.9
+    assert gaps["overfitting_l2"][1] > gaps["overfitting"][1]
+    assert gaps["overfitting_l2"][0] - gaps["overfitting_l2"][1] < gaps["overfitting"][0] - gaps["overfitting"][1]

@@ -221,6 +221,8 @@ ROWS = [
     Row("sigmoid", (M,)),
     Row("relu", (M,), (away_from_zero,)),
     Row("abs", (M,), (away_from_zero,)),
+    Row("sin", (M,)),
+    Row("cos", (M,)),
     Row("add", (M, M)),
     Row("sub", (M, M)),
     Row("mul", (M, M)),
@@ -244,7 +246,7 @@ ROW = {row.op: row for row in ROWS}
 
 # Primitives without a VJP rule. A new primitive must get a row above or be listed here.
 NOT_DIFFERENTIABLE = {"input", "param", "const", "sign", "stop_gradient", "lt", "le", "gt", "ge", "eq", "ne",
-                      "size", "one_hot"}
+                      "size", "one_hot", "floor", "dropout_mask"}
 
 
 def build_problem(row: Row, shapes=None, seed: int = 0):

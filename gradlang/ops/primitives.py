@@ -101,7 +101,10 @@ _unary("relu", lambda x: np.maximum(x, 0),
        "max(x, 0); relu'(0) = 0", floats_only=False)
 _unary("abs", np.abs, lambda e, n, g: [lambda: e("mul", g, e("sign", n.operands[0]))], "|x|; abs'(0) = 0",
        floats_only=False)
+_unary("sin", np.sin, lambda e, n, g: [lambda: e("mul", g, e("cos", n.operands[0]))], "sine")
+_unary("cos", np.cos, lambda e, n, g: [lambda: e("neg", e("mul", g, e("sin", n.operands[0])))], "cosine")
 _unary("sign", np.sign, None, "-1, 0 or 1 (no gradient)", floats_only=False)
+_unary("floor", np.floor, None, "largest integer ≤ x, as a float (no gradient: it is flat almost everywhere)")
 _unary("stop_gradient", lambda x: x, None, "x, through which no gradient flows", floats_only=False)
 
 
@@ -415,3 +418,30 @@ define("slice", 1, _slice_infer, _slice_kernel,
 define("unslice", 1, _unslice_infer, _unslice_kernel,
        lambda e, n, g: [lambda: e("slice", g, index=n.attrs["index"])],
        "zeros of attrs.shape with g written at attrs.index (the transpose of slice)", shape_attrs=("shape",))
+
+
+# ---- randomness ----------------------------------------------------------------------------------
+
+def _dropout_infer(shapes, dtypes, attrs):
+    _need_float("dropout_mask", shapes, dtypes)
+    if not 0.0 <= attrs["rate"] < 1.0:
+        raise ShapeError(f"dropout rate must be in [0, 1), got {attrs['rate']}")
+    return shapes[0], dtypes[0]
+
+
+def _dropout_kernel(attrs, in_shapes, out_shape, dtype, context):
+    if not context.training or attrs["rate"] == 0.0:
+        ones = np.ones((), dtype=DTYPES[dtype])
+        return lambda x: np.broadcast_to(ones, out_shape)
+    keep, rng, target = 1.0 - attrs["rate"], context.rng, DTYPES[dtype]
+    scale = target(1.0 / keep)
+
+    def mask(x):
+        return (rng.random(out_shape, dtype=np.float32) < keep).astype(target) * scale
+    return mask
+
+
+define("dropout_mask", 1, _dropout_infer, _dropout_kernel, None,
+       "inverted-dropout mask of x's shape: 0 with probability attrs.rate, else 1/(1 − rate), drawn anew "
+       "each training step from the run's generator; all ones when evaluating (attrs.key keeps masks apart)",
+       random=True)

@@ -3,6 +3,7 @@
 - `infer(shapes, dtypes, attrs) -> (shape, dtype)` checks operands and raises `ShapeError`.
 - `kernel(attrs, in_shapes, out_shape, dtype) -> callable(*arrays)` is called once, at schedule
   time, with every symbolic dimension already bound; the callable is what runs in the step.
+- Random primitives (dropout) get a `RunContext` as a fifth argument of the kernel factory.
 - `vjp(emit, node, g) -> [cotangent node or None per operand]` builds IR with the same primitives,
   so gradients are graphs that can be differentiated again. `vjp=None` means no gradient flows
   (integer or boolean results, shape queries).
@@ -24,12 +25,23 @@ class Primitive:
     vjp: Callable | None
     doc: str = ""
     shape_attrs: tuple[str, ...] = ()   # attrs holding shapes whose symbolic dims bind at schedule time
+    random: bool = False   # draws from the run's generator: the kernel factory also gets a RunContext,
+                           # and the op is never folded, merged or computed at schedule time
 
 
-def define(name: str, arity: int | None, infer, kernel, vjp, doc: str = "", shape_attrs=()) -> Primitive:
+@dataclass(frozen=True)
+class RunContext:
+    """What random kernels see: the program's seeded generator and whether this is a training step."""
+
+    rng: object
+    training: bool
+
+
+def define(name: str, arity: int | None, infer, kernel, vjp, doc: str = "", shape_attrs=(),
+           random: bool = False) -> Primitive:
     if name in _REGISTRY:
         raise ValueError(f"primitive {name!r} defined twice")
-    prim = Primitive(name, arity, infer, kernel, vjp, doc, tuple(shape_attrs))
+    prim = Primitive(name, arity, infer, kernel, vjp, doc, tuple(shape_attrs), random)
     _REGISTRY[name] = prim
     return prim
 

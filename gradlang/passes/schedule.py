@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import GradError
 from ..ir.graph import Graph
 from ..ops import registry
+from ..ops.registry import RunContext
 from ..ops.shapes import resolve
 
 
@@ -37,7 +38,8 @@ def _resolved_attrs(prim, attrs: dict, bindings: dict) -> dict:
     return out
 
 
-def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int]) -> Schedule:
+def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
+             context: RunContext | None = None) -> Schedule:
     roots = [graph.outputs[name] for name in outputs]
     order = graph.order(roots=roots)
     slot = {node: i for i, node in enumerate(order)}
@@ -56,8 +58,13 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int]) -> Sche
         prim = registry.get(op)
         in_shapes = [resolve(graph.shape(o), bindings) for o in d["operands"]]
         out_shape = resolve(d["shape"], bindings)
-        kernel = prim.kernel(_resolved_attrs(prim, d["attrs"], bindings), in_shapes, out_shape, d["dtype"])
-        if op == "const" or op == "size" or d["operands"] and all(o in static for o in d["operands"]):
+        attrs = _resolved_attrs(prim, d["attrs"], bindings)
+        if prim.random:
+            kernel = prim.kernel(attrs, in_shapes, out_shape, d["dtype"], context or RunContext(None, False))
+        else:
+            kernel = prim.kernel(attrs, in_shapes, out_shape, d["dtype"])
+        static_op = op == "const" or op == "size" or d["operands"] and all(o in static for o in d["operands"])
+        if static_op and not prim.random:
             try:
                 with np.errstate(all="ignore"):
                     static[node] = kernel(*[static.get(o) for o in d["operands"]])

@@ -82,7 +82,7 @@ def fold_constants(graph: Graph) -> Graph:
     out = graph.copy()
     for node in out.order():
         d = out.data(node)
-        if d["op"] == "const" or not d["operands"] or registry.get(d["op"]).kernel is None:
+        if d["op"] == "const" or not d["operands"] or registry.get(d["op"]).random:
             continue
         values = [_const_value(out, o) for o in d["operands"]]
         if any(v is None for v in values) or not all(isinstance(s, int) for s in d["shape"]):
