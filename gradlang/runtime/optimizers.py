@@ -24,6 +24,7 @@ class Optimizer:
     def __init__(self, params: list[np.ndarray]):
         self.t = 0
         self.state_arrays = {slot: [np.zeros_like(p) for p in params] for slot in self.slots}
+        self.scratch = [np.empty_like(p) for p in params]   # updates write here: no allocation per step
 
     def update(self, params, grads, clip_norm: float = 0.0, weight_decay: float = 0.0, **settings) -> None:
         self.t += 1
@@ -61,14 +62,19 @@ class SGD(Optimizer):
     slots = ("velocity",)
 
     def apply(self, params, grads, lr, momentum=0.0, nesterov=False):
-        for p, g, v in zip(params, grads, self.state_arrays["velocity"]):
-            lr_ = p.dtype.type(lr)
-            if not momentum:
-                p -= lr_ * g
-                continue
-            v *= p.dtype.type(momentum)
-            v += g
-            p -= lr_ * (g + p.dtype.type(momentum) * v) if nesterov else lr_ * v
+        for p, g, v, tmp in zip(params, grads, self.state_arrays["velocity"], self.scratch):
+            t = p.dtype.type
+            if momentum:
+                v *= t(momentum)
+                v += g
+                if nesterov:
+                    np.multiply(v, t(momentum), out=tmp)
+                    tmp += g
+                    g = tmp
+                else:
+                    g = v
+            np.multiply(g, t(lr), out=tmp)
+            p -= tmp
 
 
 class Adam(Optimizer):
@@ -81,14 +87,21 @@ class Adam(Optimizer):
         correction1 = 1.0 - beta1 ** self.t
         correction2 = 1.0 - beta2 ** self.t
         step = lr * np.sqrt(correction2) / correction1
-        for p, g, m, v in zip(params, grads, self.state_arrays["m"], self.state_arrays["v"]):
+        for p, g, m, v, tmp in zip(params, grads, self.state_arrays["m"], self.state_arrays["v"], self.scratch):
             t = p.dtype.type
             m *= t(beta1)
-            m += t(1.0 - beta1) * g
+            np.multiply(g, t(1.0 - beta1), out=tmp)
+            m += tmp
             v *= t(beta2)
-            v += t(1.0 - beta2) * (g * g)
+            np.multiply(g, g, out=tmp)
+            tmp *= t(1.0 - beta2)
+            v += tmp
             # ε is added to √v̂ = √v / √correction2, as in the paper and PyTorch
-            p -= t(step) * m / (np.sqrt(v) + t(eps * np.sqrt(correction2)))
+            np.sqrt(v, out=tmp)
+            tmp += t(eps * np.sqrt(correction2))
+            np.divide(m, tmp, out=tmp)
+            tmp *= t(step)
+            p -= tmp
 
 
 class AdamW(Adam):
