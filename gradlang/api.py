@@ -26,7 +26,7 @@ from .runtime import data as data_sources
 from .runtime.interpreter import Executable
 from .runtime.optimizers import OPTIMIZERS
 from .runtime.train import Reporter, TrainResult, fit, save_params, split_validation
-from .syntax import parse
+from .syntax import parse, parse_file
 from .values import DataSpec, OptimizerSpec, Tensor, describe
 
 _DTYPE_NAMES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
@@ -53,10 +53,9 @@ def compile(source: str | Path, dtype: str = "float32", seed: int | None = None)
     if path is not None:
         if not path.is_file():
             raise GradError(f"no such file: {path}")
-        text, name, folder = path.read_text(encoding="utf-8"), str(path), path.resolve().parent
+        module, folder, name = parse_file(path), path.resolve().parent, str(path)
     else:
-        text, name, folder = source, "<string>", Path.cwd()
-    module = parse(text, name)
+        module, folder, name = parse(source, "<string>"), Path.cwd(), "<string>"
     elaborated = elaborate_source(module, folder, _DTYPE_NAMES[dtype])
     return Program(elaborated, folder, seed, name)
 

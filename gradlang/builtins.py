@@ -32,9 +32,30 @@ def call_builtin(el, func: Builtin, args: list, kwargs: dict, span: Span):
     try:
         signature.bind(el, span, *args, **kwargs)
     except TypeError as err:
-        shown = ", ".join(str(p) for p in list(signature.parameters.values())[2:])
-        raise GradError(f"{func.name}({shown}): {err}", span) from None
+        raise GradError(_call_mismatch(func.name, list(signature.parameters.values())[2:], args, kwargs, err),
+                        span) from None
     return func.impl(el, span, *args, **kwargs)
+
+
+def _call_mismatch(name: str, params: list, args: list, kwargs: dict, err: TypeError) -> str:
+    """Why a builtin's arguments do not fit, worded as for user functions (not Python's TypeError text)."""
+    if any(p.kind == p.VAR_KEYWORD for p in params) and not any(p.kind == p.VAR_POSITIONAL for p in params) \
+            and args:
+        return f"{name}() takes its settings by name, e.g. {name}(n: 100)"
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    names = [p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if not any(p.kind == p.VAR_KEYWORD for p in params):
+        for key in kwargs:
+            if key not in names:
+                return f"{name}() has no parameter named {key!r}" + (
+                    f"; its parameters are {', '.join(names)}" if names else "")
+    if len(args) > len(positional) and not any(p.kind == p.VAR_POSITIONAL for p in params):
+        n = len(positional)
+        return f"{name}() takes {n} argument{'s' * (n != 1)} but {len(args)} were given"
+    for p in positional[len(args):]:
+        if p.default is p.empty and p.name not in kwargs:
+            return f"{name}() is missing its argument {p.name!r}"
+    return f"{name}(): {err}"
 
 
 # ---- conversions and promotion -------------------------------------------------------------------
@@ -310,6 +331,7 @@ def mean(el, span, x, axis=None, keepdims=False):
 @builtin("max")
 def max_(el, span, x, axis=None, keepdims=False):
     """largest element (over `axis`), or largest item of a list"""
+    _not_two_values(x, axis, "max", "maximum", span)
     if isinstance(x, list):
         _fold(el, span, x, "max", axis, keepdims)   # checks: no axis, not empty
         if all(type(v) in (int, float) for v in x):
@@ -319,6 +341,13 @@ def max_(el, span, x, axis=None, keepdims=False):
     if x.dtype == "bool":
         x = el.cast(x, el.float, span)
     return el.emit("reduce_max", [x], span, axes=_axes(axis, span), keepdims=_flag(keepdims, "keepdims", span))
+
+
+def _not_two_values(x, axis, name: str, elementwise: str, span: Span) -> None:
+    """`min(1, 2)` reads 2 as an axis; a number has none, so say what was probably meant."""
+    if isinstance(x, (int, float)) and axis is not None:
+        raise GradError(f"{name}(x, axis) reduces one tensor or list; for the {name}imum of two values use "
+                        f"{elementwise}(a, b)", span)
 
 
 def _fold_max(el, span, items):
@@ -334,6 +363,7 @@ def min_(el, span, x, axis=None, keepdims=False):
     if isinstance(x, list) and all(type(v) in (int, float) for v in x):
         _fold(el, span, x, "min", axis, keepdims)
         return min(x)
+    _not_two_values(x, axis, "min", "minimum", span)
     negated = binary(el, "*", x, -1, span) if not isinstance(x, list) else [binary(el, "*", v, -1, span) for v in x]
     return el.emit("neg", [max_(el, span, negated, axis, keepdims)], span)
 

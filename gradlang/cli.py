@@ -10,13 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from pathlib import Path
 
 from .errors import GradError
 
 
 def _positive(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
     return value
@@ -65,12 +69,33 @@ def _params_path(args, program) -> Path:
     return Path(args.file.stem + ".npz")
 
 
+def _check_readable(path: Path) -> None:
+    """Refuse a file that cannot be compiled at all, as an error of its own (not an internal one)."""
+    try:
+        path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GradError("no such file") from None
+    except IsADirectoryError:
+        raise GradError("is a directory, not a .grad file") from None
+    except UnicodeDecodeError as err:
+        raise GradError(f"not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise GradError(f"cannot read the file: {err.strerror or err}") from None
+
+
 def cmd_run(args) -> int:
     from . import api
+    _check_readable(args.file)
     program = api.compile(args.file, dtype="float64" if args.float64 else "float32", seed=args.seed)
     result = program.train(epochs=args.epochs, steps=args.steps, batch_size=args.batch,
                            log=None if args.quiet or args.json else _progress)
-    path = program.save(_params_path(args, program))
+    target = _params_path(args, program)
+    try:
+        path = program.save(target)
+    except OSError as err:
+        span = None if args.out is not None or program.elaborated.plan is None \
+            else program.elaborated.plan.spans.get("save")
+        raise GradError(f"cannot write the params to {target}: {err.strerror or err}", span) from None
     if args.json:
         print(json.dumps({**result.as_dict(), "params_file": str(path)}))
     else:
@@ -86,20 +111,45 @@ def cmd_run(args) -> int:
 def cmd_ir(args) -> int:
     from . import api
     from .ir.printer import format_graph
+    _check_readable(args.file)
     program = api.compile(args.file)
     graph = program.gradient_graph() if args.grad else program.forward_graph
     sys.stdout.write(format_graph(graph, locations=not args.no_locations))
     return 0
 
 
+# The elaborator inlines every call recursively (up to its own limit of 200 nested calls, about a dozen
+# Python frames each, more with deep expressions); Python's default limit of 1000 frames would cut it
+# short with a RecursionError. 10,000 frames leave it room and stay well inside the C stack.
+RECURSION_LIMIT = 10_000
+
+
+def _report(err: GradError, file: Path) -> str:
+    """The error as the compiler prints it; one without a place in the source is still named by the file."""
+    text = err.format()
+    return text if err.span is not None else f"{file}: {text}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(limit, RECURSION_LIMIT))
     try:
-        return {"run": cmd_run, "ir": cmd_ir}[args.command](args)
+        with warnings.catch_warnings():
+            if not args.debug:   # a NumPy warning (an overflow) names the program, not gradlang's source
+                warnings.showwarning = lambda message, category, *_: print(
+                    f"{args.file}: warning: {message}", file=sys.stderr)
+            return {"run": cmd_run, "ir": cmd_ir}[args.command](args)
     except GradError as err:
         if args.debug:
             raise
-        print(err.format(), file=sys.stderr)
+        print(_report(err, args.file), file=sys.stderr)
+        return 1
+    except RecursionError:
+        if args.debug:
+            raise
+        print(f"{args.file}: error: the program nests calls or expressions too deeply to compile "
+              "(is a function recursive without end?)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
@@ -110,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"internal error: {type(err).__name__}: {err}\n(run with --debug for the traceback, and please "
               "report it)", file=sys.stderr)
         return 2
+    finally:
+        sys.setrecursionlimit(limit)
 
 
 if __name__ == "__main__":

@@ -288,10 +288,8 @@ class Elaborator:
                 continue
             value = self.eval(expr, scope)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                hint = " (a name not defined here makes a symbolic dimension only in an input)" \
-                    if isinstance(expr, ast.Name) else ""
-                raise GradError(f"a dimension must be a non-negative integer, got {describe(value)}{hint}",
-                                expr.span)
+                shown = repr(value) if type(value) in (int, float) else describe(value)
+                raise GradError(f"a dimension must be a non-negative integer, got {shown}", expr.span)
             dims.append(value)
         return tuple(dims)
 
@@ -541,7 +539,7 @@ class Elaborator:
             dtype = self.float
             if like is not None and (like.dtype in FLOATS or like.dtype in INTS and isinstance(value, int)):
                 dtype = like.dtype
-            return Tensor(graph, graph.const(value, dtype, span))
+            return Tensor(graph, graph.const(_fitting(value, dtype, span), dtype, span))
         if isinstance(value, list):
             try:
                 array = np.array(value, dtype=np.float64)
@@ -576,6 +574,22 @@ def _layers_in(value):
     elif isinstance(value, list):
         for v in value:
             yield from _layers_in(v)
+
+
+def _fitting(value, dtype: str, span: Span):
+    """A Python number as a NumPy scalar of `dtype`, or an error when it does not fit (1e39 in f32, 2**40
+    in i32), rather than an inf or an OverflowError."""
+    from .ops.shapes import DTYPES
+    try:
+        with np.errstate(over="ignore"):
+            out = np.asarray(value, dtype=DTYPES[dtype])
+        fits = np.isfinite(out) if dtype in FLOATS else out == value
+    except OverflowError:
+        fits = False
+    if not fits:
+        shown = repr(value) if len(repr(value)) <= 20 else f"{repr(value)[:6]}… ({len(repr(value))} digits)"
+        raise GradError(f"the number {shown} does not fit in {dtype}", span)
+    return out
 
 
 def _in_stdlib(span: Span) -> bool:

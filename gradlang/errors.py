@@ -19,8 +19,9 @@ class Source:
     text: str
 
     def line(self, number: int) -> str:
-        lines = self.text.splitlines()
-        return lines[number - 1] if 0 < number <= len(lines) else ""
+        # only \n ends a line, as for the lexer (str.splitlines would also split at \f, \x1c, \u2028, …)
+        lines = self.text.split("\n")
+        return lines[number - 1].rstrip("\r") if 0 < number <= len(lines) else ""
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,12 @@ class GradError(Exception):
         width = (s.end_col - s.col) if s.end_line == s.line and s.end_col > s.col else 1
         width = max(1, min(width, len(text) - s.col + 1)) if text else 1
         gutter = " " * len(str(s.line))
+        # the caret lines up under the text in any terminal: a tab before it stays a tab
+        indent = "".join(c if c == "\t" else " " for c in text[:s.col - 1]).ljust(s.col - 1)
         lines = [
             f"{s}: error: {self.message}",
             f" {s.line} | {text}",
-            f" {gutter} | {' ' * (s.col - 1)}{'^' * width}",
+            f" {gutter} | {indent}{'^' * width}",
         ]
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)

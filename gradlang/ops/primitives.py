@@ -382,7 +382,12 @@ def _slice_infer(shapes, dtypes, attrs):
             if isinstance(dim, int) and not -dim <= item[1] < dim:
                 raise ShapeError(f"index {item[1]} is out of range for a dimension of size {dim}")
         elif isinstance(dim, int):
-            out.append(len(range(*slice(*item[1:]).indices(dim))))
+            size = len(range(*slice(*item[1:]).indices(dim)))
+            if size == 0 and dim > 0:
+                text = ":".join("" if v is None else str(v) for v in item[1:3]) + \
+                    ("" if item[3] is None else f":{item[3]}")
+                raise ShapeError(f"the slice {text} of a dimension of size {dim} is empty")
+            out.append(size)
         elif item[1:] == (None, None, None):
             out.append(dim)
         else:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from lark import Lark, Token, Transformer, v_args
+from lark import Lark, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.visitors import Transformer_NonRecursive
 
 from .. import resources
 from ..errors import GradError, Source, Span
@@ -13,6 +14,13 @@ from . import ast
 
 _OPENERS = {"LPAR", "LSQB"}
 _CLOSERS = {"RPAR", "RSQB"}
+
+# How deeply statements and expressions may nest (a chain `a + b + c + …` nests one level per operator).
+# The elaborator evaluates expressions recursively, so a limit here keeps it inside Python's stack.
+MAX_NESTING = 100
+# parse-tree nodes that only group the parts of another (`f(a)` is call > args > positional): no level
+_WRAPPERS = {"args", "positional", "keyword", "subscripts", "at", "range_slice", "block", "formals", "formal",
+             "shape", "typed_shape", "untyped_shape", "scalar_type", "dotted_name", "setting", "setting_key"}
 
 
 # a line ending in one of these continues on the next line
@@ -68,7 +76,7 @@ def _string(text: str) -> str:
 
 
 @v_args(meta=True)
-class ToAst(Transformer):
+class ToAst(Transformer_NonRecursive):
     """One method per grammar rule (or alias), each building one AST node."""
 
     def __init__(self, source: Source):
@@ -231,9 +239,22 @@ _TOKEN_WORDS = {
     "_NL": "end of line", "$END": "end of file", "NAME": "a name", "NUMBER": "a number",
     "STRING": "a string", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'",
     "LBRACE": "'{'", "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='",
-    "DOT": "'.'", "COMP_OP": "a comparison", "ADD_OP": "'+' or '-'", "MUL_OP": "'*', '/' or '@'",
-    "MINUS": "'-'", "PLUS": "'+'", "__ANON_0": "'**'",
+    "DOT": "'.'", "COMP_OP": "a comparison", "MINUS": "'-'", "PLUS": "'+'", "__ANON_0": "'**'",
 }
+# the keywords a statement can start with; several of them expected at once read as "a statement"
+_STATEMENT_STARTS = {"IMPORT", "FROM", "INPUT", "PARAM", "DATA", "FN", "LAYER", "FORWARD", "LOSS", "METRIC",
+                     "TRAIN", "FOR", "IF", "RETURN"}
+# what may follow a complete expression; several of them expected at once read as "an operator"
+_OPERATORS = {"ADD_OP", "MUL_OP", "COMP_OP", "__ANON_0", "DOT", "LPAR", "LSQB"}
+# an operator token that stands for several operators is expected as each of them
+_OPERATOR_WORDS = {"ADD_OP": ["'+'", "'-'"], "MUL_OP": ["'*'", "'/'", "'@'"]}
+# keywords that start a statement and so cannot name a variable (`data = 3`)
+_KEYWORDS = {"import", "from", "input", "param", "data", "fn", "layer", "forward", "metric", "train", "for",
+             "if", "return"}
+# what an expression can start with; expected together they read as "an expression"
+_EXPRESSION_STARTS = {"NAME", "NUMBER", "STRING", "LPAR", "LSQB", "MINUS", "PLUS", "TRUE", "FALSE"}
+_PAIRS = {"(": ")", "[": "]", "{": "}"}
+_HINTS = {"'": "strings are written in double quotes", ";": "a statement ends at the end of its line"}
 
 
 def _describe(token_type: str) -> str:
@@ -246,28 +267,136 @@ def _describe(token_type: str) -> str:
         return token_type.lower()
 
 
+def _expected(types: set[str]) -> list[str]:
+    """What the parser would have accepted, in words: specific tokens first, then the summaries."""
+    types = set(types)
+    summaries = []
+    if len(types & _STATEMENT_STARTS) >= 3:
+        in_train = "FN" not in types   # a train block's settings may be named like these keywords
+        types -= _STATEMENT_STARTS | {"NAME", "_NL", "$END"}
+        summaries.append("a setting (name = value)" if in_train else "a statement")
+    if {"NAME", "NUMBER", "STRING"} <= types:
+        types -= _EXPRESSION_STARTS
+        summaries.append("an expression")
+    if {"ADD_OP", "MUL_OP"} <= types:
+        types -= _OPERATORS
+        summaries.append("an operator")
+    if "_NL" in types:   # the end of the file is also the end of a line
+        types.discard("$END")
+    words = sorted({w for t in types if not t.startswith("_") or t in ("_NL", "__ANON_0")
+                    for w in _OPERATOR_WORDS.get(t, [_describe(t)])} - {"end of line", "end of file"})
+    tail = [w for w in ("end of line", "end of file") if {"end of line": "_NL", "end of file": "$END"}[w] in types]
+    return summaries + words + tail
+
+
+def _join(words: list[str]) -> str:
+    if len(words) > 6:
+        words = words[:6] + ["…"]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " or " + words[-1]
+
+
+def _brackets(text: str, stop: int | None = None) -> list[tuple[str, int, int]]:
+    """The brackets still open at offset `stop` (the end by default), as (bracket, line, col), innermost
+    last; strings and comments are skipped, a closer pops its opener (a mismatched one pops nothing)."""
+    stack: list[tuple[str, int, int]] = []
+    line, col, i, n = 1, 1, 0, len(text) if stop is None else min(stop, len(text))
+    while i < n:
+        ch = text[i]
+        if ch == "\n":
+            line, col, i = line + 1, 1, i + 1
+            continue
+        if ch == "#":
+            while i < n and text[i] != "\n":
+                i += 1
+                col += 1
+            continue
+        if ch == '"':
+            i, col = i + 1, col + 1
+            while i < n and text[i] not in '"\n':
+                step = 2 if text[i] == "\\" and i + 1 < n and text[i + 1] != "\n" else 1
+                i, col = i + step, col + step
+            if i < n and text[i] == '"':
+                i, col = i + 1, col + 1
+            continue
+        if ch in _PAIRS:
+            stack.append((ch, line, col))
+        elif ch in ")]}" and stack and _PAIRS[stack[-1][0]] == ch:
+            stack.pop()
+        i, col = i + 1, col + 1
+    return stack
+
+
 def _syntax_error(err: UnexpectedInput, source: Source) -> GradError:
     line, col = max(1, err.line), max(1, err.column)
     if isinstance(err, UnexpectedCharacters):
         ch = source.line(line)[col - 1: col] or "?"
-        return GradError(f"unexpected character {ch!r}", Span(source, line, col, line, col + 1))
-    if isinstance(err, UnexpectedToken):
-        tok = err.token
-        if tok.type == "$END":
-            lines = source.text.splitlines() or [""]
-            line, col = len(lines), len(lines[-1]) + 1
+        if ch == '"':
+            return GradError("syntax error: unterminated string (a string ends with \" on the line it starts)",
+                             Span(source, line, col, line, len(source.line(line)) + 1))
+        hint = _HINTS.get(ch, "")
+        if not ch.isascii() and ch.isalpha():
+            hint = "names are made of ASCII letters, digits and _"
+        return GradError(f"syntax error: unexpected character {ch!r}" + (f"; {hint}" if hint else ""),
+                         Span(source, line, col, line, col + 1))
+    if isinstance(err, (UnexpectedToken, UnexpectedEOF)):
+        tok = getattr(err, "token", None)
+        if tok is None or tok.type == "$END":
+            unclosed = _brackets(source.text)
+            if unclosed:
+                bracket, line, col = unclosed[-1]
+                return GradError(f"syntax error: '{bracket}' is never closed (the file ends before its "
+                                 f"'{_PAIRS[bracket]}')", Span(source, line, col, line, col + 1))
+            if getattr(tok, "end_line", None) and getattr(tok, "end_column", None):
+                line, col = tok.end_line, tok.end_column   # $END borrows the last token's place: just after it
+            else:
+                lines = source.text.split("\n")
+                while len(lines) > 1 and not lines[-1].strip():
+                    lines.pop()
+                line, col = len(lines), len(lines[-1].rstrip("\r")) + 1
             what, width = "end of file", 1
         else:
             what = "end of line" if tok.type == "_NL" else repr(str(tok))
             width = 1 if tok.type == "_NL" else max(1, len(str(tok)))
-        expected = sorted({_describe(t) for t in err.expected if not t.startswith("_") or t == "_NL"})
-        hint = f"; expected {', '.join(expected[:6])}{' …' if len(expected) > 6 else ''}" if expected else ""
+            if tok.type in ("RPAR", "RSQB", "RBRACE") and tok.start_pos is not None:
+                open_ = _brackets(source.text, tok.start_pos)
+                if not open_:
+                    return GradError(f"syntax error: unmatched {what}: there is no opening bracket before it",
+                                     Span(source, line, col, line, col + width))
+            if tok.type == "EQUAL" and tok.start_pos is not None:
+                before = source.text[:tok.start_pos]
+                word = before.rstrip(" \t").rsplit("\n", 1)[-1].strip()
+                if word in _KEYWORDS:
+                    start = len(before.rstrip(" \t")) - len(word)
+                    kcol = start - (before.rfind("\n", 0, start) + 1) + 1
+                    return GradError(f"syntax error: '{word}' is a keyword and cannot be used as a name",
+                                     Span(source, line, kcol, line, kcol + len(word)))
+            if tok.type == "COMP_OP" and "COMP_OP" not in (getattr(err, "accepts", None) or ()):
+                return GradError(f"syntax error: unexpected {what}: comparisons do not chain (a < b < c); "
+                                 "compare two values at a time", Span(source, line, col, line, col + width))
+        accepts = getattr(err, "accepts", None) or getattr(err, "expected", None) or set()
+        expected = _expected(accepts)
+        hint = f"; expected {_join(expected)}" if expected else ""
+        if tok is not None and tok.type != "$END" and "NAME" in accepts and str(tok).isidentifier() \
+                and tok.type not in ("NAME", "TRUE", "FALSE"):
+            hint += f" ('{tok}' is a keyword and cannot be used as a name)"
         return GradError(f"syntax error: unexpected {what}{hint}", Span(source, line, col, line, col + width))
-    if isinstance(err, UnexpectedEOF):
-        lines = source.text.splitlines() or [""]
-        return GradError("syntax error: unexpected end of file", Span(source, len(lines), len(lines[-1]) + 1,
-                                                                       len(lines), len(lines[-1]) + 2))
     return GradError(f"syntax error: {err}", Span(source, line, col, line, col + 1))
+
+
+def _check_nesting(tree: Tree, source: Source) -> None:
+    """Refuse statements and expressions nested more than MAX_NESTING levels deep (iteratively: a
+    recursive walk is what the limit protects against)."""
+    todo = [(tree, 0)]
+    while todo:
+        node, depth = todo.pop()
+        if node.data not in _WRAPPERS:
+            depth += 1
+        if depth > MAX_NESTING:
+            meta = node.meta
+            line, col = getattr(meta, "line", 1), getattr(meta, "column", 1)
+            raise GradError(f"syntax error: nested more than {MAX_NESTING} levels deep; split the expression "
+                            "into several assignments", Span(source, line, col, line, col + 1))
+        todo.extend((child, depth) for child in node.children if isinstance(child, Tree))
 
 
 def parse(text: str, name: str = "<string>") -> ast.Module:
@@ -277,6 +406,7 @@ def parse(text: str, name: str = "<string>") -> ast.Module:
         tree = _parser().parse(text if text.endswith("\n") else text + "\n")
     except UnexpectedInput as err:
         raise _syntax_error(err, source) from None
+    _check_nesting(tree, source)
     return ToAst(source).transform(tree)
 
 
