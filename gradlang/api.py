@@ -219,6 +219,24 @@ class Program:
         names = self.metric_names
         return dict(zip(names, (float(v) for v in self.run([f"metric:{m}" for m in names], feed))))
 
+    @property
+    def output_names(self) -> list[str]:
+        return list(self.elaborated.outputs)
+
+    def predict(self, feed: dict, batch_size: int = 10_000) -> dict[str, np.ndarray]:
+        """Every `output` the program declares, on a whole feed (in batches, dropout off)."""
+        if not self.output_names:
+            raise GradError("the program declares no outputs; add one such as `output probs = softmax(logits)`")
+        names = [n for n in self.input_names if n in feed]
+        n = data_sources.count_examples(feed, names) if names else 1
+        wanted = [f"output:{o}" for o in self.output_names]
+        parts: list[list] = [[] for _ in wanted]
+        for idx in data_sources.batches(n, min(batch_size, n), None):
+            values = self.run(wanted, feed if len(idx) == n else {k: feed[k][idx] for k in names})
+            for part, value in zip(parts, values):
+                part.append(np.asarray(value))
+        return {o: (np.concatenate(p) if len(p) > 1 and p[0].ndim else p[0]) for o, p in zip(self.output_names, parts)}
+
     def gradients(self, feed: dict, loss: str | None = None, training: bool = False) -> dict[str, np.ndarray]:
         """d loss / d param for every param, as arrays of the params' shapes (with dropout on if `training`)."""
         graph = self.gradient_graph(loss)

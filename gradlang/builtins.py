@@ -369,6 +369,14 @@ def min_(el, span, x, axis=None, keepdims=False):
 
 
 @builtin()
+def argmax(el, span, x, axis=-1):
+    """index of the largest element along `axis` (an i64 tensor; no gradient)"""
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise GradError(f"argmax needs one integer axis, got {describe(axis)}", span)
+    return el.emit("argmax", [_tensor(el, x, span)], span, axis=axis)
+
+
+@builtin()
 def logsumexp(el, span, x, axis=None, keepdims=False):
     """log(sum(exp(x))) computed without overflow"""
     return el.emit("logsumexp", [_float_tensor(el, x, span)], span, axes=_axes(axis, span),

@@ -61,6 +61,7 @@ class Elaborated:
     losses: list[str]
     metrics: list[str]
     float_dtype: str
+    outputs: list[str] = field(default_factory=list)   # `output name = …`: what `predict` computes
 
 
 class _Return(Exception):
@@ -78,6 +79,7 @@ class Elaborator:
         self.plan: TrainPlan | None = None
         self.losses: list[str] = []
         self.metrics: list[str] = []
+        self.outputs: list[str] = []
         self.modules: dict[Path, ModuleValue] = {}
         self.loading: list[Path] = []
         self.depth = 0
@@ -97,7 +99,7 @@ class Elaborator:
             raise GradError("the program declares no loss; add a line such as `loss = mean((y - pred) ** 2)`",
                             module.span if module.body else None)
         return Elaborated(self.graph, self.params, self.inputs, self.data, self.plan,
-                          self.losses, self.metrics, self.float)
+                          self.losses, self.metrics, self.float, self.outputs)
 
     def resolve_module(self, parts: list[str], folder: Path | None, span: Span) -> Path:
         relative = Path(*parts).with_suffix(".grad")
@@ -194,6 +196,19 @@ class Elaborator:
                 value = self.cast(value, self.float, stmt.value.span)
             self.declare_output(f"metric:{stmt.name}", value, stmt, "metric", float_only=True)
             self.metrics.append(stmt.name)
+            scope.vars[stmt.name] = value
+        elif isinstance(stmt, ast.OutputDecl):
+            self._allowed(stmt, context, "an output declaration", "main")
+            name = f"output:{stmt.name}"
+            if name in self.graph.outputs:
+                raise GradError(f"output {stmt.name!r} is declared twice", stmt.span)
+            value = self.to_tensor(self.eval(stmt.value, scope), stmt.value.span)
+            if value.graph is not self.graph:
+                raise GradError("an output must be computed from the model", stmt.value.span)
+            if self.graph.data(value.node)["name"] is None:
+                self.graph.data(value.node)["name"] = stmt.name
+            self.graph.outputs[name] = value.node
+            self.outputs.append(stmt.name)
             scope.vars[stmt.name] = value
         elif isinstance(stmt, ast.TrainBlock):
             self._allowed(stmt, context, "a train block", "main")

@@ -289,6 +289,20 @@ define("logsumexp", 1, _reduction_infer("logsumexp", floats_only=True), _logsume
        "log(sum(exp(x))) over attrs.axes, computed stably")
 
 
+def _argmax_infer(shapes, dtypes, attrs):
+    _need_numeric("argmax", shapes, dtypes)
+    attrs["axis"] = normalize_axes(attrs["axis"], len(shapes[0]))[0]
+    return reduced(shapes[0], (attrs["axis"],), False), "i64"
+
+
+def _argmax_kernel(attrs, in_shapes, out_shape, dtype):
+    axis = attrs["axis"]
+    return lambda x: np.argmax(x, axis=axis)
+
+
+define("argmax", 1, _argmax_infer, _argmax_kernel, None, "index of the largest element along attrs.axis (i64)")
+
+
 def _size_infer(shapes, dtypes, attrs):
     attrs["axes"] = normalize_axes(attrs.get("axes"), len(shapes[0]))
     return (), attrs["dtype"]

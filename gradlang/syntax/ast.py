@@ -173,6 +173,12 @@ class MetricDecl(Node):
 
 
 @dataclass
+class OutputDecl(Node):
+    name: str
+    value: Node
+
+
+@dataclass
 class TrainBlock(Node):
     body: list
 

@@ -146,6 +146,9 @@ class ToAst(Transformer_NonRecursive):
     def loss_decl(self, meta, c):
         return ast.LossDecl(self._span(meta), str(c[0]) if c[0] is not None else None, c[1])
 
+    def output_decl(self, meta, c):
+        return ast.OutputDecl(self._span(meta), str(c[0]), c[1])
+
     def metric_decl(self, meta, c):
         return ast.MetricDecl(self._span(meta), str(c[0]), c[1])
 
