@@ -326,13 +326,15 @@ class Program:
     def train(self, data: dict | None = None, epochs: int | None = None, steps: int | None = None,
               batch_size: int | None = None, validation: float | dict | None = None,
               early_stopping: int | None = None, log=None, reporter: Reporter | None = None,
-              checkpoint: str | Path | None = None, resume: bool = False) -> TrainResult:
+              checkpoint: str | Path | None = None, resume: bool = False,
+              checkpoint_interval: float = 0.0) -> TrainResult:
         """Train per the file's plan; arguments override it.
 
         `validation` is a fraction of the data to hold out or a dict of arrays; `early_stopping` the
         number of epochs without a better validation loss after which training stops (and the best
         params are restored); `checkpoint` a path written atomically after every epoch, from which
-        `resume=True` continues. `log(step, total, loss, seconds)` or a `Reporter` hears progress.
+        `resume=True` continues (`checkpoint_interval`: at least this many seconds between writes).
+        `log(step, total, loss, seconds)` or a `Reporter` hears progress.
         """
         if data is None and not self.input_names and "data" not in self.plan:
             data = {}   # nothing to feed: each step just updates the params
@@ -364,7 +366,7 @@ class Program:
         if reporter is None and log is not None:
             reporter = _CallbackReporter(log)
         result = fit(self, arrays, epochs, steps, batch_size, validation, early_stopping, reporter,
-                     Path(checkpoint) if checkpoint is not None else None, resume)
+                     Path(checkpoint) if checkpoint is not None else None, resume, checkpoint_interval)
         if "test" in self.plan:
             result.test = self.evaluate(self.load_data(setting="test"))
         return result

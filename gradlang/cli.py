@@ -1,7 +1,11 @@
 """The `gradlang` command.
 
     gradlang run FILE [--json] [--steps N | --epochs N] [--batch N] [--seed N] [--out PATH] [--quiet]
+                      [--data-dir DIR] [--checkpoint PATH] [--resume] [--plot PNG] [--float64]
+    gradlang eval FILE --params P [--data NAME] [--json]
+    gradlang predict FILE --params P (--input FILE.npz|.csv | --data NAME) [--out PATH] [--json]
     gradlang ir FILE [--grad] [--no-locations]
+    gradlang data fetch NAME [--url URL] [--data-dir DIR]
 
 Errors in the program print as `file:line:col: error: …` with the line and a caret, and exit 1.
 """
@@ -43,19 +47,44 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="where to save the trained params (.npz)")
     run.add_argument("--float64", action="store_true", help="compute in float64 instead of float32")
     run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--data-dir", type=Path, help="where named data sets live (default: $GRADLANG_DATA, "
+                                                   "else ~/.cache/gradlang)")
+    run.add_argument("--checkpoint", type=Path, help="checkpoint file, written every epoch "
+                                                     "(default: the params file with .ckpt.npz)")
+    run.add_argument("--resume", action="store_true", help="continue the run saved in the checkpoint")
+    run.add_argument("--plot", type=Path, metavar="PNG", help="draw the training curves into a PNG file")
+
+    evaluate = sub.add_parser("eval", parents=[common], help="loss and metrics of trained params on a data set")
+    evaluate.add_argument("file", type=Path)
+    evaluate.add_argument("--params", type=Path, required=True, help="trained params (.npz from gradlang run)")
+    evaluate.add_argument("--data", help="a data declaration of the program (default: the train block's "
+                                         "test data, else its training data)")
+    evaluate.add_argument("--data-dir", type=Path)
+    evaluate.add_argument("--json", action="store_true")
+
+    predict = sub.add_parser("predict", parents=[common], help="the program's outputs for new inputs")
+    predict.add_argument("file", type=Path)
+    predict.add_argument("--params", type=Path, required=True, help="trained params (.npz from gradlang run)")
+    source = predict.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", type=Path, help="inputs: an .npz with one array per input, or a .csv")
+    source.add_argument("--data", help="a data declaration of the program")
+    predict.add_argument("--data-dir", type=Path)
+    predict.add_argument("--out", type=Path, help="write the outputs to this .npz instead of printing them")
+    predict.add_argument("--json", action="store_true", help="print the outputs as JSON")
 
     ir = sub.add_parser("ir", parents=[common], help="print the IR of a model")
     ir.add_argument("file", type=Path)
     ir.add_argument("--grad", action="store_true", help="include the gradient (backward) graph")
     ir.add_argument("--no-locations", action="store_true", help="omit the source location of each node")
+
+    data = sub.add_parser("data", help="manage data sets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", parents=[common], help="download a data set and verify its checksums")
+    fetch.add_argument("name", help="the data set (mnist)")
+    fetch.add_argument("--url", help="base URL to download from (default: the data set's usual mirror, or "
+                                     "$GRADLANG_<NAME>_URL)")
+    fetch.add_argument("--data-dir", type=Path)
     return parser
-
-
-def _progress(step: int, total: int, loss: float, seconds: float) -> None:
-    rate = step / seconds if seconds > 0 else float("inf")
-    eta = (total - step) / rate if rate > 0 else 0.0
-    print(f"step {step:>{len(str(total))}}/{total}  loss {loss:.6g}  {rate:,.0f} steps/s  eta {eta:.1f}s",
-          file=sys.stderr, flush=True)
 
 
 def _params_path(args, program) -> Path:
@@ -83,36 +112,129 @@ def _check_readable(path: Path) -> None:
         raise GradError(f"cannot read the file: {err.strerror or err}") from None
 
 
-def cmd_run(args) -> int:
+def _compile(args, **kw):
     from . import api
     _check_readable(args.file)
-    program = api.compile(args.file, dtype="float64" if args.float64 else "float32", seed=args.seed)
-    result = program.train(epochs=args.epochs, steps=args.steps, batch_size=args.batch,
-                           log=None if args.quiet or args.json else _progress)
+    program = api.compile(args.file, **kw)
+    program.data_dir = getattr(args, "data_dir", None)
+    return program
+
+
+def _print_numbers(title: str, numbers: dict) -> None:
+    print(title)
+    width = max(len(k) for k in numbers)
+    for name, value in numbers.items():
+        print(f"  {name:<{width}}  {value:.6g}")
+
+
+def cmd_run(args) -> int:
+    from .progress import TerminalReporter
+    program = _compile(args, dtype="float64" if args.float64 else "float32", seed=args.seed)
     target = _params_path(args, program)
+    checkpoint = args.checkpoint or (program.folder / program.plan["checkpoint"] if "checkpoint" in program.plan
+                                     else target.with_suffix(".ckpt.npz"))
+    reporter = None if args.quiet or args.json else TerminalReporter()
+    result = program.train(epochs=args.epochs, steps=args.steps, batch_size=args.batch, reporter=reporter,
+                           checkpoint=checkpoint, resume=args.resume, checkpoint_interval=1.0)
     try:
         path = program.save(target)
     except OSError as err:
         span = None if args.out is not None or program.elaborated.plan is None \
             else program.elaborated.plan.spans.get("save")
         raise GradError(f"cannot write the params to {target}: {err.strerror or err}", span) from None
+    plot = None
+    if args.plot is not None:
+        from .plot import plot_curves
+        plot = plot_curves(result, args.plot, args.file.name)
     if args.json:
-        print(json.dumps({**result.as_dict(), "params_file": str(path)}))
+        print(json.dumps({**result.as_dict(), "params_file": str(path), "checkpoint": str(checkpoint),
+                          **({"plot": str(plot)} if plot else {})}))
+        return 0
+    print(f"trained {result.steps} steps ({result.epochs:g} epochs) in {result.seconds:.2f} s"
+          + (" — stopped early, best params restored" if result.stopped_early else ""))
+    _print_numbers("training set", {"loss": result.loss, **result.metrics})
+    if result.validation:
+        _print_numbers("validation set", result.validation)
+    if result.test:
+        _print_numbers("test set", result.test)
+    if reporter is not None and reporter.curves():
+        print(reporter.curves())
+    print(f"params saved to {path}" + (f", curves drawn in {plot}" if plot else ""))
+    return 0
+
+
+def _load_params(program, path: Path) -> None:
+    try:
+        program.load(path)
+    except (OSError, ValueError, KeyError) as err:
+        raise GradError(f"cannot load params from {path}: {err}") from None
+
+
+def cmd_eval(args) -> int:
+    program = _compile(args)
+    _load_params(program, args.params)
+    if args.data is not None:
+        arrays = program.load_data(_data_name(program, args.data))
     else:
-        print(f"trained {result.steps} steps ({result.epochs:g} epochs) in {result.seconds:.2f} s")
-        width = max([4] + [len(m) for m in result.metrics])
-        print(f"{'loss':<{width}}  {result.loss:.6g}")
-        for name, value in result.metrics.items():
-            print(f"{name:<{width}}  {value:.6g}")
-        print(f"params saved to {path}")
+        arrays = program.load_data(setting="test" if "test" in program.plan else "data")
+    numbers = program.evaluate(arrays)
+    if args.json:
+        print(json.dumps(numbers))
+    else:
+        _print_numbers(f"{args.data or ('test set' if 'test' in program.plan else 'training set')}", numbers)
+    return 0
+
+
+def _data_name(program, name: str) -> str:
+    if name not in program.elaborated.data:
+        known = ", ".join(program.elaborated.data) or "none"
+        raise GradError(f"the program has no data declaration {name!r} (it has: {known})")
+    return name
+
+
+def _read_inputs(path: Path) -> dict:
+    import numpy as np
+    if path.suffix == ".csv":
+        from .runtime.formats import read_csv
+        return read_csv(path, target=None)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            return {k: archive[k] for k in archive.files}
+    except (OSError, ValueError) as err:
+        raise GradError(f"cannot read inputs from {path}: {err}") from None
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+    program = _compile(args)
+    _load_params(program, args.params)
+    feed = program.load_data(_data_name(program, args.data)) if args.data else _read_inputs(args.input)
+    feed = {k: v for k, v in feed.items() if k in program.input_names}
+    outputs = program.predict(feed)
+    if args.out is not None:
+        from .runtime.train import save_params
+        save_params(outputs, args.out)
+        print(f"outputs {', '.join(outputs)} written to {args.out}")
+    elif args.json:
+        print(json.dumps({k: np.asarray(v).tolist() for k, v in outputs.items()}))
+    else:
+        with np.printoptions(threshold=200, edgeitems=5, precision=5, suppress=True):
+            for name, value in outputs.items():
+                print(f"{name} {np.asarray(value).dtype}{list(np.shape(value))}:\n{np.asarray(value)}")
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .runtime.fetch import data_dir, fetch
+    root = data_dir(args.data_dir)
+    fetch(args.name, root, url=args.url, log=lambda line: print(line, file=sys.stderr))
+    print(f"{args.name} is in {root / args.name}")
     return 0
 
 
 def cmd_ir(args) -> int:
-    from . import api
     from .ir.printer import format_graph
-    _check_readable(args.file)
-    program = api.compile(args.file)
+    program = _compile(args)
     graph = program.gradient_graph() if args.grad else program.forward_graph
     sys.stdout.write(format_graph(graph, locations=not args.no_locations))
     return 0
@@ -124,31 +246,33 @@ def cmd_ir(args) -> int:
 RECURSION_LIMIT = 10_000
 
 
-def _report(err: GradError, file: Path) -> str:
+def _report(err: GradError, file: Path | None) -> str:
     """The error as the compiler prints it; one without a place in the source is still named by the file."""
     text = err.format()
-    return text if err.span is not None else f"{file}: {text}"
+    return text if err.span is not None or file is None else f"{file}: {text}"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    file = getattr(args, "file", None)
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, RECURSION_LIMIT))
     try:
         with warnings.catch_warnings():
             if not args.debug:   # a NumPy warning (an overflow) names the program, not gradlang's source
                 warnings.showwarning = lambda message, category, *_: print(
-                    f"{args.file}: warning: {message}", file=sys.stderr)
-            return {"run": cmd_run, "ir": cmd_ir}[args.command](args)
+                    f"{file or 'gradlang'}: warning: {message}", file=sys.stderr)
+            return {"run": cmd_run, "ir": cmd_ir, "eval": cmd_eval, "predict": cmd_predict,
+                    "data": cmd_data}[args.command](args)
     except GradError as err:
         if args.debug:
             raise
-        print(_report(err, args.file), file=sys.stderr)
+        print(_report(err, file), file=sys.stderr)
         return 1
     except RecursionError:
         if args.debug:
             raise
-        print(f"{args.file}: error: the program nests calls or expressions too deeply to compile "
+        print(f"{file}: error: the program nests calls or expressions too deeply to compile "
               "(is a function recursive without end?)", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

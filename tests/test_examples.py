@@ -150,7 +150,6 @@ def test_overfitting_examples_smoke(name):
     assert "val_accuracy" in result.epoch_log[-1]
 
 
-@pytest.mark.slow
 def test_l2_closes_the_gap_between_training_and_held_out_accuracy():
     gaps = {}
     for name in ("overfitting", "overfitting_l2"):

@@ -83,8 +83,12 @@ class _Run:
 
 def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size: int | None,
         validation: dict | None = None, early_stopping: int = 0, reporter: Reporter | None = None,
-        checkpoint: Path | None = None, resume: bool = False) -> TrainResult:
-    """Run optimizer steps over shuffled mini-batches until `steps` updates or `epochs` passes."""
+        checkpoint: Path | None = None, resume: bool = False, checkpoint_interval: float = 1.0) -> TrainResult:
+    """Run optimizer steps over shuffled mini-batches until `steps` updates or `epochs` passes.
+
+    The checkpoint is written at the end of an epoch, at most once every `checkpoint_interval`
+    seconds (many tiny full-batch epochs would otherwise spend their time writing), and after the last.
+    """
     reporter = reporter or Reporter()
     names = [n for n in program.input_names if n in arrays]
     arrays = {k: arrays[k] for k in names}          # fields the program does not declare are not fed
@@ -101,7 +105,7 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
             raise GradError(f"nothing to resume: no checkpoint at {checkpoint}")
         run = load_checkpoint(program, checkpoint)
     end = run.first_step + total
-    start = time.perf_counter()
+    start = last_saved = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a non-finite loss is reported below
         while program.steps_taken < end and not run.stopped_early:
             epoch_losses = []
@@ -117,8 +121,10 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
                     break
             _end_epoch(program, run, float(np.mean(epoch_losses)), validation, early_stopping)
             reporter.epoch(run.epoch_log[-1])
-            if checkpoint is not None:
+            finished = program.steps_taken >= end or run.stopped_early
+            if checkpoint is not None and (finished or time.perf_counter() - last_saved >= checkpoint_interval):
                 save_checkpoint(program, checkpoint, run)
+                last_saved = time.perf_counter()
     if run.stopped_early and run.best_params is not None:
         program.set_params(run.best_params)
     seconds = time.perf_counter() - start
