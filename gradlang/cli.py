@@ -133,6 +133,7 @@ def cmd_run(args) -> int:
     target = _params_path(args, program)
     checkpoint = args.checkpoint or (program.folder / program.plan["checkpoint"] if "checkpoint" in program.plan
                                      else target.with_suffix(".ckpt.npz"))
+    _check_writable(target, program, args)   # before training, not after an hour of it
     reporter = None if args.quiet or args.json else TerminalReporter()
     result = program.train(epochs=args.epochs, steps=args.steps, batch_size=args.batch, reporter=reporter,
                            checkpoint=checkpoint, resume=args.resume, checkpoint_interval=1.0)
@@ -161,6 +162,18 @@ def cmd_run(args) -> int:
         print(reporter.curves())
     print(f"params saved to {path}" + (f", curves drawn in {plot}" if plot else ""))
     return 0
+
+
+def _check_writable(target: Path, program, args) -> None:
+    import os
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if not os.access(target.parent, os.W_OK):
+            raise PermissionError(13, "permission denied")
+    except OSError as err:
+        span = None if args.out is not None or program.elaborated.plan is None \
+            else program.elaborated.plan.spans.get("save")
+        raise GradError(f"cannot write the params to {target}: {err.strerror or err}", span) from None
 
 
 def _load_params(program, path: Path) -> None:

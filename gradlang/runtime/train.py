@@ -180,7 +180,10 @@ def save_checkpoint(program, path: Path, run: _Run) -> Path:
     if run.best_params is not None:
         arrays.update({f"best/{k}": v for k, v in run.best_params.items()})
     arrays["meta"] = np.array(json.dumps(meta))
-    return _atomic_savez(path, arrays)
+    try:
+        return _atomic_savez(path, arrays)
+    except OSError as err:
+        raise GradError(f"cannot write the checkpoint {path}: {err.strerror or err}") from None
 
 
 def load_checkpoint(program, path: Path) -> _Run:
