@@ -22,7 +22,7 @@ from .syntax import ast, parse_file
 from .values import (Builtin, DataSpec, Function, InitSpec, LayerDef, LayerInstance, ModuleValue,
                      OptimizerSpec, Scope, Tensor, UnboundLayer, describe)
 
-PRELUDE = ("activations", "losses")
+PRELUDE = ("activations", "losses", "schedules")
 MAX_CALL_DEPTH = 200
 TRAIN_SETTINGS = ("data", "batch", "epochs", "steps", "optimizer", "seed", "save", "loss", "validation",
                   "early_stopping", "test", "checkpoint")

@@ -148,3 +148,25 @@ def test_a_learning_rate_schedule_is_an_expression_of_the_step():
 def test_unknown_optimizer_setting_is_an_error():
     with pytest.raises(gradlang.GradError, match="no setting 'betas'"):
         gradlang.compile(PROGRAM.format(optimizer="adam(betas: 0.9)"))
+
+
+SCHEDULES = [
+    ("0.1", lambda k: 0.1),
+    ("step_decay(step, 0.1, 3, 0.5)", lambda k: 0.1 * 0.5 ** (k // 3)),
+    ("exponential_decay(step, 0.1, 4, 0.5)", lambda k: 0.1 * 0.5 ** (k / 4)),
+    ("cosine_decay(step, 6, 0.1, 0.01)", lambda k: 0.01 + 0.045 * (1 + np.cos(np.pi * min(k / 6, 1)))),
+    ("0.1 * warmup(step, 4)", lambda k: 0.1 * min((k + 1) / 4, 1)),
+    ("linear_decay(step, 5, 0.1, 0.02)", lambda k: 0.1 + (0.02 - 0.1) * min(k / 5, 1)),
+    ("where(step < 4, 0.1, 0.01)", lambda k: 0.1 if k < 4 else 0.01),
+]
+
+
+@pytest.mark.parametrize("expression, expected", SCHEDULES, ids=[s[0] for s in SCHEDULES])
+def test_learning_rate_schedules_give_the_documented_rate_at_every_step(expression, expected):
+    prog = gradlang.compile(PROGRAM.format(optimizer=f"sgd(lr: {expression})"), dtype="float64")
+    data = {"x": np.eye(2), "y": np.array([1.0, -1.0])}
+    for k in range(8):
+        before = prog.params["w"].copy()
+        grad = prog.gradients(data)["w"]
+        prog.step(data)
+        np.testing.assert_allclose(prog.params["w"], before - expected(k) * grad, rtol=1e-12, atol=1e-15)
