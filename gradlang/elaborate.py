@@ -121,7 +121,7 @@ class Elaborator:
         try:
             in_stdlib = path.is_relative_to(stdlib_dir().resolve())
             display = f"<stdlib>/{path.relative_to(stdlib_dir().resolve())}" if in_stdlib else str(path)
-            tree = parse_file(path, display)
+            tree = _parse_cached(path, display)
             is_prelude = in_stdlib and path.stem in PRELUDE
             scope = Scope(self.builtins if is_prelude else self.prelude)
             self.exec_block(tree.body, scope, context="module", folder=path.parent)
@@ -577,6 +577,18 @@ def ast_slice(el: Elaborator, node: ast.Slice, scope: Scope) -> slice:
             raise GradError(f"slice bounds must be integers known at compile time, got {describe(value)}", part.span)
         parts.append(value)
     return slice(*parts)
+
+
+_PARSED: dict = {}
+
+
+def _parse_cached(path: Path, display: str) -> ast.Module:
+    """Parse an imported module once per process (per version of the file): the AST is never mutated."""
+    stat = path.stat()
+    key = (path, stat.st_mtime_ns, stat.st_size, display)
+    if key not in _PARSED:
+        _PARSED[key] = parse_file(path, display)
+    return _PARSED[key]
 
 
 def _holds_layers(value) -> bool:

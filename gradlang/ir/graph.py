@@ -11,6 +11,7 @@ Leaves: `input` (fed per batch; attrs `name`), `param` (trainable; attrs `name`)
 """
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,15 +126,43 @@ class Graph:
     def params(self) -> dict[str, int]:
         return self.leaves("param")
 
-    def order(self, roots=None) -> list[int]:
-        """Nodes in a deterministic topological order (ties broken by id); only ancestors of `roots` if given."""
-        view = self.nx
-        if roots is not None:
-            keep = set(roots)
-            for r in roots:
-                keep |= nx.ancestors(self.nx, r)
-            view = self.nx.subgraph(keep)
-        return list(nx.lexicographical_topological_sort(view))
+    def reachable(self, starts, forward: bool = False) -> set[int]:
+        """`starts` and every node they depend on (or, if `forward`, that depends on them), in one
+        traversal however many starts there are (nx.ancestors per start would be quadratic)."""
+        step = self.nx.successors if forward else self.nx.predecessors
+        seen = set(starts)
+        stack = list(seen)
+        while stack:
+            for nxt in step(stack.pop()):
+                if nxt not in seen:
+                    seen.add(nxt)
+                    stack.append(nxt)
+        return seen
+
+    def order(self, roots=None, key=None) -> list[int]:
+        """Nodes in a deterministic topological order, ties broken by `key` (default: the id, i.e. creation
+        order); only `roots` and what they depend on, if given. Kahn's algorithm over the operand lists:
+        a NetworkX sort over a subgraph view costs several times more, and passes sort often."""
+        keep = self.reachable(roots) if roots is not None else set(self.nx.nodes)
+        key = key or (lambda n: n)
+        nodes = self.nx.nodes
+        waiting, users = {}, {}
+        for n in keep:
+            operands = set(nodes[n]["operands"])
+            waiting[n] = len(operands)
+            for o in operands:
+                users.setdefault(o, []).append(n)
+        ready = [(key(n), n) for n, count in waiting.items() if count == 0]
+        heapq.heapify(ready)
+        out = []
+        while ready:
+            _, n = heapq.heappop(ready)
+            out.append(n)
+            for user in users.get(n, ()):
+                waiting[user] -= 1
+                if waiting[user] == 0:
+                    heapq.heappush(ready, (key(user), user))
+        return out
 
     def copy(self) -> "Graph":
         new = Graph()

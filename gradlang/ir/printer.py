@@ -7,7 +7,6 @@ gradients); other values are numbered in print order, so the text is stable acro
 """
 from __future__ import annotations
 
-import networkx as nx
 import numpy as np
 
 from ..ops.shapes import fmt_shape, fmt_type
@@ -55,10 +54,8 @@ def _inline(graph: Graph, node: int) -> bool:
 
 
 def _print_order(graph: Graph, roots) -> list[int]:
-    keep = set(graph.order(roots=roots)) if roots is not None else set(graph.nx.nodes)
-    view = graph.nx.subgraph(keep)
     # forward nodes first wherever the dependencies allow, then by creation order
-    return list(nx.lexicographical_topological_sort(view, key=lambda n: (graph.data(n)["role"] == "grad", n)))
+    return graph.order(roots, key=lambda n: (graph.data(n)["role"] == "grad", n))
 
 
 def value_names(graph: Graph, order: list[int]) -> dict[int, str]:

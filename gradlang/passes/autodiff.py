@@ -8,8 +8,6 @@ visited, so labels, masks and shape queries receive no gradient. Because the res
 """
 from __future__ import annotations
 
-import networkx as nx
-
 from ..errors import GradError
 from ..ir.graph import Emit, Graph
 from ..ops import registry
@@ -22,10 +20,8 @@ def backprop(graph: Graph, output: int, wrt: list[int], span=None) -> list[int]:
         raise GradError("can only differentiate a float scalar, got "
                         f"{fmt_type(graph.shape(output), graph.dtype(output))}; reduce it first (sum, mean)",
                         span or graph.span(output))
-    upstream = nx.ancestors(graph.nx, output) | {output}
-    downstream = set(wrt)
-    for w in wrt:
-        downstream |= nx.descendants(graph.nx, w)
+    upstream = graph.reachable([output])
+    downstream = graph.reachable(wrt, forward=True)
     active = {n for n in upstream & downstream if graph.dtype(n) in FLOATS}
 
     seed = Emit(graph, graph.span(output), "grad", graph.data(output)["site"]).const(1, graph.dtype(output))

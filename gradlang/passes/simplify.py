@@ -61,38 +61,35 @@ def _identity_target(graph: Graph, node: int) -> int | None:
     return None
 
 
-def _rewrite(graph: Graph, pick) -> Graph:
-    out = graph.copy()
-    for node in out.order():
-        if node not in out:
+def _rewrite(graph: Graph, pick) -> None:
+    for node in graph.order():
+        if node not in graph:
             continue
-        target = pick(out, node)
+        target = pick(graph, node)
         if target is not None and target != node:
-            out.replace_uses(node, target)
-    return out
+            graph.replace_uses(node, target)
 
 
-def identities(graph: Graph) -> Graph:
+def _identities(graph: Graph) -> None:
     """x*1 → x, x+0 → x, x-0, x/1, x**1, −(−x), reshape/broadcast/cast to the same type, transpose∘transpose."""
-    return _rewrite(graph, _identity_target)
+    _rewrite(graph, _identity_target)
 
 
-def fold_constants(graph: Graph) -> Graph:
+def _fold_constants(graph: Graph) -> None:
     """Evaluate nodes whose operands are all small constants (shapes fully known) into constants."""
-    out = graph.copy()
-    for node in out.order():
-        d = out.data(node)
+    for node in graph.order():
+        d = graph.data(node)
         if d["op"] == "const" or not d["operands"] or registry.get(d["op"]).random:
             continue
-        values = [_const_value(out, o) for o in d["operands"]]
+        values = [_const_value(graph, o) for o in d["operands"]]
         if any(v is None for v in values) or not all(isinstance(s, int) for s in d["shape"]):
             continue
         if int(np.prod(d["shape"], dtype=np.int64)) > _FOLD_LIMIT:
             continue
         kernel = registry.get(d["op"]).kernel(d["attrs"], [v.shape for v in values], d["shape"], d["dtype"])
-        folded = out.const(np.array(kernel(*values)), d["dtype"], d["span"], d["role"], d["site"])
-        out.replace_uses(node, folded)
-    return dead_code(out)
+        folded = graph.const(np.array(kernel(*values)), d["dtype"], d["span"], d["role"], d["site"])
+        graph.replace_uses(node, folded)
+    _dead_code(graph)
 
 
 def _key(graph: Graph, node: int):
@@ -105,7 +102,7 @@ def _key(graph: Graph, node: int):
     return (d["op"], d["operands"], tuple(sorted((k, repr(v)) for k, v in d["attrs"].items())))
 
 
-def common_subexpressions(graph: Graph) -> Graph:
+def _common_subexpressions(graph: Graph) -> None:
     """Merge nodes with the same op, operands and attributes (and constants with equal values)."""
     seen: dict = {}
 
@@ -114,30 +111,46 @@ def common_subexpressions(graph: Graph) -> Graph:
         if key is None:
             return None
         return seen.setdefault(key, node)
-    return dead_code(_rewrite(graph, pick))
+    _rewrite(graph, pick)
+    _dead_code(graph)
 
 
-def dead_code(graph: Graph) -> Graph:
+def _dead_code(graph: Graph) -> None:
     """Drop nodes no output depends on; inputs and params stay (they are the program's interface)."""
-    out = graph.copy()
-    live = set(out.order(roots=list(out.outputs.values()))) if out.outputs else set()
-    live |= set(out.nodes_with_op("input")) | set(out.nodes_with_op("param"))
-    out.remove([n for n in out.nx.nodes if n not in live])
-    return out
+    live = graph.reachable(graph.outputs.values())
+    live |= set(graph.nodes_with_op("input")) | set(graph.nodes_with_op("param"))
+    graph.remove([n for n in graph.nx.nodes if n not in live])
 
+
+def _pure(rewrite):
+    """The rewrite as a pass: a pure function that applies it to a copy."""
+    def apply(graph: Graph) -> Graph:
+        out = graph.copy()
+        rewrite(out)
+        return out
+    apply.__name__, apply.__doc__ = rewrite.__name__.lstrip("_"), rewrite.__doc__
+    apply.rewrite = rewrite
+    return apply
+
+
+identities = _pure(_identities)
+fold_constants = _pure(_fold_constants)
+common_subexpressions = _pure(_common_subexpressions)
+dead_code = _pure(_dead_code)
 
 PASSES = (identities, fold_constants, common_subexpressions, dead_code)
 
 
 def simplify(graph: Graph, passes=PASSES, stats: Counter | None = None) -> Graph:
-    """Run `passes` to a fixed point (no pass changes the node count), at most 10 rounds."""
+    """Run `passes` to a fixed point (no pass changes the node count), at most 10 rounds, on one copy."""
+    out = graph.copy()
     for _ in range(10):
-        before = len(graph)
+        before = len(out)
         for p in passes:
-            size = len(graph)
-            graph = p(graph)
+            size = len(out)
+            p.rewrite(out)
             if stats is not None:
-                stats[p.__name__] += size - len(graph)
-        if len(graph) == before:
+                stats[p.__name__] += size - len(out)
+        if len(out) == before:
             break
-    return graph
+    return out
