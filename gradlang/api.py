@@ -74,11 +74,13 @@ class Program:
         self.rng = np.random.default_rng(self.seed)
         self.float_dtype = elaborated.float_dtype
         self.input_names = list(elaborated.inputs)
+        self._input_dtypes = {n: np.dtype(DTYPES[s.dtype]) for n, s in elaborated.inputs.items()}
         self.param_names = list(elaborated.params)
         self.stats: Counter = Counter()
         self.forward_graph = simplify(elaborated.graph, stats=self.stats)
         self._grad_graphs: dict[str, Graph] = {}
         self._executables: dict = {}
+        self._step_executables: dict = {}   # feed shapes → the training step's executable (the hot path)
         self._params = {name: _initialise(spec, self.rng) for name, spec in elaborated.params.items()}
         self._param_list = list(self._params.values())
         self._optimizer = None
@@ -157,19 +159,18 @@ class Program:
 
     # ---- execution ------------------------------------------------------------------------------
     def _feed(self, feed: dict) -> list:
+        """The feed as one array per declared input, in order (None where absent), in the declared dtypes."""
         if not isinstance(feed, dict):
             raise TypeError("a feed is a dict of input name → array")
-        unknown = set(feed) - set(self.input_names)
-        if unknown:
-            raise GradError(f"the feed names unknown input(s) {', '.join(sorted(unknown))}; the program's "
+        if len(feed) > len(self.input_names) or any(k not in self._input_dtypes for k in feed):
+            unknown = sorted(set(feed) - set(self.input_names))
+            raise GradError(f"the feed names unknown input(s) {', '.join(unknown)}; the program's "
                             f"inputs are {', '.join(self.input_names) or 'none'}")
         out = []
-        for name in self.input_names:
+        for name, want in self._input_dtypes.items():
             value = feed.get(name)
-            if value is not None:
-                want = DTYPES[self.elaborated.inputs[name].dtype]
-                if not isinstance(value, np.ndarray) or value.dtype != want:
-                    value = _convert(value, want, name, self.elaborated.inputs[name])
+            if value is not None and (type(value) is not np.ndarray or value.dtype != want):
+                value = _convert(value, want, name, self.elaborated.inputs[name])
             out.append(value)
         return out
 
@@ -245,10 +246,13 @@ class Program:
 
     def step(self, feed: dict) -> float:
         """One optimizer step on `feed` per the training plan; returns the loss before the update."""
-        graph = self.gradient_graph()
-        outputs = (self._loss_output(None),) + tuple(f"grad:{n}" for n in self.param_names)
         arrays = self._feed(feed)
-        values = self._executable(graph, outputs, arrays, training=True).run(arrays, self._param_list)
+        key = tuple(None if a is None else a.shape for a in arrays)
+        exe = self._step_executables.get(key)
+        if exe is None:
+            outputs = (self._loss_output(None),) + tuple(f"grad:{n}" for n in self.param_names)
+            exe = self._step_executables[key] = self._executable(self.gradient_graph(), outputs, arrays, True)
+        values = exe.run(arrays, self._param_list)
         optimizer, settings = self._optimizer_for_step()
         optimizer.update(self._param_list, values[1:], **settings)
         self.steps_taken += 1

@@ -62,17 +62,21 @@ class SGD(Optimizer):
     slots = ("velocity",)
 
     def apply(self, params, grads, lr, momentum=0.0, nesterov=False):
+        if not momentum:   # the common case, kept short: it runs once per param per step
+            for p, g, tmp in zip(params, grads, self.scratch):
+                np.multiply(g, lr, out=tmp)
+                np.subtract(p, tmp, out=p)
+            return
         for p, g, v, tmp in zip(params, grads, self.state_arrays["velocity"], self.scratch):
             t = p.dtype.type
-            if momentum:
-                v *= t(momentum)
-                v += g
-                if nesterov:
-                    np.multiply(v, t(momentum), out=tmp)
-                    tmp += g
-                    g = tmp
-                else:
-                    g = v
+            v *= t(momentum)
+            v += g
+            if nesterov:
+                np.multiply(v, t(momentum), out=tmp)
+                tmp += g
+                g = tmp
+            else:
+                g = v
             np.multiply(g, t(lr), out=tmp)
             p -= tmp
 
