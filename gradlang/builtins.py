@@ -369,6 +369,20 @@ def min_(el, span, x, axis=None, keepdims=False):
 
 
 @builtin()
+def softmax(el, span, x, axis=-1):
+    """exp(x) / sum(exp(x)) along `axis`, computed stably (a fused primitive)"""
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise GradError(f"softmax needs one integer axis, got {describe(axis)}", span)
+    return el.emit("softmax", [_float_tensor(el, x, span)], span, axis=axis)
+
+
+@builtin()
+def softmax_cross_entropy(el, span, logits, labels):
+    """−log softmax(logits)[label] for each row: logits [.., C], integer labels [..] → [..]"""
+    return el.emit("softmax_cross_entropy", [_float_tensor(el, logits, span), _tensor(el, labels, span)], span)
+
+
+@builtin()
 def argmax(el, span, x, axis=-1):
     """index of the largest element along `axis` (an i64 tensor; no gradient)"""
     if isinstance(axis, bool) or not isinstance(axis, int):

@@ -151,7 +151,7 @@ CASES = [
     case("shape-error-inside-stdlib-mse", XY + "pred = x * 2\nloss = mse(pred, y)\n", 4, 8, "mse(pred, y)",
          "do not broadcast"),
     case("dtype-error-inside-stdlib-cross-entropy", XY + "loss = cross_entropy(x, y)\n", 3, 8,
-         "cross_entropy(x, y)", "one_hot needs integer labels"),
+         "cross_entropy(x, y)", "cross-entropy needs integer labels"),
     case("axis-error-inside-stdlib-softmax", XY + "loss = mean(softmax(y, 1))\n", 3, 13, "softmax(y, 1)",
          "axis 1 is out of range"),
     case("static-error-inside-stdlib-l2", XY + "loss = l2(x)\n", 3, 8, "l2(x)", "list comprehension", "in l2"),

@@ -96,6 +96,12 @@ def through_f32(g, x):
     return op(g, "cast", op(g, "cast", x, dtype="f32"), dtype="f64")
 
 
+def softmax_cross_entropy_with_fixed_labels(g, logits):
+    """softmax_cross_entropy(logits, labels) with fixed integer labels (they get no gradient)."""
+    labels = np.random.default_rng(3).integers(0, g.shape(logits)[-1], size=g.shape(logits)[:-1])
+    return op(g, "softmax_cross_entropy", logits, g.const(labels, "i64"))
+
+
 def softmax(g, x):
     return op(g, "exp", log_softmax(g, x))
 
@@ -236,6 +242,8 @@ ROWS = [
     Row("reduce_sum", (T,), attrs={"axes": (1,)}),
     Row("reduce_max", (T,), (distinct,), attrs={"axes": (0, 2), "keepdims": True}),
     Row("logsumexp", (T,), attrs={"axes": (-1,)}),
+    Row("softmax", (T,), attrs={"axis": 1}),
+    Row("softmax_cross_entropy", (T,), build=softmax_cross_entropy_with_fixed_labels),
     Row("reshape", (T,), attrs={"shape": (4, -1)}),
     Row("transpose", (T,), attrs={"perm": (2, 0, 1)}),
     Row("broadcast_to", ((3, 1),), attrs={"shape": T}),

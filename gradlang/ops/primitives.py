@@ -383,6 +383,70 @@ def _one_hot_kernel(attrs, in_shapes, out_shape, dtype):
 define("one_hot", 1, _one_hot_infer, _one_hot_kernel, None, "integer labels → one-hot rows (no gradient)")
 
 
+# ---- fused for speed and stability ---------------------------------------------------------------
+# softmax and softmax cross-entropy could be written with exp and logsumexp (stdlib did); as primitives
+# they cost one kernel each instead of five, and their gradients are the textbook short forms.
+
+def _softmax_infer(shapes, dtypes, attrs):
+    _need_float("softmax", shapes, dtypes)
+    attrs["axis"] = normalize_axes(attrs.get("axis", -1), len(shapes[0]))[0]
+    return shapes[0], dtypes[0]
+
+
+def _softmax_kernel(attrs, in_shapes, out_shape, dtype):
+    axis = attrs["axis"]
+
+    def softmax(x):
+        e = np.exp(x - np.maximum.reduce(x, axis=axis, keepdims=True))
+        e /= np.add.reduce(e, axis=axis, keepdims=True)
+        return e
+    return softmax
+
+
+def _vjp_softmax(e, n, g):
+    # y·(g − Σ g·y): the Jacobian of softmax applied to g, in primitives
+    y, axis = n.id, n.attrs["axis"]
+    dot = e("reduce_sum", e("mul", g, y), axes=(axis,), keepdims=True)
+    return [lambda: e("mul", y, e("sub", g, dot))]
+
+
+define("softmax", 1, _softmax_infer, _softmax_kernel, _vjp_softmax, "exp(x) / sum(exp(x)) along attrs.axis, stably")
+
+
+def _softmax_ce_infer(shapes, dtypes, attrs):
+    logits, labels = shapes
+    _need_float("softmax_cross_entropy", shapes[:1], dtypes[:1])
+    if dtypes[1] not in INTS:
+        raise ShapeError(f"cross-entropy needs integer labels, got {fmt_type(labels, dtypes[1])}")
+    if len(logits) < 1 or logits[:-1] != labels:
+        raise ShapeError(f"cross-entropy of logits {fmt_type(logits, dtypes[0])} needs labels of shape "
+                         f"{fmt_shape(logits[:-1])}, got {fmt_type(labels, dtypes[1])}")
+    return labels, dtypes[0]
+
+
+def _softmax_ce_kernel(attrs, in_shapes, out_shape, dtype):
+    def softmax_cross_entropy(logits, labels):
+        m = np.maximum.reduce(logits, axis=-1, keepdims=True)
+        shifted = logits - m
+        lse = np.log(np.add.reduce(np.exp(shifted), axis=-1))
+        return lse - np.take_along_axis(shifted, labels[..., None], axis=-1)[..., 0]
+    return softmax_cross_entropy
+
+
+def _vjp_softmax_ce(e, n, g):
+    # d/dlogits = g·(softmax(logits) − one_hot(labels)); labels get none
+    logits, labels = n.operands
+    shape = e.shape(logits)
+    return [lambda: e("mul", e("reshape", g, shape=shape[:-1] + (1,)),
+                      e("sub", e("softmax", logits, axis=-1), e("one_hot", labels, depth=shape[-1], dtype=n.dtype))),
+            None]
+
+
+define("softmax_cross_entropy", 2, _softmax_ce_infer, _softmax_ce_kernel, _vjp_softmax_ce,
+       "−log softmax(logits)[label] per row: logits [.., C], integer labels [..] → [..]; labels out of "
+       "range are an error at run time")
+
+
 def _index_tuple(index):
     return tuple(slice(*item[1:]) if item[0] == "s" else item[1] for item in index)
 
