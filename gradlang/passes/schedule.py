@@ -8,6 +8,7 @@ analysis frees each buffer after its last use. The training step then does nothi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
@@ -36,6 +37,47 @@ def _resolved_attrs(prim, attrs: dict, bindings: dict) -> dict:
     for key in prim.shape_attrs:
         out[key] = resolve(attrs[key], bindings)
     return out
+
+
+# Ops whose kernels may return a view of (memory shared with) their first operand.
+VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice", "stop_gradient"})
+
+
+def _in_place(graph: Graph, compiled: list, roots: set, bindings: dict) -> list:
+    """Let an elementwise ufunc write its result into its first operand's buffer when that buffer is
+    dead afterwards: it was computed by this schedule (not an input, param or constant), nothing else
+    reads it or any view of it later, and it has the result's shape and dtype. Saves an allocation
+    and a pass of fresh memory per op, as a careful `out=` in hand-written NumPy would."""
+    position = {node: i for i, (node, _) in enumerate(compiled)}
+    buffer = {}                  # node → the node whose kernel allocated the memory it lives in
+    for node, _ in compiled:
+        ops = graph.operands(node)
+        buffer[node] = buffer.get(ops[0], ops[0]) if graph.op(node) in VIEW_OPS else node
+    last_read: dict[int, int] = {}
+    for i, (node, _) in enumerate(compiled):
+        for o in graph.operands(node):
+            b = buffer.get(o)
+            if b is not None:
+                last_read[b] = max(last_read.get(b, -1), i)
+    pinned = {buffer.get(r) for r in roots}   # outputs are handed to the caller: never overwritten
+    out = []
+    for i, (node, kernel) in enumerate(compiled):
+        first = graph.operands(node)[0] if graph.operands(node) else None
+        if (isinstance(kernel, np.ufunc) and kernel.nout == 1 and first in position
+                and buffer[first] == first and first not in pinned and last_read.get(first) == i
+                and graph.dtype(first) == graph.dtype(node) and graph.shape(node)
+                and resolve(graph.shape(first), bindings) == resolve(graph.shape(node), bindings)):
+            kernel = partial(_into_first, kernel)
+            buffer[node] = first
+            last_read[first] = max(last_read[first], last_read.get(node, -1))
+            if node in roots:
+                pinned.add(first)
+        out.append((node, kernel))
+    return out
+
+
+def _into_first(ufunc, a, *rest):
+    return ufunc(a, *rest, out=a)
 
 
 def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
@@ -73,6 +115,7 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
             continue
         compiled.append((node, kernel))
 
+    compiled = _in_place(graph, compiled, set(roots), bindings)
     last_use: dict[int, int] = {}
     for i, (node, _) in enumerate(compiled):
         for o in graph.operands(node):

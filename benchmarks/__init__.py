@@ -1,0 +1,1 @@
+"""gradlang's benchmark suite: `python -m benchmarks` (see __main__.py)."""
