@@ -144,3 +144,40 @@ def test_simplify_shrinks_each_example_gradient_without_changing_it(name):
     after = prog.run(outputs, data, simple)
     for a, b in zip(before, after):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-15)
+
+
+def test_in_place_kernels_reuse_dead_buffers_but_never_one_a_live_view_shares():
+    g = Graph()
+    x = leaf(g, "x", (3, 4))
+    e = Emit(g, None)
+    h = e("exp", x)                         # a fresh buffer
+    view = e("transpose", h, perm=(1, 0))    # shares h's memory, read at the very end
+    shifted = e("add", h, e.const(1.0, "f64"))   # h is not dead here: its view is read later
+    doubled = e("mul", shifted, e.const(2.0, "f64"))   # shifted is dead after this: may be overwritten
+    g.outputs["a"] = e("reduce_sum", doubled, axes=(0, 1), keepdims=False)
+    g.outputs["b"] = e("reduce_sum", view, axes=(0, 1), keepdims=False)
+    sched = schedule(g, ["a", "b"], {})
+    kinds = {g.op(n): k for n, (k, *_) in zip(sched.nodes, sched.steps)}
+    assert isinstance(kinds["add"], np.ufunc)                 # writing into h would corrupt the view
+    assert not isinstance(kinds["mul"], np.ufunc)             # wrapped to write into shifted's buffer
+    value = np.random.default_rng(0).normal(size=(3, 4))
+    a, b = Executable(sched, g, ["x"], []).run([value], [])
+    assert a == pytest.approx(((np.exp(value) + 1) * 2).sum())
+    assert b == pytest.approx(np.exp(value).sum())
+
+
+def test_in_place_never_overwrites_inputs_params_or_outputs():
+    g = Graph()
+    x = leaf(g, "x", (4,))
+    w = leaf(g, "w", (4,), op="param")
+    e = Emit(g, None)
+    g.outputs["y"] = e("tanh", x)                                  # x is an input: never written
+    g.outputs["z"] = e("neg", e("mul", w, w))
+    g.outputs["kept"] = e("exp", g.outputs["y"])                   # y is an output: never overwritten
+    sched = schedule(g, ["y", "z", "kept"], {})
+    value, weight = np.linspace(-1, 1, 4), np.arange(4.0)
+    y, z, kept = Executable(sched, g, ["x"], ["w"]).run([value.copy()], [weight])
+    np.testing.assert_array_equal(y, np.tanh(value))
+    np.testing.assert_array_equal(kept, np.exp(np.tanh(value)))
+    np.testing.assert_array_equal(z, -weight * weight)
+    np.testing.assert_array_equal(weight, np.arange(4.0))
