@@ -131,13 +131,83 @@ def mnist(ctx: DataContext, split: str = "train", flatten: bool = True, limit: i
         raise GradError(f"{paths[1]}: label {labels[bad]} of example {bad} is out of range 0..9", ctx.span)
     if limit:
         images, labels = images[:limit], labels[:limit]
-    x = images.astype(np.float32) / 255.0
+    x = images.astype(np.float32)
+    x /= 255.0            # in place: a second 188 MB array for the training set would double the peak
     x = x.reshape(len(x), -1) if flatten else x.reshape(len(x), 1, 28, 28)
     return {"x": x, "y": labels.astype(np.int64)}
 
 
+# ---- sequences, text and generative-model data (deep-learning examples) ---------------------------
+
+SEQUENCE_TASKS = ("reverse", "sort", "copy")
+
+
+def digit_sequences(ctx: DataContext, task: str = "reverse", n: int = 10000, length: int = 8, digits: int = 10,
+                    split: str = "train", seed: int = 0) -> dict:
+    """Digit-sequence tasks for sequence models, as teacher-forced decoder input: x = the digits, a
+    separator (token `digits`), then the answer without its last token ([n, 2·length]); y = the answer
+    ([n, length]): the digits reversed, sorted or copied (`task`). A sequence belongs to split "test"
+    when a fixed hash of it is 0 mod 5, else to "train", so the two splits never share a sequence."""
+    if task not in SEQUENCE_TASKS:
+        raise GradError(f"digit_sequences task must be one of {', '.join(SEQUENCE_TASKS)}, got {task!r}", ctx.span)
+    if split not in ("train", "test"):
+        raise GradError(f"digit_sequences split must be \"train\" or \"test\", got {split!r}", ctx.span)
+    if n < 1 or length < 1 or digits < 2:
+        raise GradError("digit_sequences needs n ≥ 1, length ≥ 1 and digits ≥ 2", ctx.span)
+    if split == "test" and digits ** length < 50 * n or split == "train" and digits ** length < 2 * n:
+        raise GradError(f"there are too few sequences of {length} digits for {n} distinct-split examples", ctx.span)
+    rng = np.random.default_rng(seed)
+    weights = np.array([2 * k + 3 for k in range(length)])
+    found, have = [], 0
+    while have < n:
+        draw = rng.integers(0, digits, size=(4 * n, length))
+        held_out = (draw @ weights) % 5 == 0
+        keep = draw[held_out if split == "test" else ~held_out]
+        found.append(keep)
+        have += len(keep)
+    seqs = np.concatenate(found)[:n]
+    answer = {"reverse": seqs[:, ::-1], "sort": np.sort(seqs, axis=1), "copy": seqs}[task]
+    separator = np.full((n, 1), digits)
+    x = np.concatenate([seqs, separator, answer[:, :-1]], axis=1)
+    return {"x": x.astype(np.int64), "y": np.ascontiguousarray(answer).astype(np.int64)}
+
+
+def _text_file(ctx: DataContext, file: str) -> Path:
+    """A text file: an absolute path, a path relative to the program's folder, or one in the data directory."""
+    from .fetch import data_dir
+    candidates = [Path(file)] if Path(file).is_absolute() else [ctx.folder / file, (ctx.data_dir or data_dir()) / file]
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise GradError(f"no text file {file!r} (looked in {' and '.join(str(p.parent) for p in candidates)}); point "
+                    "--data-dir / GRADLANG_DATA at a folder holding it", ctx.span)
+
+
+def text_chars(ctx: DataContext, file: str = "text/tinyshakespeare.txt", length: int = 64, split: str = "train",
+               valid_fraction: float = 0.1, stride: int = 0) -> dict:
+    """A text file as character sequences for a language model: x = [n, length] character ids, y = the
+    next character at each position; the vocabulary is the file's distinct characters, sorted (field
+    `vocab`). "train" is the first 1 − valid_fraction of the text, "valid" the rest; sequences start
+    every `stride` characters (0: every `length`, no overlap)."""
+    if split not in ("train", "valid"):
+        raise GradError(f"text_chars split must be \"train\" or \"valid\", got {split!r}", ctx.span)
+    if length < 1 or stride < 0 or not 0 < valid_fraction < 1:
+        raise GradError("text_chars needs length ≥ 1, stride ≥ 0 and 0 < valid_fraction < 1", ctx.span)
+    text = _text_file(ctx, file).read_text(encoding="utf-8")
+    vocab = np.array(sorted(set(text)))
+    ids = np.searchsorted(vocab, np.array(list(text)))
+    cut = int(len(ids) * (1 - valid_fraction))
+    part = ids[:cut] if split == "train" else ids[cut:]
+    starts = np.arange(0, len(part) - length, stride or length)
+    if len(starts) == 0:
+        raise GradError(f"the {split} text has fewer than {length + 1} characters", ctx.span)
+    window = starts[:, None] + np.arange(length)
+    return {"x": part[window].astype(np.int64), "y": part[window + 1].astype(np.int64), "vocab": vocab}
+
+
 DATA_SOURCES = {"two_moons": two_moons, "line": line, "xor": xor, "spirals": spirals, "blobs": blobs,
-                "npz": npz, "csv": csv, "idx": idx, "mnist": mnist}
+                "npz": npz, "csv": csv, "idx": idx, "mnist": mnist,
+                "digit_sequences": digit_sequences, "text_chars": text_chars}
 
 
 def load(spec, folder: Path, data_dir: Path | None = None) -> dict:
