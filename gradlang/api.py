@@ -157,6 +157,26 @@ class Program:
     def gradient_ir(self) -> str:
         return format_graph(self.gradient_graph())
 
+    def loss_output(self, loss: str | None = None) -> str:
+        """The output that training differentiates (or the one named `loss`): "loss" or "loss:<name>"."""
+        return self._loss_output(loss)
+
+    def raw_gradient_graph(self, loss: str | None = None) -> Graph:
+        """The forward graph plus d loss / d param as autodiff makes them, before simplification."""
+        return differentiate(self.elaborated.graph, self.loss_output(loss))
+
+    def draw(self, stage: str = "optimized", grad: bool = True):
+        """The IR after `stage` (elaborated, grad, optimized) as a `Drawing`: shown inline in Jupyter
+        (an SVG where Graphviz is installed, the text form otherwise); `.save("ir.png")` draws a file."""
+        from .ir.dot import Drawing
+        from .stages import stage_graph
+        return Drawing(stage_graph(self, stage, grad and stage != "elaborated"), title=f"{self.name} — {stage}")
+
+    def backward_listing(self, loss: str | None = None) -> str:
+        """The backward pass written out as gradlang assignments, in execution order (`gradlang grad`)."""
+        from .ir.listing import backward_listing
+        return backward_listing(self.gradient_graph(loss), source=self.name)
+
     # ---- execution ------------------------------------------------------------------------------
     def _feed(self, feed: dict) -> list:
         """The feed as one array per declared input, in order (None where absent), in the declared dtypes."""

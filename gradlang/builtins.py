@@ -574,3 +574,157 @@ def _optimizer_builtin(name: str, spec):
 
 for _name, _spec in OPTIMIZERS.items():
     _optimizer_builtin(_name, _spec)
+
+
+# ---- deep learning: convolution, pooling, gather, joining, masks ---------------------------------
+# Primitives in ops/nn_ops.py; images are NCHW: [batch, channels, height, width].
+
+def _int_pair(value, name: str, low: int, span: Span) -> tuple[int, int]:
+    """A static integer, or a list of two, each ≥ low (a stride, a padding, a window size)."""
+    pair = value if isinstance(value, list) else [value, value]
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in pair):
+        raise GradError(f"{name} must be an integer ≥ {low} or a list of two, got {describe(value)}", span)
+    return tuple(pair)
+
+
+def _image_tensor(el, x, name: str, span: Span) -> Tensor:
+    x = _float_tensor(el, x, span)
+    if len(x.shape) != 4:
+        raise GradError(f"{name} needs a rank-4 [N, C, H, W] tensor, got {fmt_type(x.shape, x.dtype)}; "
+                        "reshape it, e.g. reshape(x, [x.shape[0], 1, 28, 28])", span)
+    return x
+
+
+@builtin()
+def conv2d(el, span, x, w, stride=1, padding=0):
+    """2-D convolution (cross-correlation) of x [N, C, H, W] with filters w [O, C, KH, KW]"""
+    x, w = _image_tensor(el, x, "conv2d", span), _image_tensor(el, w, "conv2d (filters)", span)
+    return el.emit("conv2d", [x, w], span, stride=_int_pair(stride, "stride", 1, span),
+                   padding=_int_pair(padding, "padding", 0, span))
+
+
+@builtin()
+def conv2d_transpose(el, span, x, w, stride=1, padding=0, size=None):
+    """transposed convolution of x [N, C, H, W] with filters w [C, O, KH, KW] (the adjoint of conv2d)"""
+    x, w = _image_tensor(el, x, "conv2d_transpose", span), _image_tensor(el, w, "conv2d_transpose (filters)", span)
+    stride, padding = _int_pair(stride, "stride", 1, span), _int_pair(padding, "padding", 0, span)
+    if size is None:
+        size = [(x.shape[2 + i] - 1) * stride[i] + w.shape[2 + i] - 2 * padding[i] for i in range(2)]
+    return el.emit("conv2d_transpose", [x, w], span, stride=stride, padding=padding,
+                   size=_int_pair(size, "size", 1, span))
+
+
+def _pool_settings(el, span, name: str, x, size, stride, padding) -> tuple:
+    x = _image_tensor(el, x, name, span)
+    kernel = _int_pair(size, "size", 1, span)
+    stride = kernel if stride is None else _int_pair(stride, "stride", 1, span)
+    padding = _int_pair(padding, "padding", 0, span)
+    if any(p >= k for p, k in zip(padding, kernel)):
+        raise GradError(f"{name}: padding {list(padding)} must be smaller than the window {list(kernel)}", span)
+    return x, {"kernel": kernel, "stride": stride, "padding": padding}
+
+
+@builtin()
+def max_pool2d(el, span, x, size, stride=None, padding=0):
+    """the largest value of each size×size window of x [N, C, H, W] (stride: the size)"""
+    x, settings = _pool_settings(el, span, "max_pool2d", x, size, stride, padding)
+    return el.emit("max_pool2d", [x], span, **settings)
+
+
+@builtin()
+def avg_pool2d(el, span, x, size, stride=None, padding=0):
+    """the mean of each size×size window of x [N, C, H, W] (stride: the size; padding counts as zeros)"""
+    x, settings = _pool_settings(el, span, "avg_pool2d", x, size, stride, padding)
+    windows = el.emit("patches2d", [x], span, pad_value=0.0, **settings)
+    total = el.emit("reduce_sum", [windows], span, axes=(4, 5), keepdims=False)
+    kernel = settings["kernel"]
+    return binary(el, "/", total, kernel[0] * kernel[1], span)
+
+
+@builtin()
+def take(el, span, x, indices, axis=0):
+    """the slices of x at integer `indices` along `axis` (an embedding lookup: take(table, tokens))"""
+    x, indices = _tensor(el, x, span), _tensor(el, indices, span)
+    if indices.dtype not in INTS:
+        raise GradError(f"take needs integer indices, got {fmt_type(indices.shape, indices.dtype)}", span)
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise GradError(f"take needs one integer axis, got {describe(axis)}", span)
+    return el.emit("take", [x, indices], span, axis=axis)
+
+
+def _tensor_list(el, xs, name: str, span: Span) -> list[Tensor]:
+    if not isinstance(xs, list) or not xs:
+        raise GradError(f"{name} needs a non-empty list of tensors, got {describe(xs)}", span)
+    tensors = [_tensor(el, x, span) for x in xs]
+    target = tensors[0]
+    for t in tensors[1:]:
+        target, _ = promote(el, target, t, span)
+    return [el.cast(t, target.dtype, span) for t in tensors]
+
+
+def _static_axis(axis, span: Span) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise GradError(f"axis must be one integer, got {describe(axis)}", span)
+    return axis
+
+
+@builtin()
+def concat(el, span, xs, axis=0):
+    """the tensors of the list xs joined along `axis` (their other dimensions agree)"""
+    return el.emit("concat", _tensor_list(el, xs, "concat", span), span, axis=_static_axis(axis, span))
+
+
+@builtin()
+def stack(el, span, xs, axis=0):
+    """the tensors of the list xs (one shape) stacked along a new axis at `axis`"""
+    tensors = _tensor_list(el, xs, "stack", span)
+    rank = len(tensors[0].shape)
+    axis = _static_axis(axis, span)
+    if not -rank - 1 <= axis <= rank:
+        raise GradError(f"stack: axis {axis} is out of range for tensors of rank {rank}", span)
+    axis %= rank + 1
+    for t in tensors[1:]:
+        if t.shape != tensors[0].shape:
+            raise GradError(f"stack needs tensors of one shape, got {fmt_type(tensors[0].shape, tensors[0].dtype)} "
+                            f"and {fmt_type(t.shape, t.dtype)}", span)
+    grown = [el.emit("reshape", [t], span, shape=t.shape[:axis] + (1,) + t.shape[axis:]) for t in tensors]
+    return el.emit("concat", grown, span, axis=axis)
+
+
+@builtin()
+def split(el, span, x, sections, axis=0):
+    """x cut along `axis` into a list: `sections` equal parts, or parts of the listed sizes"""
+    x = _tensor(el, x, span)
+    axis = _static_axis(axis, span)
+    if not -len(x.shape) <= axis < len(x.shape):
+        raise GradError(f"split: axis {axis} is out of range for {fmt_type(x.shape, x.dtype)}", span)
+    axis %= len(x.shape)
+    total = x.shape[axis]
+    if not isinstance(total, int):
+        raise GradError(f"split: cannot split the symbolic dimension {total}", span)
+    if isinstance(sections, int) and not isinstance(sections, bool):
+        if sections < 1 or total % sections:
+            raise GradError(f"split: {total} does not split into {sections} equal parts", span)
+        sizes = [total // sections] * sections
+    elif isinstance(sections, list) and all(isinstance(s, int) and not isinstance(s, bool) and s > 0
+                                            for s in sections):
+        sizes = sections
+        if sum(sizes) != total:
+            raise GradError(f"split: the sizes {sizes} add up to {sum(sizes)}, not {total}", span)
+    else:
+        raise GradError(f"split needs a number of parts or a list of positive sizes, got {describe(sections)}", span)
+    parts, start = [], 0
+    for size in sizes:
+        index = (("s", None, None, None),) * axis + (("s", start, start + size, None),)
+        parts.append(el.emit("slice", [x], span, index=index) if size != total else x)
+        start += size
+    return parts
+
+
+@builtin()
+def causal_mask(el, span, n):
+    """a boolean [n, n] matrix, true where column ≤ row: what each position of a sequence may attend to"""
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise GradError(f"causal_mask needs a positive integer size, got {describe(n)}", span)
+    import numpy as np
+    return Tensor(el.graph, el.graph.const(np.tril(np.ones((n, n), dtype=bool)), "bool", span))

@@ -4,7 +4,11 @@
                       [--data-dir DIR] [--checkpoint PATH] [--resume] [--plot PNG] [--float64]
     gradlang eval FILE --params P [--data NAME] [--json]
     gradlang predict FILE --params P (--input FILE.npz|.csv | --data NAME) [--out PATH] [--json]
-    gradlang ir FILE [--grad] [--no-locations]
+    gradlang ir FILE [--grad] [--stage parsed|elaborated|grad|optimized] [--format text|dot|json]
+                     [--stats] [--cost [--batch N]] [--png PATH | --svg PATH] [--no-locations]
+    gradlang grad FILE
+    gradlang gradcheck FILE [--per-op] [--random] [--batch N] [--tolerance T] [--seed N] [--json]
+    gradlang check FILE [--json]
     gradlang data fetch NAME [--url URL] [--data-dir DIR]
 
 Errors in the program print as `file:line:col: error: …` with the line and a caret, and exit 1.
@@ -18,6 +22,8 @@ import warnings
 from pathlib import Path
 
 from .errors import GradError
+from .gradcheck import DEFAULT_BATCH, DEFAULT_TOLERANCE
+from .stages import FORMATS, STAGES
 
 
 def _positive(text: str) -> int:
@@ -76,6 +82,43 @@ def _parser() -> argparse.ArgumentParser:
     ir.add_argument("file", type=Path)
     ir.add_argument("--grad", action="store_true", help="include the gradient (backward) graph")
     ir.add_argument("--no-locations", action="store_true", help="omit the source location of each node")
+    ir.add_argument("--stage", choices=STAGES, default="optimized",
+                    help="parsed: the AST; elaborated: the forward IR before simplification; grad: forward and "
+                         "gradient IR before simplification; optimized (default): after simplification")
+    ir.add_argument("--format", choices=FORMATS, default="text", help="text (default), Graphviz dot, or json")
+    ir.add_argument("--stats", action="store_true",
+                    help="node counts per op at each stage, and the simplification rules that fired")
+    ir.add_argument("--cost", action="store_true",
+                    help="FLOPs and peak activation memory of one training step, forward and backward")
+    ir.add_argument("--batch", type=_positive, help="the batch size --cost assumes (default: the train block's)")
+    drawing = ir.add_mutually_exclusive_group()
+    drawing.add_argument("--png", type=Path, metavar="PATH", help="draw the graph into a PNG file (needs Graphviz)")
+    drawing.add_argument("--svg", type=Path, metavar="PATH", help="draw the graph into an SVG file (needs Graphviz)")
+
+    grad = sub.add_parser("grad", parents=[common],
+                          help="print the backward pass as gradlang assignments, in execution order")
+    grad.add_argument("file", type=Path)
+
+    check = sub.add_parser("gradcheck", parents=[common],
+                           help="compare every param's gradient with finite differences, in float64")
+    check.add_argument("file", type=Path)
+    check.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
+                       help=f"largest relative error accepted (default {DEFAULT_TOLERANCE:g})")
+    check.add_argument("--batch", type=_positive, default=DEFAULT_BATCH,
+                       help=f"examples in the batch checked (default {DEFAULT_BATCH})")
+    check.add_argument("--random", action="store_true",
+                       help="check on random inputs of the declared shapes instead of the program's data")
+    check.add_argument("--per-op", action="store_true",
+                       help="also check each primitive's gradient rule where it is used, and name the first wrong one")
+    check.add_argument("--seed", type=int, default=0, help="seed of the random inputs and directions")
+    check.add_argument("--data-dir", type=Path)
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+
+    lint = sub.add_parser("check", parents=[common],
+                          help="warnings about the program (unused inputs, params without gradient, …) and the "
+                               "numerically stable rewrites that apply")
+    lint.add_argument("file", type=Path)
+    lint.add_argument("--json", action="store_true", help="print the findings as JSON")
 
     data = sub.add_parser("data", help="manage data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -130,6 +173,8 @@ def _print_numbers(title: str, numbers: dict) -> None:
 def cmd_run(args) -> int:
     from .progress import TerminalReporter
     program = _compile(args, dtype="float64" if args.float64 else "float32", seed=args.seed)
+    if not args.quiet:
+        _warn(program)
     target = _params_path(args, program)
     checkpoint = args.checkpoint or (program.folder / program.plan["checkpoint"] if "checkpoint" in program.plan
                                      else target.with_suffix(".ckpt.npz"))
@@ -246,11 +291,70 @@ def cmd_data(args) -> int:
 
 
 def cmd_ir(args) -> int:
-    from .ir.printer import format_graph
+    from .stages import show_stage, stage_graph, stage_stats, format_stats
     program = _compile(args)
-    graph = program.gradient_graph() if args.grad else program.forward_graph
-    sys.stdout.write(format_graph(graph, locations=not args.no_locations))
+    if args.stage == "elaborated" and args.grad:
+        raise GradError("--grad applies to the optimized stage; the gradient before simplification is --stage grad")
+    if args.stats:
+        stats = stage_stats(program)
+        sys.stdout.write(json.dumps(stats) + "\n" if args.format == "json" else format_stats(stats))
+    elif args.cost:
+        from .passes.cost import format_cost, training_step_cost
+        cost = training_step_cost(program, args.batch or program.plan.get("batch"))
+        sys.stdout.write(json.dumps(cost.as_dict()) + "\n" if args.format == "json" else format_cost(cost))
+    elif args.png or args.svg:
+        from .ir.dot import graph_to_dot, render
+        if args.stage == "parsed":
+            raise GradError("--png and --svg draw a graph; the parsed stage is an AST (try --format dot)")
+        graph = stage_graph(program, args.stage, args.grad)
+        path = render(graph_to_dot(graph, title=f"{args.file} — {args.stage}"), args.png or args.svg)
+        print(f"drawn in {path}")
+    else:
+        sys.stdout.write(show_stage(program, args.file, args.stage, args.grad, args.format,
+                                    locations=not args.no_locations))
     return 0
+
+
+def cmd_grad(args) -> int:
+    program = _compile(args)
+    _warn(program)
+    sys.stdout.write(program.backward_listing())
+    return 0
+
+
+def cmd_gradcheck(args) -> int:
+    from .gradcheck import gradcheck
+    _check_readable(args.file)
+    report = gradcheck(args.file, batch=args.batch, tolerance=args.tolerance, per_op=args.per_op,
+                       use_data=not args.random, seed=args.seed, data_dir=args.data_dir)
+    sys.stdout.write(json.dumps(report.as_dict()) + "\n" if args.json else report.format())
+    return 0 if report.ok else 1
+
+
+def cmd_check(args) -> int:
+    from .passes.lint import lint
+    from .passes.stability import stabilize
+    program = _compile(args)
+    warnings_found = lint(program)
+    _, rewrites = stabilize(program.elaborated.graph)
+    if args.json:
+        print(json.dumps({"warnings": [w.as_dict() for w in warnings_found],
+                          "stability_rewrites": [r.as_dict() for r in rewrites]}))
+        return 0
+    for w in warnings_found:
+        print(w.format(), file=sys.stderr)
+    for r in rewrites:
+        print(r.format())
+    if not warnings_found and not rewrites:
+        print(f"{args.file}: no warnings")
+    return 0
+
+
+def _warn(program) -> None:
+    """Print the compiler's warnings about the program (see passes/lint.py) on stderr."""
+    from .passes.lint import lint
+    for w in lint(program):
+        print(w.format(), file=sys.stderr)
 
 
 # The elaborator inlines every call recursively (up to its own limit of 200 nested calls, about a dozen
@@ -275,8 +379,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.debug:   # a NumPy warning (an overflow) names the program, not gradlang's source
                 warnings.showwarning = lambda message, category, *_: print(
                     f"{file or 'gradlang'}: warning: {message}", file=sys.stderr)
-            return {"run": cmd_run, "ir": cmd_ir, "eval": cmd_eval, "predict": cmd_predict,
-                    "data": cmd_data}[args.command](args)
+            return {"run": cmd_run, "ir": cmd_ir, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data,
+                    "grad": cmd_grad, "gradcheck": cmd_gradcheck, "check": cmd_check}[args.command](args)
     except GradError as err:
         if args.debug:
             raise

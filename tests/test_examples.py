@@ -26,7 +26,8 @@ def run_cli(args, capsys):
 
 
 def test_every_example_is_covered_here():
-    tested = {"linear_regression", "moons_mlp", "xor", "mnist_logreg", "mnist_mlp", "overfitting", "overfitting_l2"}
+    tested = {"linear_regression", "moons_mlp", "xor", "mnist_logreg", "mnist_mlp", "overfitting", "overfitting_l2", "hvp", "newton"}
+    tested |= {"mnist_cnn", "attention", "char_lstm", "word2vec", "policy_gradient"}   # deep learning: at the end
     assert {p.stem for p in EXAMPLES.glob("*.grad")} <= tested
 
 
@@ -158,3 +159,164 @@ def test_l2_closes_the_gap_between_training_and_held_out_accuracy():
     assert gaps["overfitting"][0] == 1.0 and gaps["overfitting"][1] < 0.9
     assert gaps["overfitting_l2"][1] > gaps["overfitting"][1]
     assert gaps["overfitting_l2"][0] - gaps["overfitting_l2"][1] < gaps["overfitting"][0] - gaps["overfitting"][1]
+
+
+# ---- deep learning: convolution, attention, recurrence, word vectors --------------------------------
+
+needs_text = pytest.mark.skipif(not (SHARED_DATA / "text" / "tinyshakespeare.txt").exists(),
+                                reason=f"tinyshakespeare.txt is not in {SHARED_DATA / 'text'}")
+
+
+@needs_mnist
+def test_mnist_cnn_smoke_run_on_real_data(monkeypatch):
+    """A few steps on a slice of the real data: the loss falls."""
+    monkeypatch.setenv("GRADLANG_DATA", str(SHARED_DATA))
+    prog = gradlang.compile(EXAMPLES / "mnist_cnn.grad")
+    data = prog.load_data()
+    assert data["x"].shape == (60000, 1, 28, 28)
+    held = {k: v[-256:] for k, v in data.items()}
+    first = prog.loss(held)
+    for start in range(0, 12 * 64, 64):
+        prog.step({k: v[start:start + 64] for k, v in data.items()})
+    assert prog.loss(held) < first - 0.5 and prog.metrics(held)["accuracy"] > 0.5
+
+
+@needs_mnist
+@pytest.mark.slow
+def test_mnist_cnn_reaches_99_percent_test_accuracy(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GRADLANG_DATA", str(SHARED_DATA))
+    out = run_cli(["run", str(EXAMPLES / "mnist_cnn.grad"), "--json", "--out", str(tmp_path / "cnn.npz")], capsys)
+    assert json.loads(out.out)["test"]["accuracy"] >= 0.99
+
+
+def test_attention_smoke_learns_and_masks_the_future():
+    prog = gradlang.compile(EXAMPLES / "attention.grad")
+    data = prog.load_data()
+    assert data["x"].shape == (20000, 16) and data["y"].shape == (20000, 8)
+    np.testing.assert_array_equal(data["x"][:, 9:], data["y"][:, :7])          # teacher forcing
+    np.testing.assert_array_equal(data["y"], data["x"][:, 7::-1])              # the digits reversed
+    subset = {k: v[:1024] for k, v in data.items()}
+    first = prog.loss(subset)
+    for start in range(0, 30 * 32, 32):
+        prog.step({k: v[start:start + 32] for k, v in subset.items()})
+    assert prog.loss(subset) < first - 0.1 and prog.metrics(subset)["digit_accuracy"] > 0.15
+    # causal: changing answer digits never changes the predictions made before them
+    feed = {"x": subset["x"][:4].copy()}
+    before = prog.predict(feed)["digits"]
+    feed["x"][:, 12:] = (feed["x"][:, 12:] + 1) % 10
+    after = prog.predict(feed)["digits"]
+    np.testing.assert_array_equal(before[:, :4], after[:, :4])
+
+
+@pytest.mark.slow
+def test_attention_reverses_held_out_sequences(tmp_path, capsys):
+    out = run_cli(["run", str(EXAMPLES / "attention.grad"), "--json", "--out", str(tmp_path / "att.npz")], capsys)
+    assert json.loads(out.out)["test"]["sequence_accuracy"] >= 0.99
+
+
+def _sampler():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("char_lstm_sample", EXAMPLES / "char_lstm_sample.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_text
+def test_char_lstm_smoke_trains_and_samples(monkeypatch):
+    """The example with a 16-character window (64 in the full run): the data, a few steps, sampling."""
+    monkeypatch.setenv("GRADLANG_DATA", str(SHARED_DATA))
+    source = (EXAMPLES / "char_lstm.grad").read_text()
+    assert "steps_back = 64\n" in source
+    prog = gradlang.compile(source.replace("steps_back = 64\n", "steps_back = 16\n"))
+    data = prog.load_data()
+    assert data["x"].shape[1] == 16 and len(data["vocab"]) == 65
+    np.testing.assert_array_equal(data["x"][:, 1:], data["y"][:, :-1])
+    subset = {k: data[k][:32] for k in ("x", "y")}
+    first = prog.metrics(subset)["bits_per_char"]
+    assert 5.5 < first < 6.5                                  # about log2(65) before training
+    for _ in range(3):
+        prog.step(subset)
+    assert prog.metrics(subset)["bits_per_char"] < first
+    text = _sampler().sample(prog, data["vocab"], "".join(data["vocab"][data["x"][0]]), 3)
+    assert len(text) == 3 and set(text) <= set(data["vocab"])
+
+
+@needs_text
+@pytest.mark.slow
+def test_char_lstm_validation_bits_per_char_and_sampling(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("GRADLANG_DATA", str(SHARED_DATA))
+    params = tmp_path / "lstm.npz"
+    out = run_cli(["run", str(EXAMPLES / "char_lstm.grad"), "--json", "--out", str(params)], capsys)
+    assert json.loads(out.out)["test"]["bits_per_char"] < 2.4
+    _sampler().main([str(params), "--chars", "200"])
+    written = capsys.readouterr().out
+    assert len(written) > 250 and " the " in written.lower()
+
+
+@needs_text
+def test_word2vec_smoke(monkeypatch):
+    monkeypatch.setenv("GRADLANG_DATA", str(SHARED_DATA))
+    prog = gradlang.compile(EXAMPLES / "word2vec.grad")
+    data = prog.load_data()
+    assert len(data["vocab"]) == 4000 and data["negatives"].shape == (len(data["center"]), 5)
+    subset = {k: data[k][:20000] for k in ("center", "context", "negatives")}
+    first = prog.loss(subset)
+    result = prog.train(subset, steps=40)
+    assert result.loss < first - 0.3
+
+
+@needs_text
+@pytest.mark.slow
+def test_word2vec_puts_related_words_near_each_other(monkeypatch):
+    monkeypatch.setenv("GRADLANG_DATA", str(SHARED_DATA))
+    prog = gradlang.compile(EXAMPLES / "word2vec.grad")
+    prog.train()
+    vocab = list(prog.load_data()["vocab"])
+    vectors = prog.params["word.E"] / np.linalg.norm(prog.params["word.E"], axis=1, keepdims=True)
+
+    def neighbours(word, k=10):
+        sims = vectors @ vectors[vocab.index(word)]
+        return [vocab[i] for i in np.argsort(-sims)[1:k + 1]]
+    assert {"son", "brother"} & set(neighbours("father"))
+    assert {"two", "four", "five", "six"} & set(neighbours("three"))
+    assert {"day", "morning", "morrow"} & set(neighbours("night"))
+
+
+def _policy_gradient():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("policy_gradient", EXAMPLES / "policy_gradient.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cartpole_dynamics_and_returns():
+    pg = _policy_gradient()
+    env = pg.CartPole(2, np.random.default_rng(0))
+    env.state = np.zeros((2, 4))
+    assert not env.step(np.array([1, 0])).any()
+    # pushing right accelerates the cart right and tips the pole left (and the reverse)
+    assert env.state[0, 1] > 0 > env.state[0, 3] and env.state[1, 1] < 0 < env.state[1, 3]
+    env.state = np.array([[0.0, 0.0, 0.21, 0.0], [2.39, 1.0, 0.0, 0.0]])
+    assert env.step(np.array([0, 1])).tolist() == [True, True]      # past 12° / off the track
+    alive = np.array([[1, 1], [1, 0], [0, 0]], dtype=bool)
+    np.testing.assert_allclose(pg.discounted_returns(alive, 0.5), [[1.5, 1.0], [1.0, 0.0], [0.0, 0.0]])
+
+
+def test_policy_gradient_smoke():
+    pg = _policy_gradient()
+    prog = gradlang.compile(EXAMPLES / "policy_gradient.grad")
+    lengths = pg.train(prog, updates=8, episodes=8)
+    assert len(lengths) == 64 and all(1 <= n <= pg.MAX_STEPS for n in lengths)
+    assert np.mean(lengths[-16:]) > np.mean(lengths[:16])      # it already balances longer
+    assert 1 <= pg.evaluate(prog, episodes=4) <= pg.MAX_STEPS
+
+
+@pytest.mark.slow
+def test_policy_gradient_solves_cartpole():
+    pg = _policy_gradient()
+    prog = gradlang.compile(EXAMPLES / "policy_gradient.grad")
+    pg.train(prog)
+    assert pg.evaluate(prog) >= 195 and pg.evaluate(prog, greedy=True) >= 195
+

@@ -219,6 +219,9 @@ class Row:
 
 M = (3, 4)
 T = (2, 3, 4)
+IMAGE = (2, 3, 5, 5)                      # [N, C, H, W]
+INDICES = [[0, 4], [4, 2], [0, 0]]        # repeated indices: their cotangents must add up
+POOL = {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)}   # overlapping windows
 ROWS = [
     Row("neg", (M,)),
     Row("exp", (M,)),
@@ -249,6 +252,21 @@ ROWS = [
     Row("broadcast_to", ((3, 1),), attrs={"shape": T}),
     Row("slice", ((4, 5),), attrs={"index": (("s", 1, None, 2), ("i", -2))}),
     Row("unslice", ((2,),), attrs={"index": (("s", 1, None, 2), ("i", -2)), "shape": (4, 5)}),
+    # deep-learning primitives (gradlang/ops/nn_ops.py): stride 2 and padding 1 on a 5×5 image, so the last
+    # padded row and column are cut off; tests/test_nn_ops.py checks more strides, paddings and shapes
+    Row("conv2d", (IMAGE, (4, 3, 3, 3)), attrs={"stride": (2, 2), "padding": (1, 1)}),
+    Row("conv2d_transpose", ((2, 4, 3, 3), (4, 3, 3, 3)), attrs={"stride": (2, 2), "padding": (1, 1), "size": (5, 5)}),
+    Row("conv2d_filter_grad", (IMAGE, (2, 4, 3, 3)), attrs={"stride": (2, 2), "padding": (1, 1), "kernel": (3, 3)}),
+    Row("patches2d", (IMAGE,), attrs={"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)}),
+    Row("patches2d_transpose", ((2, 3, 3, 3, 3, 3),),
+        attrs={"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1), "size": (5, 5)}),
+    Row("max_pool2d", (IMAGE,), (distinct,), attrs=POOL),
+    Row("max_pool2d_grad", (IMAGE, (2, 3, 3, 3)), (distinct, normal), attrs=POOL),
+    Row("max_pool2d_select", (IMAGE, IMAGE), (distinct, normal), attrs=POOL),
+    Row("take", ((5, 3),), build=lambda g, x: op(g, "take", x, g.const(INDICES, "i64"), axis=0)),
+    Row("scatter_add", ((3, 2, 3),),
+        build=lambda g, u: op(g, "scatter_add", u, g.const(INDICES, "i64"), axis=0, shape=(5, 3))),
+    Row("concat", ((2, 3), (2, 1), (2, 2)), attrs={"axis": 1}),
 ]
 ROW = {row.op: row for row in ROWS}
 

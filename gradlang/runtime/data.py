@@ -205,9 +205,53 @@ def text_chars(ctx: DataContext, file: str = "text/tinyshakespeare.txt", length:
     return {"x": part[window].astype(np.int64), "y": part[window + 1].astype(np.int64), "vocab": vocab}
 
 
+def text_words(text: str) -> list[str]:
+    """The words of a text as `skipgrams` reads them: lower-cased runs of letters and apostrophes."""
+    import re
+    return re.findall(r"[a-z]+(?:'[a-z]+)*", text.lower())
+
+
+def skipgrams(ctx: DataContext, file: str = "text/tinyshakespeare.txt", vocab_size: int = 4000, window: int = 3,
+              negatives: int = 5, subsample: float = 1e-3, seed: int = 0) -> dict:
+    """Skip-gram pairs with negative samples for word2vec: the `vocab_size` most frequent words of a
+    text (others are dropped), frequent words subsampled (keep probability √(t/f) + t/f for frequency
+    f, t = `subsample`; 0: keep all); each word paired with every word within a random window of 1 to
+    `window` on each side. center, context: [n] word ids; negatives: [n, negatives] ids drawn from the
+    unigram distribution to the power 3/4; vocab: the words, most frequent first."""
+    from collections import Counter
+    if vocab_size < 2 or window < 1 or negatives < 1 or subsample < 0:
+        raise GradError("skipgrams needs vocab_size ≥ 2, window ≥ 1, negatives ≥ 1 and subsample ≥ 0", ctx.span)
+    words = text_words(_text_file(ctx, file).read_text(encoding="utf-8"))
+    counts = Counter(words)
+    vocab = [w for w, _ in sorted(counts.items(), key=lambda wc: (-wc[1], wc[0]))[:vocab_size]]
+    index = {w: i for i, w in enumerate(vocab)}
+    ids = np.array([index[w] for w in words if w in index], dtype=np.int64)
+    freq = np.array([counts[w] for w in vocab], dtype=np.float64)
+    rng = np.random.default_rng(seed)
+    if subsample > 0:
+        f = freq / freq.sum()
+        keep = np.minimum(1.0, np.sqrt(subsample / f) + subsample / f)
+        ids = ids[rng.random(len(ids)) < keep[ids]]
+    reach = rng.integers(1, window + 1, size=len(ids))      # each centre's window size
+    centers, contexts = [], []
+    for offset in range(1, window + 1):
+        for sign in (-1, 1):
+            pos = np.arange(len(ids))
+            other = pos + sign * offset
+            ok = (reach >= offset) & (other >= 0) & (other < len(ids))
+            centers.append(ids[pos[ok]])
+            contexts.append(ids[other[ok]])
+    center, context = np.concatenate(centers), np.concatenate(contexts)
+    order = rng.permutation(len(center))
+    noise = freq ** 0.75
+    drawn = rng.choice(len(vocab), size=(len(center), negatives), p=noise / noise.sum())
+    return {"center": center[order], "context": context[order], "negatives": drawn.astype(np.int64),
+            "vocab": np.array(vocab)}
+
+
 DATA_SOURCES = {"two_moons": two_moons, "line": line, "xor": xor, "spirals": spirals, "blobs": blobs,
                 "npz": npz, "csv": csv, "idx": idx, "mnist": mnist,
-                "digit_sequences": digit_sequences, "text_chars": text_chars}
+                "digit_sequences": digit_sequences, "text_chars": text_chars, "skipgrams": skipgrams}
 
 
 def load(spec, folder: Path, data_dir: Path | None = None) -> dict:

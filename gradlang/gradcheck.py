@@ -1,0 +1,298 @@
+"""Gradient checking: the compiler's gradients against central finite differences, in float64.
+
+`check_params` compares d loss / d param for every param with (L(θ + h·d) − L(θ − h·d)) / 2h along
+random directions d and along single elements (the largest gradient and a few random ones), on one
+batch. `check_ops` checks each primitive's VJP rule in place: for every op the loss's gradient goes
+through, at the values its operands take in this batch, the rule's cotangents against finite
+differences of that op alone — so a wrong rule is named with its source line even where the whole
+gradient happens to come out close.
+
+Errors are relative: |analytic − numeric| / max(|analytic|, |numeric|, floor), where `floor` keeps
+values that are zero up to rounding from counting as large errors. Where a one-sided difference from
+the left and one from the right disagree, the function has a kink there (relu at 0, a tie in max)
+and the comparison is skipped rather than failed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import GradError
+from .ir.graph import Graph
+from .ops import registry
+from .ops.shapes import DTYPES, FLOATS, resolve
+from .passes.autodiff import backprop
+from .passes.schedule import schedule
+from .runtime.interpreter import Executable
+
+DEFAULT_TOLERANCE = 1e-5
+DEFAULT_BATCH = 8
+STEP = 1e-6           # the finite-difference step h
+FLOOR = 1e-7          # gradients smaller than this (times 1 + |loss|) count as this small
+DIRECTIONS = 2        # random directions per param
+ELEMENTS = 4          # random single elements per param, besides the one with the largest gradient
+KINK = 1e-2           # left and right differences further apart than this (relatively) mark a kink
+
+
+@dataclass
+class ParamResult:
+    name: str
+    error: float          # the largest relative error of the comparisons made
+    compared: int
+    skipped: int          # comparisons skipped at kinks
+
+
+@dataclass
+class OpFailure:
+    op: str
+    location: str | None
+    operand: int
+    error: float
+
+    def describe(self) -> str:
+        where = f"{self.location}: " if self.location else ""
+        return (f"{where}the gradient rule of {self.op} is wrong for operand {self.operand}: relative error "
+                f"{self.error:.2e} against finite differences")
+
+
+@dataclass
+class Report:
+    program: str
+    feed: str                      # where the batch came from
+    tolerance: float
+    params: list[ParamResult]
+    ops_checked: int | None = None  # None: no per-op check
+    op_failures: list[OpFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(p.error <= self.tolerance for p in self.params) and not self.op_failures
+
+    def as_dict(self) -> dict:
+        out = {"program": self.program, "feed": self.feed, "tolerance": self.tolerance, "ok": self.ok,
+               "params": {p.name: {"max_relative_error": p.error, "compared": p.compared, "skipped": p.skipped}
+                          for p in self.params}}
+        if self.ops_checked is not None:
+            out["per_op"] = {"checked": self.ops_checked,
+                             "failures": [{"op": f.op, "location": f.location, "operand": f.operand,
+                                           "relative_error": f.error} for f in self.op_failures]}
+        return out
+
+    def format(self) -> str:
+        lines = [f"gradcheck {self.program}: float64, {self.feed}"]
+        width = max([len(p.name) for p in self.params] + [5])
+        lines.append(f"  {'param':<{width}}  max rel. error")
+        for p in self.params:
+            verdict = "ok" if p.error <= self.tolerance else "WRONG"
+            note = f"  ({p.skipped} comparisons skipped at kinks)" if p.skipped else ""
+            lines.append(f"  {p.name:<{width}}  {p.error:.2e}  {verdict}{note}")
+        bad = [p for p in self.params if p.error > self.tolerance]
+        lines.append(f"{len(bad)} of {len(self.params)} params beyond the tolerance {self.tolerance:g}" if bad else
+                     f"every param's gradient agrees with central differences (tolerance {self.tolerance:g})")
+        if self.ops_checked is not None:
+            if self.op_failures:
+                lines.append(f"first wrong gradient rule: {self.op_failures[0].describe()}")
+                if len(self.op_failures) > 1:
+                    lines.append(f"({len(self.op_failures) - 1} more ops disagree, after it)")
+            else:
+                lines.append(f"each of the {self.ops_checked} ops the gradient goes through has a correct rule here")
+                if bad:
+                    lines.append("so the disagreement comes from how the ops are composed: a point where the "
+                                 "program is smooth but a piece of it is not (a kink that cancels, such as "
+                                 "relu(x) + g(|x|) at x = 0), where each piece's convention holds but their "
+                                 "sum is not the derivative")
+        return "\n".join(lines) + "\n"
+
+
+def _relative(a: float, n: float, floor: float) -> float:
+    return abs(a - n) / max(abs(a), abs(n), floor)
+
+
+# ---- the batch ---------------------------------------------------------------------------------------
+
+def random_feed(program, batch: int, rng: np.random.Generator) -> dict:
+    """Random inputs of the declared shapes, every symbolic dimension `batch`: floats standard normal,
+    integers 0 or 1 (valid labels and indices for any class count), booleans fair coins."""
+    feed = {}
+    for name, info in program.inputs.items():
+        shape = tuple(batch if isinstance(d, str) else d for d in info.shape)
+        if info.dtype in FLOATS:
+            feed[name] = rng.standard_normal(shape).astype(DTYPES[info.dtype])
+        elif info.dtype == "bool":
+            feed[name] = rng.random(shape) < 0.5
+        else:
+            feed[name] = rng.integers(0, 2, shape).astype(DTYPES[info.dtype])
+    return feed
+
+
+def choose_feed(program, batch: int, rng: np.random.Generator, use_data: bool = True) -> tuple[dict, str]:
+    """A batch to check on and where it came from: the first `batch` examples of the program's data,
+    else (no data, or it cannot be loaded) random inputs of the declared shapes."""
+    if not program.input_names:
+        return {}, "no inputs"
+    reason = "random inputs of the declared shapes"
+    if use_data and program.plan.get("data") is not None:
+        try:
+            data = program.load_data()
+        except GradError as err:
+            reason += f" (the program's data cannot be loaded: {err.message})"
+        else:
+            feed = {k: np.asarray(data[k])[:batch] for k in program.input_names if k in data}
+            n = len(next(iter(feed.values()))) if feed else 0
+            return feed, f"a batch of the first {n} examples of the program's data"
+    return random_feed(program, batch, rng), reason + (f", batch {batch}" if _symbolic(program) else "")
+
+
+def _symbolic(program) -> bool:
+    return any(isinstance(d, str) for info in program.inputs.values() for d in info.shape)
+
+
+# ---- whole-program check --------------------------------------------------------------------------------
+
+def _direction(rng, shape) -> np.ndarray:
+    d = rng.standard_normal(shape)
+    return d / max(np.linalg.norm(d), 1e-300)
+
+
+def _compare(f, base: float, analytic: float, floor: float) -> float | None:
+    """The relative error of `analytic` against central differences of f(h) (a function of the step,
+    f(0) = base); None at a kink."""
+    up, down = f(STEP), f(-STEP)
+    if not np.isfinite([up, down]).all():
+        return None   # the step leaves the function's domain
+    numeric = (up - down) / (2 * STEP)
+    right, left = (up - base) / STEP, (base - down) / STEP
+    if abs(right - left) > KINK * max(abs(right), abs(left), floor):
+        return None
+    return _relative(analytic, numeric, floor)
+
+
+def check_params(program, feed: dict, rng: np.random.Generator) -> list[ParamResult]:
+    """Every param's gradient against central differences of the loss (program compiled in float64)."""
+    grads = program.gradients(feed)
+    base = program.loss(feed)
+    floor = FLOOR * (1 + abs(base))
+    results = []
+    for name, value in program.params.items():
+        g = grads[name]
+        original = value.copy()
+
+        def loss_along(d):
+            def f(h):
+                value[...] = original + h * d
+                return program.loss(feed)
+            return f
+        errors, skipped = [], 0
+        probes = [_direction(rng, value.shape) for _ in range(DIRECTIONS)]
+        flat = [int(np.argmax(np.abs(g)))] + list(rng.integers(0, value.size, ELEMENTS))
+        for i in dict.fromkeys(flat):   # unique, in order
+            d = np.zeros(value.size)
+            d[i] = 1.0
+            probes.append(d.reshape(value.shape))
+        try:
+            for d in probes:
+                error = _compare(loss_along(d), base, float(np.sum(g * d)), floor)
+                skipped += error is None
+                errors.append(0.0 if error is None else error)
+        finally:
+            value[...] = original
+        results.append(ParamResult(name, float(np.max(errors)), len(probes) - skipped, skipped))
+    return results
+
+
+# ---- per-op check -----------------------------------------------------------------------------------------
+
+def _bindings(graph: Graph, nodes, values: dict) -> dict:
+    """Symbolic dimension → size, read off the actual values of `nodes`."""
+    out = {}
+    for n in nodes:
+        for dim, size in zip(graph.shape(n), np.shape(values[n])):
+            if isinstance(dim, str):
+                out[dim] = size
+    return out
+
+
+def _op_alone(graph: Graph, node: int, values: dict) -> tuple[Graph, list[int]]:
+    """A graph computing `node`'s op alone from inputs holding its operands' values (`operand0`, …) and
+    its output `s` = sum(op · w), for an input `w`; returns it and the operand inputs."""
+    d = graph.data(node)
+    prim = registry.get(d["op"])
+    bindings = _bindings(graph, [node, *d["operands"]], values)
+    attrs = {k: resolve(v, bindings) if k in prim.shape_attrs else v for k, v in d["attrs"].items()}
+    alone = Graph()
+    operands = [alone.add("input", (), {"name": f"operand{i}", "shape": np.shape(values[o]),
+                                        "dtype": graph.dtype(o)}) for i, o in enumerate(d["operands"])]
+    out = alone.add(d["op"], operands, attrs)
+    weights = alone.add("input", (), {"name": "w", "shape": alone.shape(out), "dtype": d["dtype"]})
+    alone.outputs["s"] = alone.add("reduce_sum", (alone.add("mul", (out, weights)),), {"axes": None})
+    return alone, operands
+
+
+def check_op(graph: Graph, node: int, values: dict, rng: np.random.Generator,
+             tolerance: float = DEFAULT_TOLERANCE) -> list[OpFailure]:
+    """The VJP rule of `node`'s op at the values its operands have (`values`: node → array), against
+    central differences of the op alone, along a random direction of each float operand."""
+    alone, operands = _op_alone(graph, node, values)
+    inputs = [f"operand{i}" for i in range(len(operands))] + ["w"]
+    float_operands = [i for i, o in enumerate(operands) if alone.dtype(o) in FLOATS]
+    grads = backprop(alone, alone.outputs["s"], [operands[i] for i in float_operands])
+    for i, g in zip(float_operands, grads):
+        alone.outputs[f"grad{i}"] = g
+    names = ["s"] + [f"grad{i}" for i in float_operands]
+    exe = Executable(schedule(alone, names, {}), alone, inputs, [])
+    arrays = [np.asarray(values[o]) for o in graph.operands(node)]
+    w = rng.standard_normal(np.shape(values[node])).astype(DTYPES[graph.dtype(node)])
+    results = exe.run(arrays + [w], [])
+    base, cotangents = float(results[0]), results[1:]
+    floor = FLOOR * (1 + abs(base) + float(np.sum(np.abs(w))))
+    failures = []
+    for i, cotangent in zip(float_operands, cotangents):
+        d = _direction(rng, arrays[i].shape)
+
+        def f(h, i=i, d=d):
+            moved = list(arrays)
+            moved[i] = arrays[i] + h * d
+            return float(exe.run(moved + [w], [])[0])
+        error = _compare(f, base, float(np.sum(np.asarray(cotangent) * d)), floor)
+        if error is not None and not error <= tolerance:
+            location = graph.location(node)
+            failures.append(OpFailure(graph.op(node), None if location is None else str(location), i, error))
+    return failures
+
+
+def check_ops(program, feed: dict, rng: np.random.Generator,
+              tolerance: float = DEFAULT_TOLERANCE) -> tuple[int, list[OpFailure]]:
+    """Check the VJP rule of every op the loss's gradient goes through, in execution order; returns the
+    number of ops checked and the failures (the first is the earliest wrong op)."""
+    graph = program.elaborated.graph.copy()
+    loss = graph.outputs[program.loss_output()]
+    active = graph.reachable([loss]) & graph.reachable(list(graph.params.values()), forward=True)
+    nodes = [n for n in graph.order(roots=[loss]) if n in active and _differentiable(graph, n)]
+    for n in {n for node in nodes for n in (node, *graph.operands(node))}:
+        graph.outputs[f"value:{n}"] = n
+    wanted = sorted({n for node in nodes for n in (node, *graph.operands(node))})
+    values = dict(zip(wanted, program.run([f"value:{n}" for n in wanted], feed, graph)))
+    failures = []
+    for node in nodes:
+        failures += check_op(graph, node, values, rng, tolerance)
+    return len(nodes), failures
+
+
+def _differentiable(graph: Graph, node: int) -> bool:
+    prim = registry.get(graph.op(node))
+    return prim.vjp is not None and not prim.random and graph.dtype(node) in FLOATS
+
+
+def gradcheck(path, batch: int = DEFAULT_BATCH, tolerance: float = DEFAULT_TOLERANCE, per_op: bool = False,
+              use_data: bool = True, seed: int = 0, data_dir=None) -> Report:
+    """Compile `path` in float64 and check its gradients on one batch (see the module's docstring)."""
+    from . import api
+    program = api.compile(path, dtype="float64")
+    program.data_dir = data_dir
+    rng = np.random.default_rng(seed)
+    feed, source = choose_feed(program, batch, rng, use_data)
+    report = Report(str(path), source, tolerance, check_params(program, feed, rng))
+    if per_op:
+        report.ops_checked, report.op_failures = check_ops(program, feed, rng, tolerance)
+    return report

@@ -1,0 +1,487 @@
+"""Primitives for deep-learning layers, each defined once: shape rule, kernel factory, VJP rule.
+
+- **Convolution** (NCHW, stride and zero padding): `conv2d(x, w)`, with two companions that are its
+  derivatives — `conv2d_transpose(g, w)` (the adjoint in x: a transposed convolution) and
+  `conv2d_filter_grad(x, g)` (the derivative in w). The three are bilinear and closed under VJP:
+  each one's cotangents are the other two, so gradients of gradients work. Kernels gather the
+  sliding windows with `sliding_window_view` and contract them with one `tensordot` (BLAS): no loop
+  over pixels; the transposed convolution loops over the kernel's KH·KW offsets only.
+- **Windows**: `patches2d(x)` lays out every (strided, padded) window of x on two new trailing axes,
+  `[N, C, OH, OW, KH, KW]`; its adjoint `patches2d_transpose` adds windows back into an image.
+  Average pooling is `reduce_sum` over the window axes.
+- **Max pooling**: `max_pool2d(x)`, its VJP `max_pool2d_grad(x, g)` (g routed to each window's first
+  maximum) and that one's adjoint in g, `max_pool2d_select(x, u)` (u read at those maxima). The
+  routing is piecewise constant in x, so x gets no gradient from the two companions.
+- **Gather**: `take(x, indices)` picks slices of x along an axis by integer indices (an embedding
+  lookup); its adjoint `scatter_add(g, indices)` adds rows back (repeated indices accumulate).
+- **Joining**: `concat(x0, x1, …)` along an axis; its VJP slices the cotangent (`slice` exists).
+
+Integer index operands receive no gradient.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+from .registry import define
+from .shapes import DTYPES, FLOATS, INTS, ShapeError, fmt_shape, fmt_type, normalize_axes
+
+
+# ---- checks and attributes -----------------------------------------------------------------------
+
+def _pair(value, name: str, low: int) -> tuple[int, int]:
+    """An int or a pair of ints (≥ low), as a pair."""
+    pair = (value, value) if isinstance(value, int) and not isinstance(value, bool) else tuple(value)
+    if len(pair) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in pair):
+        raise ShapeError(f"{name} must be an integer ≥ {low} or a pair of them, got {value!r}")
+    return pair
+
+
+def _need_floats(op: str, shapes, dtypes) -> str:
+    for shape, dt in zip(shapes, dtypes):
+        if dt not in FLOATS:
+            raise ShapeError(f"{op} needs float operands, got {fmt_type(shape, dt)}")
+    if len(set(dtypes)) > 1:
+        raise ShapeError(f"{op}: operand types differ: " + ", ".join(fmt_type(s, d) for s, d in zip(shapes, dtypes)))
+    return dtypes[0]
+
+
+def _image(op: str, shape, what: str = "input") -> None:
+    """A rank-4 NCHW shape whose channel and spatial dims are known integers (the batch may be symbolic)."""
+    if len(shape) != 4:
+        raise ShapeError(f"{op} needs a rank-4 [N, C, H, W] {what}, got {fmt_shape(shape)}")
+    if not all(isinstance(d, int) for d in shape[1:]):
+        raise ShapeError(f"{op}: the channel and spatial dimensions of the {what} must be known integers, "
+                         f"got {fmt_shape(shape)}")
+
+
+def _filters(op: str, shape) -> None:
+    if len(shape) != 4 or not all(isinstance(d, int) for d in shape):
+        raise ShapeError(f"{op} needs filters [O, C, KH, KW] of known sizes, got {fmt_shape(shape)}")
+
+
+def _window_attrs(op: str, attrs: dict) -> tuple:
+    """Check stride and padding; store them normalised in attrs; return (stride, padding)."""
+    stride = attrs["stride"] = _pair(attrs.get("stride", 1), f"{op} stride", 1)
+    padding = attrs["padding"] = _pair(attrs.get("padding", 0), f"{op} padding", 0)
+    return stride, padding
+
+
+def _out_size(op: str, size: tuple, kernel: tuple, stride: tuple, padding: tuple) -> tuple[int, int]:
+    out = []
+    for n, k, s, p in zip(size, kernel, stride, padding):
+        if n + 2 * p < k:
+            raise ShapeError(f"{op}: a {kernel[0]}×{kernel[1]} window does not fit a {size[0]}×{size[1]} image "
+                             f"padded by {padding}")
+        out.append((n + 2 * p - k) // s + 1)
+    return tuple(out)
+
+
+def _windows(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, fill=0.0) -> np.ndarray:
+    """Every window of the NCHW array x: a strided view [N, C, OH, OW, KH, KW] (of a padded copy if padded)."""
+    (ph, pw), (sh, sw) = padding, stride
+    if ph or pw:
+        x = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=fill)
+    return sliding_window_view(x, kernel, axis=(2, 3))[:, :, ::sh, ::sw]
+
+
+def _add_windows(cols: np.ndarray, size: tuple, kernel: tuple, stride: tuple, padding: tuple,
+                 dtype) -> np.ndarray:
+    """The adjoint of `_windows`: cols [KH, KW, N, C, OH, OW] added back into an [N, C, H, W] image."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    n, c, oh, ow = cols.shape[2:]
+    out = np.zeros((n, c, size[0] + 2 * ph, size[1] + 2 * pw), dtype=dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += cols[i, j]
+    return out[:, :, ph:ph + size[0], pw:pw + size[1]] if ph or pw else out
+
+
+# ---- convolution ---------------------------------------------------------------------------------
+
+def _conv2d_infer(shapes, dtypes, attrs):
+    x, w = shapes
+    dtype = _need_floats("conv2d", shapes, dtypes)
+    _image("conv2d", x)
+    _filters("conv2d", w)
+    if x[1] != w[1]:
+        raise ShapeError(f"conv2d: the input has {x[1]} channels but the filter {fmt_shape(w)} expects {w[1]}")
+    stride, padding = _window_attrs("conv2d", attrs)
+    oh, ow = _out_size("conv2d", x[2:], w[2:], stride, padding)
+    return (x[0], w[0], oh, ow), dtype
+
+
+def _conv2d_kernel(attrs, in_shapes, out_shape, dtype):
+    stride, padding = attrs["stride"], attrs["padding"]
+    kernel = tuple(in_shapes[1][2:])
+
+    def conv2d(x, w):
+        win = _windows(x, kernel, stride, padding)                   # [N, C, OH, OW, KH, KW]
+        out = np.tensordot(win, w, axes=((1, 4, 5), (1, 2, 3)))      # [N, OH, OW, O]
+        return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+    return conv2d
+
+
+def _vjp_conv2d(e, n, g):
+    x, w = n.operands
+    stride, padding = n.attrs["stride"], n.attrs["padding"]
+    return [lambda: e("conv2d_transpose", g, w, stride=stride, padding=padding, size=tuple(e.shape(x)[2:])),
+            lambda: e("conv2d_filter_grad", x, g, stride=stride, padding=padding, kernel=tuple(e.shape(w)[2:]))]
+
+
+define("conv2d", 2, _conv2d_infer, _conv2d_kernel, _vjp_conv2d,
+       "2-D cross-correlation of x [N, C, H, W] with filters w [O, C, KH, KW] → [N, O, OH, OW] "
+       "(attrs: stride, padding — zero padding on each side)")
+
+
+def _transpose_infer(shapes, dtypes, attrs):
+    g, w = shapes
+    dtype = _need_floats("conv2d_transpose", shapes, dtypes)
+    _image("conv2d_transpose", g)
+    _filters("conv2d_transpose", w)
+    if g[1] != w[0]:
+        raise ShapeError(f"conv2d_transpose: the input has {g[1]} channels but the filter {fmt_shape(w)} "
+                         f"maps {w[0]} channels")
+    stride, padding = _window_attrs("conv2d_transpose", attrs)
+    size = attrs["size"] = _pair(attrs["size"], "conv2d_transpose size", 1)
+    if _out_size("conv2d_transpose", size, w[2:], stride, padding) != tuple(g[2:]):
+        raise ShapeError(f"conv2d_transpose: a {size[0]}×{size[1]} output does not convolve back to the "
+                         f"input's {g[2]}×{g[3]} (filter {w[2]}×{w[3]}, stride {stride}, padding {padding})")
+    return (g[0], w[1]) + size, dtype
+
+
+def _transpose_kernel(attrs, in_shapes, out_shape, dtype):
+    stride, padding, size = attrs["stride"], attrs["padding"], attrs["size"]
+    kernel, target = tuple(in_shapes[1][2:]), DTYPES[dtype]
+
+    def conv2d_transpose(g, w):
+        cols = np.tensordot(w, g, axes=((0,), (1,)))                 # [C, KH, KW, N, OH, OW]
+        cols = np.ascontiguousarray(cols.transpose(1, 2, 3, 0, 4, 5))  # [KH, KW, N, C, OH, OW]
+        return _add_windows(cols, size, kernel, stride, padding, target)
+    return conv2d_transpose
+
+
+def _vjp_transpose(e, n, u):
+    g, w = n.operands
+    stride, padding = n.attrs["stride"], n.attrs["padding"]
+    return [lambda: e("conv2d", u, w, stride=stride, padding=padding),
+            lambda: e("conv2d_filter_grad", u, g, stride=stride, padding=padding, kernel=tuple(e.shape(w)[2:]))]
+
+
+define("conv2d_transpose", 2, _transpose_infer, _transpose_kernel, _vjp_transpose,
+       "the adjoint of conv2d in its input: g [N, O, OH, OW] and filters w [O, C, KH, KW] → [N, C, H, W] "
+       "(attrs: stride, padding, size = (H, W)); a transposed convolution")
+
+
+def _filter_grad_infer(shapes, dtypes, attrs):
+    x, g = shapes
+    dtype = _need_floats("conv2d_filter_grad", shapes, dtypes)
+    _image("conv2d_filter_grad", x)
+    _image("conv2d_filter_grad", g, "cotangent")
+    if x[0] != g[0]:
+        raise ShapeError(f"conv2d_filter_grad: batch dimensions differ: {fmt_shape(x)} and {fmt_shape(g)}")
+    kernel = attrs["kernel"] = _pair(attrs["kernel"], "conv2d_filter_grad kernel", 1)
+    stride, padding = _window_attrs("conv2d_filter_grad", attrs)
+    if _out_size("conv2d_filter_grad", x[2:], kernel, stride, padding) != tuple(g[2:]):
+        raise ShapeError(f"conv2d_filter_grad: a {kernel[0]}×{kernel[1]} filter over {fmt_shape(x)} does not "
+                         f"give {fmt_shape(g)}")
+    return (g[1], x[1]) + kernel, dtype
+
+
+def _filter_grad_kernel(attrs, in_shapes, out_shape, dtype):
+    stride, padding, kernel = attrs["stride"], attrs["padding"], attrs["kernel"]
+
+    def conv2d_filter_grad(x, g):
+        win = _windows(x, kernel, stride, padding)                   # [N, C, OH, OW, KH, KW]
+        return np.tensordot(g, win, axes=((0, 2, 3), (0, 2, 3)))     # [O, C, KH, KW]
+    return conv2d_filter_grad
+
+
+def _vjp_filter_grad(e, n, v):
+    x, g = n.operands
+    stride, padding = n.attrs["stride"], n.attrs["padding"]
+    return [lambda: e("conv2d_transpose", g, v, stride=stride, padding=padding, size=tuple(e.shape(x)[2:])),
+            lambda: e("conv2d", x, v, stride=stride, padding=padding)]
+
+
+define("conv2d_filter_grad", 2, _filter_grad_infer, _filter_grad_kernel, _vjp_filter_grad,
+       "the derivative of conv2d in its filters: x [N, C, H, W] and g [N, O, OH, OW] → [O, C, KH, KW] "
+       "(attrs: stride, padding, kernel = (KH, KW))")
+
+
+# ---- windows (pooling) ---------------------------------------------------------------------------
+
+def _patches_infer(shapes, dtypes, attrs):
+    (x,) = shapes
+    if dtypes[0] not in FLOATS:
+        raise ShapeError(f"patches2d needs a float operand, got {fmt_type(x, dtypes[0])}")
+    _image("patches2d", x)
+    kernel = attrs["kernel"] = _pair(attrs["kernel"], "patches2d window", 1)
+    stride, padding = _window_attrs("patches2d", attrs)
+    if any(p >= k for p, k in zip(padding, kernel)):
+        raise ShapeError(f"patches2d: padding {padding} must be smaller than the window {kernel}")
+    attrs["pad_value"] = float(attrs.get("pad_value", 0.0))
+    oh, ow = _out_size("patches2d", x[2:], kernel, stride, padding)
+    return tuple(x[:2]) + (oh, ow) + kernel, dtypes[0]
+
+
+def _patches_kernel(attrs, in_shapes, out_shape, dtype):
+    stride, padding, kernel, fill = attrs["stride"], attrs["padding"], attrs["kernel"], attrs["pad_value"]
+    # a copy, not the strided view: a kernel's result must own its memory (the scheduler may write into it)
+    return lambda x: np.ascontiguousarray(_windows(x, kernel, stride, padding, fill))
+
+
+def _vjp_patches(e, n, g):
+    x = n.operands[0]
+    return [lambda: e("patches2d_transpose", g, kernel=n.attrs["kernel"], stride=n.attrs["stride"],
+                      padding=n.attrs["padding"], size=tuple(e.shape(x)[2:]))]
+
+
+define("patches2d", 1, _patches_infer, _patches_kernel, _vjp_patches,
+       "every window of x [N, C, H, W] on two new axes: [N, C, OH, OW, KH, KW] (attrs: kernel, stride, "
+       "padding, pad_value — what padding holds; it gets no gradient)")
+
+
+def _unpatches_infer(shapes, dtypes, attrs):
+    (g,) = shapes
+    if dtypes[0] not in FLOATS:
+        raise ShapeError(f"patches2d_transpose needs a float operand, got {fmt_type(g, dtypes[0])}")
+    if len(g) != 6 or not all(isinstance(d, int) for d in g[1:]):
+        raise ShapeError(f"patches2d_transpose needs windows [N, C, OH, OW, KH, KW], got {fmt_shape(g)}")
+    kernel = attrs["kernel"] = _pair(attrs["kernel"], "patches2d_transpose window", 1)
+    stride, padding = _window_attrs("patches2d_transpose", attrs)
+    size = attrs["size"] = _pair(attrs["size"], "patches2d_transpose size", 1)
+    if tuple(g[4:]) != kernel or _out_size("patches2d_transpose", size, kernel, stride, padding) != tuple(g[2:4]):
+        raise ShapeError(f"patches2d_transpose: windows {fmt_shape(g)} do not come from a {size[0]}×{size[1]} "
+                         f"image (window {kernel}, stride {stride}, padding {padding})")
+    return tuple(g[:2]) + size, dtypes[0]
+
+
+def _unpatches_kernel(attrs, in_shapes, out_shape, dtype):
+    stride, padding, kernel, size = attrs["stride"], attrs["padding"], attrs["kernel"], attrs["size"]
+    target = DTYPES[dtype]
+
+    def patches2d_transpose(g):
+        return _add_windows(g.transpose(4, 5, 0, 1, 2, 3), size, kernel, stride, padding, target)
+    return patches2d_transpose
+
+
+def _vjp_unpatches(e, n, u):
+    return [lambda: e("patches2d", u, kernel=n.attrs["kernel"], stride=n.attrs["stride"],
+                      padding=n.attrs["padding"])]
+
+
+define("patches2d_transpose", 1, _unpatches_infer, _unpatches_kernel, _vjp_unpatches,
+       "the adjoint of patches2d: windows [N, C, OH, OW, KH, KW] added back into an [N, C, H, W] image "
+       "(attrs: kernel, stride, padding, size = (H, W))")
+
+
+# ---- max pooling ---------------------------------------------------------------------------------
+# Max pooling could be reduce_max over patches2d, but a reduction over two tiny trailing axes of a
+# strided view is slow in NumPy; these kernels loop over the KH·KW window offsets instead, each step a
+# whole-image elementwise operation. A window's gradient goes to its first maximum (row-major order),
+# as `maximum` sends a tie's gradient to its first operand; padding holds −inf and never wins.
+
+def _pool_infer(op: str, image_operands: int):
+    def infer(shapes, dtypes, attrs):
+        _need_floats(op, shapes, dtypes)
+        for shape in shapes[:image_operands]:
+            _image(op, shape)
+        x = shapes[0]
+        kernel = attrs["kernel"] = _pair(attrs["kernel"], f"{op} window", 1)
+        stride, padding = _window_attrs(op, attrs)
+        if any(p >= k for p, k in zip(padding, kernel)):
+            raise ShapeError(f"{op}: padding {padding} must be smaller than the window {kernel}")
+        pooled = tuple(x[:2]) + _out_size(op, x[2:], kernel, stride, padding)
+        if len(shapes) > 1:
+            expected = pooled if op == "max_pool2d_grad" else tuple(x)
+            if tuple(shapes[1]) != expected:
+                raise ShapeError(f"{op}: {fmt_shape(shapes[1])} does not match {fmt_shape(expected)}, the "
+                                 f"{'pooled' if op == 'max_pool2d_grad' else 'input'} shape of {fmt_shape(x)}")
+        return (tuple(x) if op == "max_pool2d_grad" else pooled), dtypes[0]
+    return infer
+
+
+def _first_max_masks(x, kernel, stride, padding):
+    """For each window offset (i, j): where that offset holds its window's first maximum, as bool
+    [N, C, OH, OW] arrays, and the padded input's window views they index."""
+    win = _windows(x, kernel, stride, padding, -np.inf)
+    kh, kw = kernel
+    best = win[..., 0, 0].copy()
+    for i in range(kh):
+        for j in range(kw):
+            np.maximum(best, win[..., i, j], out=best)
+    taken = np.zeros(best.shape, dtype=bool)
+    masks = []
+    for i in range(kh):
+        for j in range(kw):
+            hit = win[..., i, j] == best
+            hit &= ~taken
+            taken |= hit
+            masks.append(hit)
+    return masks
+
+
+def _max_pool_kernel(attrs, in_shapes, out_shape, dtype):
+    kernel, stride, padding = attrs["kernel"], attrs["stride"], attrs["padding"]
+
+    def max_pool2d(x):
+        win = _windows(x, kernel, stride, padding, -np.inf)
+        best = win[..., 0, 0].copy()
+        for i in range(kernel[0]):
+            for j in range(kernel[1]):
+                np.maximum(best, win[..., i, j], out=best)
+        return best
+    return max_pool2d
+
+
+def _max_pool_grad_kernel(attrs, in_shapes, out_shape, dtype):
+    kernel, stride, padding = attrs["kernel"], attrs["stride"], attrs["padding"]
+    (sh, sw), (ph, pw), target = stride, padding, DTYPES[dtype]
+
+    def max_pool2d_grad(x, g):
+        masks = _first_max_masks(x, kernel, stride, padding)
+        n, c, oh, ow = g.shape
+        out = np.zeros((n, c, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), dtype=target)
+        zero = target(0)
+        for k, hit in enumerate(masks):
+            i, j = divmod(k, kernel[1])
+            out[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += np.where(hit, g, zero)
+        return out[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] if ph or pw else out
+    return max_pool2d_grad
+
+
+def _max_pool_select_kernel(attrs, in_shapes, out_shape, dtype):
+    kernel, stride, padding = attrs["kernel"], attrs["stride"], attrs["padding"]
+
+    def max_pool2d_select(x, u):
+        masks = _first_max_masks(x, kernel, stride, padding)
+        win = _windows(u, kernel, stride, padding)
+        out = np.zeros(out_shape, dtype=u.dtype)
+        for k, hit in enumerate(masks):
+            i, j = divmod(k, kernel[1])
+            np.copyto(out, win[..., i, j], where=hit)
+        return out
+    return max_pool2d_select
+
+
+def _pool_attrs(n):
+    return {"kernel": n.attrs["kernel"], "stride": n.attrs["stride"], "padding": n.attrs["padding"]}
+
+
+define("max_pool2d", 1, _pool_infer("max_pool2d", 1), _max_pool_kernel,
+       lambda e, n, g: [lambda: e("max_pool2d_grad", n.operands[0], g, **_pool_attrs(n))],
+       "the largest value of each window of x [N, C, H, W] → [N, C, OH, OW] (attrs: kernel, stride, padding "
+       "— padding never wins)")
+define("max_pool2d_grad", 2, _pool_infer("max_pool2d_grad", 1), _max_pool_grad_kernel,
+       lambda e, n, u: [None, lambda: e("max_pool2d_select", n.operands[0], u, **_pool_attrs(n))],
+       "the VJP of max_pool2d: g [N, C, OH, OW] sent to the first maximum of each window of x [N, C, H, W] "
+       "(no gradient to x: the routing is piecewise constant)")
+define("max_pool2d_select", 2, _pool_infer("max_pool2d_select", 2), _max_pool_select_kernel,
+       lambda e, n, v: [None, lambda: e("max_pool2d_grad", n.operands[0], v, **_pool_attrs(n))],
+       "u [N, C, H, W] read at the first maximum of each window of x: the adjoint of max_pool2d_grad in g")
+
+
+# ---- gather --------------------------------------------------------------------------------------
+
+def _take_infer(shapes, dtypes, attrs):
+    x, idx = shapes
+    if dtypes[1] not in INTS:
+        raise ShapeError(f"take needs integer indices, got {fmt_type(idx, dtypes[1])}")
+    if not x:
+        raise ShapeError("take needs a tensor of rank ≥ 1 to take from, got a scalar")
+    axis = attrs["axis"] = normalize_axes(attrs.get("axis", 0), len(x))[0]
+    return tuple(x[:axis]) + tuple(idx) + tuple(x[axis + 1:]), dtypes[0]
+
+
+def _take_kernel(attrs, in_shapes, out_shape, dtype):
+    axis = attrs["axis"]
+    return lambda x, idx: np.take(x, idx, axis=axis)
+
+
+def _vjp_take(e, n, g):
+    x, idx = n.operands
+    return [lambda: e("scatter_add", g, idx, axis=n.attrs["axis"], shape=e.shape(x)), None]
+
+
+define("take", 2, _take_infer, _take_kernel, _vjp_take,
+       "x's slices along attrs.axis at integer indices: shape x[:axis] + indices + x[axis+1:] "
+       "(an embedding lookup with axis 0); indices get no gradient")
+
+
+def _scatter_infer(shapes, dtypes, attrs):
+    g, idx = shapes
+    if dtypes[1] not in INTS:
+        raise ShapeError(f"scatter_add needs integer indices, got {fmt_type(idx, dtypes[1])}")
+    target = attrs["shape"] = tuple(attrs["shape"])
+    if not target:
+        raise ShapeError("scatter_add needs a target of rank ≥ 1")
+    axis = attrs["axis"] = normalize_axes(attrs.get("axis", 0), len(target))[0]
+    expected = target[:axis] + tuple(idx) + target[axis + 1:]
+    if tuple(g) != expected:
+        raise ShapeError(f"scatter_add: updates {fmt_shape(g)} do not fit indices {fmt_shape(idx)} into "
+                         f"{fmt_shape(target)} along axis {axis} (expected {fmt_shape(expected)})")
+    return target, dtypes[0]
+
+
+def _scatter_kernel(attrs, in_shapes, out_shape, dtype):
+    axis, target = attrs["axis"], DTYPES[dtype]
+    rank = len(in_shapes[1])
+    moved_from = list(range(axis, axis + rank))
+
+    def scatter_add(g, idx):
+        out = np.zeros(out_shape, dtype=target)
+        updates = np.moveaxis(g, moved_from, list(range(rank))) if axis else g
+        np.add.at(np.moveaxis(out, axis, 0) if axis else out, idx, updates)
+        return out
+    return scatter_add
+
+
+define("scatter_add", 2, _scatter_infer, _scatter_kernel,
+       lambda e, n, u: [lambda: e("take", u, n.operands[1], axis=n.attrs["axis"]), None],
+       "zeros of attrs.shape with the updates added at the indices along attrs.axis (repeated indices "
+       "accumulate): the adjoint of take", shape_attrs=("shape",))
+
+
+# ---- joining -------------------------------------------------------------------------------------
+
+def _concat_infer(shapes, dtypes, attrs):
+    if not shapes:
+        raise ShapeError("concat needs at least one operand")
+    if len(set(dtypes)) > 1:
+        raise ShapeError("concat: operand types differ: " + ", ".join(fmt_type(s, d) for s, d in zip(shapes, dtypes)))
+    rank = len(shapes[0])
+    if rank == 0 or any(len(s) != rank for s in shapes):
+        raise ShapeError("concat needs operands of one rank ≥ 1, got " + ", ".join(fmt_shape(s) for s in shapes))
+    axis = attrs["axis"] = normalize_axes(attrs.get("axis", 0), rank)[0]
+    for s in shapes:
+        if not isinstance(s[axis], int):
+            raise ShapeError(f"concat: axis {axis} must have a known size in every operand, got {fmt_shape(s)}")
+        if any(a != b for i, (a, b) in enumerate(zip(s, shapes[0])) if i != axis):
+            raise ShapeError(f"concat: shapes {fmt_shape(shapes[0])} and {fmt_shape(s)} differ off axis {axis}")
+    out = list(shapes[0])
+    out[axis] = sum(s[axis] for s in shapes)
+    return tuple(out), dtypes[0]
+
+
+def _concat_kernel(attrs, in_shapes, out_shape, dtype):
+    axis = attrs["axis"]
+    return lambda *xs: np.concatenate(xs, axis=axis)
+
+
+def _vjp_concat(e, n, g):
+    axis = n.attrs["axis"]
+    full = ("s", None, None, None)
+
+    def part(start, stop):
+        return lambda: e("slice", g, index=(full,) * axis + (("s", start, stop, None),))
+    rules, start = [], 0
+    for operand in n.operands:
+        stop = start + e.shape(operand)[axis]
+        rules.append(part(start, stop))
+        start = stop
+    return rules
+
+
+define("concat", None, _concat_infer, _concat_kernel, _vjp_concat,
+       "the operands joined along attrs.axis (their other dimensions agree)")
