@@ -22,6 +22,7 @@ from .ops.shapes import DTYPES, fmt_shape, fmt_type
 from .passes import differentiate, simplify
 from .ops.registry import RunContext
 from .passes.schedule import schedule
+from .passes.stability import stabilize
 from .runtime import data as data_sources
 from .runtime.interpreter import Executable
 from .runtime.optimizers import OPTIMIZERS
@@ -77,7 +78,10 @@ class Program:
         self._input_dtypes = {n: np.dtype(DTYPES[s.dtype]) for n, s in elaborated.inputs.items()}
         self.param_names = list(elaborated.params)
         self.stats: Counter = Counter()
-        self.forward_graph = simplify(elaborated.graph, stats=self.stats)
+        # the model as trained: the elaborated graph with numerical-stability rewrites applied (reported in
+        # `rewrites`; `gradlang check` lists them) — before differentiation, so gradients are stable too
+        self.model_graph, self.rewrites = stabilize(elaborated.graph)
+        self.forward_graph = simplify(self.model_graph, stats=self.stats)
         self._grad_graphs: dict[str, Graph] = {}
         self._executables: dict = {}
         self._step_executables: dict = {}   # feed shapes → the training step's executable (the hot path)
@@ -141,7 +145,7 @@ class Program:
         """The forward graph plus d loss / d param for every param (outputs `grad:<name>`), simplified."""
         output = self._loss_output(loss)
         if output not in self._grad_graphs:
-            self._grad_graphs[output] = simplify(differentiate(self.elaborated.graph, output), stats=self.stats)
+            self._grad_graphs[output] = simplify(differentiate(self.model_graph, output), stats=self.stats)
         return self._grad_graphs[output]
 
     @property
@@ -163,7 +167,7 @@ class Program:
 
     def raw_gradient_graph(self, loss: str | None = None) -> Graph:
         """The forward graph plus d loss / d param as autodiff makes them, before simplification."""
-        return differentiate(self.elaborated.graph, self.loss_output(loss))
+        return differentiate(self.model_graph, self.loss_output(loss))
 
     def draw(self, stage: str = "optimized", grad: bool = True):
         """The IR after `stage` (elaborated, grad, optimized) as a `Drawing`: shown inline in Jupyter

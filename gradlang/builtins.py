@@ -728,3 +728,12 @@ def causal_mask(el, span, n):
         raise GradError(f"causal_mask needs a positive integer size, got {describe(n)}", span)
     import numpy as np
     return Tensor(el.graph, el.graph.const(np.tril(np.ones((n, n), dtype=bool)), "bool", span))
+
+
+@builtin()
+def random_normal(el, span, shape):
+    """standard normal noise of `shape` (symbolic dimensions allowed), drawn anew at every run"""
+    if not isinstance(shape, list) or not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape):
+        raise GradError(f"random_normal needs a list of dimensions, got {describe(shape)}", span)
+    el.random_keys += 1   # each call is its own draw: never merged with another by CSE
+    return el.emit("random_normal", [], span, shape=tuple(shape), dtype=el.float, key=el.random_keys)

@@ -22,8 +22,8 @@ import warnings
 from pathlib import Path
 
 from .errors import GradError
-from .gradcheck import DEFAULT_BATCH, DEFAULT_TOLERANCE
-from .stages import FORMATS, STAGES
+from .gradcheck import DEFAULT_BATCH, DEFAULT_TOLERANCE, gradcheck
+from .stages import FORMATS, STAGES, format_stats, show_stage, stage_graph, stage_stats
 
 
 def _positive(text: str) -> int:
@@ -291,7 +291,6 @@ def cmd_data(args) -> int:
 
 
 def cmd_ir(args) -> int:
-    from .stages import show_stage, stage_graph, stage_stats, format_stats
     program = _compile(args)
     if args.stage == "elaborated" and args.grad:
         raise GradError("--grad applies to the optimized stage; the gradient before simplification is --stage grad")
@@ -323,7 +322,6 @@ def cmd_grad(args) -> int:
 
 
 def cmd_gradcheck(args) -> int:
-    from .gradcheck import gradcheck
     _check_readable(args.file)
     report = gradcheck(args.file, batch=args.batch, tolerance=args.tolerance, per_op=args.per_op,
                        use_data=not args.random, seed=args.seed, data_dir=args.data_dir)

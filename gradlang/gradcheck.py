@@ -7,8 +7,10 @@ through, at the values its operands take in this batch, the rule's cotangents ag
 differences of that op alone — so a wrong rule is named with its source line even where the whole
 gradient happens to come out close.
 
-Errors are relative: |analytic − numeric| / max(|analytic|, |numeric|, floor), where `floor` keeps
-values that are zero up to rounding from counting as large errors. Where a one-sided difference from
+Errors are relative: |analytic − numeric| / max(|analytic|, |numeric|, floor). Rounding makes a
+difference quotient uncertain by about ε·|loss|/h, so entries far smaller than the param's largest
+gradient entry cannot be resolved: `floor` is a thousandth of that largest entry. Values under
+stop_gradient are held fixed, as the compiler's derivative holds them. Where a one-sided difference from
 the left and one from the right disagree, the function has a kink there (relu at 0, a tie in max)
 and the comparison is skipped rather than failed.
 """
@@ -22,14 +24,16 @@ from .errors import GradError
 from .ir.graph import Graph
 from .ops import registry
 from .ops.shapes import DTYPES, FLOATS, resolve
-from .passes.autodiff import backprop
+from .passes.autodiff import backprop, differentiate
 from .passes.schedule import schedule
+from .passes.simplify import simplify
 from .runtime.interpreter import Executable
 
-DEFAULT_TOLERANCE = 1e-5
+DEFAULT_TOLERANCE = 1e-4
 DEFAULT_BATCH = 8
-STEP = 1e-6           # the finite-difference step h
-FLOOR = 1e-7          # gradients smaller than this (times 1 + |loss|) count as this small
+STEP = 1e-5           # the finite-difference step h
+RESOLUTION = 1e-3     # entries below this fraction of the largest are compared on its scale (see above)
+FLOOR = 1e-6          # and none below this times 1 + |loss|: rounding alone is ε·|loss|/h
 DIRECTIONS = 2        # random directions per param
 ELEMENTS = 4          # random single elements per param, besides the one with the largest gradient
 KINK = 1e-2           # left and right differences further apart than this (relatively) mark a kink
@@ -168,20 +172,64 @@ def _compare(f, base: float, analytic: float, floor: float) -> float | None:
     return _relative(analytic, numeric, floor)
 
 
+def _bindings_of_feed(program, feed: dict) -> dict:
+    return {dim: np.shape(feed[name])[i] for name, info in program.inputs.items() if name in feed
+            for i, dim in enumerate(info.shape) if isinstance(dim, str)}
+
+
+class FrozenLoss:
+    """The training loss on one feed as a function of the params' current values, with every random
+    draw and every stop_gradient value fixed at what one run of the program gives — the function whose
+    derivative the compiler computes (finite differences would otherwise see through stop_gradient,
+    and fresh noise at every evaluation). `loss()` evaluates it, `gradients()` its compiled gradient."""
+
+    def __init__(self, program, feed: dict):
+        graph = program.elaborated.graph.copy()
+        loss = program.loss_output()
+        frozen = [n for n in graph.order(roots=[graph.outputs[loss]])
+                  if graph.op(n) == "stop_gradient" or registry.get(graph.op(n)).random]
+        for n in frozen:
+            graph.outputs[f"frozen:{n}"] = n
+        values = program.run([f"frozen:{n}" for n in frozen], feed, graph) if frozen else []
+        names = list(program.input_names)
+        for n in frozen:
+            leaf = graph.add("input", (), {"name": f"frozen:{n}", "shape": graph.shape(n), "dtype": graph.dtype(n)})
+            graph.replace_uses(n, leaf)
+            names.append(f"frozen:{n}")
+        gradient = simplify(differentiate(graph, loss))
+        bindings = _bindings_of_feed(program, feed)
+        grads = [f"grad:{p}" for p in program.param_names]
+        self._loss = Executable(schedule(graph, [loss], bindings), graph, names, program.param_names)
+        self._grads = Executable(schedule(gradient, grads, bindings), gradient, names, program.param_names)
+        self._inputs = [None if feed.get(n) is None else np.asarray(feed[n], dtype=DTYPES[info.dtype])
+                        for n, info in program.inputs.items()] + [np.array(v) for v in values]   # copies: a
+        # frozen value may be the very array of a param (stop_gradient(p) is p), which the checks move
+        self._params = [program.params[n] for n in program.param_names]
+        self._names = program.param_names
+
+    def loss(self) -> float:
+        with np.errstate(all="ignore"):   # a step may leave a function's domain: that shows as non-finite
+            return float(self._loss.run(self._inputs, self._params)[0])
+
+    def gradients(self) -> dict[str, np.ndarray]:
+        return dict(zip(self._names, self._grads.run(self._inputs, self._params)))
+
+
 def check_params(program, feed: dict, rng: np.random.Generator) -> list[ParamResult]:
     """Every param's gradient against central differences of the loss (program compiled in float64)."""
-    grads = program.gradients(feed)
-    base = program.loss(feed)
-    floor = FLOOR * (1 + abs(base))
+    frozen = FrozenLoss(program, feed)
+    grads, loss = frozen.gradients(), frozen.loss
+    base = loss()
     results = []
     for name, value in program.params.items():
         g = grads[name]
         original = value.copy()
+        floor = max(RESOLUTION * float(np.max(np.abs(g), initial=0.0)), FLOOR * (1 + abs(base)))
 
         def loss_along(d):
             def f(h):
                 value[...] = original + h * d
-                return program.loss(feed)
+                return loss()
             return f
         errors, skipped = [], 0
         probes = [_direction(rng, value.shape) for _ in range(DIRECTIONS)]
@@ -229,13 +277,15 @@ def _op_alone(graph: Graph, node: int, values: dict) -> tuple[Graph, list[int]]:
     return alone, operands
 
 
-def check_op(graph: Graph, node: int, values: dict, rng: np.random.Generator,
+def check_op(graph: Graph, node: int, values: dict, rng: np.random.Generator, active: set | None = None,
              tolerance: float = DEFAULT_TOLERANCE) -> list[OpFailure]:
     """The VJP rule of `node`'s op at the values its operands have (`values`: node → array), against
-    central differences of the op alone, along a random direction of each float operand."""
+    central differences of the op alone, along a random direction of each float operand that is in
+    `active` (default: every float operand) — those the program's gradient flows into."""
     alone, operands = _op_alone(graph, node, values)
     inputs = [f"operand{i}" for i in range(len(operands))] + ["w"]
-    float_operands = [i for i, o in enumerate(operands) if alone.dtype(o) in FLOATS]
+    float_operands = [i for i, (o, p) in enumerate(zip(operands, graph.operands(node)))
+                      if alone.dtype(o) in FLOATS and (active is None or p in active)]
     grads = backprop(alone, alone.outputs["s"], [operands[i] for i in float_operands])
     for i, g in zip(float_operands, grads):
         alone.outputs[f"grad{i}"] = g
@@ -243,17 +293,19 @@ def check_op(graph: Graph, node: int, values: dict, rng: np.random.Generator,
     exe = Executable(schedule(alone, names, {}), alone, inputs, [])
     arrays = [np.asarray(values[o]) for o in graph.operands(node)]
     w = rng.standard_normal(np.shape(values[node])).astype(DTYPES[graph.dtype(node)])
-    results = exe.run(arrays + [w], [])
+    with np.errstate(all="ignore"):
+        results = exe.run(arrays + [w], [])
     base, cotangents = float(results[0]), results[1:]
-    floor = FLOOR * (1 + abs(base) + float(np.sum(np.abs(w))))
     failures = []
     for i, cotangent in zip(float_operands, cotangents):
+        floor = max(RESOLUTION * float(np.max(np.abs(cotangent), initial=0.0)), FLOOR * (1 + abs(base)))
         d = _direction(rng, arrays[i].shape)
 
         def f(h, i=i, d=d):
             moved = list(arrays)
             moved[i] = arrays[i] + h * d
-            return float(exe.run(moved + [w], [])[0])
+            with np.errstate(all="ignore"):   # a step may leave the op's domain: that shows as non-finite
+                return float(exe.run(moved + [w], [])[0])
         error = _compare(f, base, float(np.sum(np.asarray(cotangent) * d)), floor)
         if error is not None and not error <= tolerance:
             location = graph.location(node)
@@ -275,7 +327,7 @@ def check_ops(program, feed: dict, rng: np.random.Generator,
     values = dict(zip(wanted, program.run([f"value:{n}" for n in wanted], feed, graph)))
     failures = []
     for node in nodes:
-        failures += check_op(graph, node, values, rng, tolerance)
+        failures += check_op(graph, node, values, rng, active, tolerance)
     return len(nodes), failures
 
 

@@ -1,5 +1,5 @@
-"""The deep-learning pages (docs/cnn.md, docs/rnn.md, docs/attention.md, docs/word2vec.md) show
-gradient IR as gradlang prints it; these tests keep the listings true.
+"""The deep-learning pages (docs/cnn.md, rnn.md, attention.md, word2vec.md, gan.md, policy_gradient.md)
+show gradient IR as gradlang prints it; these tests keep the listings true.
 
 A ```grad block after `<!-- program: NAME -->` is a program, written to NAME.grad. A ```text block
 after `<!-- ir: PATH -->` (PATH: such a NAME, or a file of the repository) lists lines of
@@ -16,7 +16,7 @@ import pytest
 from gradlang.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "docs" / f"{name}.md" for name in ("cnn", "rnn", "attention", "word2vec")]
+PAGES = [ROOT / "docs" / f"{name}.md" for name in ("cnn", "rnn", "attention", "word2vec", "gan", "policy_gradient")]
 _BLOCK = re.compile(r"<!-- (program|ir): (\S+) -->\n```\w*\n(.*?)```", re.S)
 
 
@@ -24,7 +24,7 @@ def _blocks(page: Path):
     return [(m.group(1), m.group(2), m.group(3)) for m in _BLOCK.finditer(page.read_text(encoding="utf-8"))]
 
 
-LISTINGS = [(page, path, text) for page in PAGES if page.exists()
+LISTINGS = [pytest.param(page, path, text, id=f"{page.stem}:{path}") for page in PAGES if page.exists()
             for kind, path, text in _blocks(page) if kind == "ir"]
 
 
@@ -34,7 +34,7 @@ def test_every_page_shows_gradient_ir():
         assert any(kind == "ir" for kind, _, _ in _blocks(page)), f"{page.name} shows no gradient IR"
 
 
-@pytest.mark.parametrize("page, path, listing", LISTINGS, ids=lambda v: v.name if isinstance(v, Path) else None)
+@pytest.mark.parametrize("page, path, listing", LISTINGS)
 def test_ir_listing_matches_the_compiler(page, path, listing, tmp_path, capsys, monkeypatch):
     programs = {name: text for kind, name, text in _blocks(page) if kind == "program"}
     if path in programs:

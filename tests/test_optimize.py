@@ -14,7 +14,8 @@ from gradlang.passes import simplify, verify
 from gradlang.passes.simplify import RULES, common_subexpressions, dead_code, fold_constants, identities, rule_names
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-ALL_EXAMPLES = sorted(p.stem for p in EXAMPLES.glob("*.grad"))
+ALL_EXAMPLES = [pytest.param(p.stem, marks=pytest.mark.slow) if p.stem == "char_lstm" else p.stem   # 64 steps: ~10 s
+                for p in sorted(EXAMPLES.glob("*.grad"))]
 
 
 def leaf(g, name, shape, dtype="f64"):
@@ -51,6 +52,7 @@ def ops(g):
     return sorted(g.op(n) for n in g.nx.nodes if g.op(n) not in ("input", "const"))
 
 
+FULL = ("s", None, None, None)
 IDENTITY_CASES = [
     ("x * 1 → x", lambda e, x: e("mul", x, e("broadcast_to", e.const(1, "f64"), shape=(2, 3))), [(2, 3)], []),
     ("x * 1 → x", lambda e, x: e("mul", e("broadcast_to", e.const(1, "f64"), shape=(2, 3)), x), [(3,)],
@@ -98,6 +100,9 @@ IDENTITY_CASES = [
      lambda e, x, y: e("mul", e("broadcast_to", x, shape=(4, 3)), y), [(3,), (4, 3)], ["mul"]),
     ("implicit broadcast: op(broadcast(x), y) → op(x, y)",
      lambda e, x, y: e("add", e("reshape", x, shape=(1, 3)), y), [(3,), (4, 3)], ["add"]),
+    ("unslice(a) + unslice(b) + … tiling an axis → concat(a, b, …)",
+     lambda e, a, b: e("add", e("unslice", b, index=((FULL, ("s", 2, None, None))), shape=(4, 6)),
+                       e("unslice", a, index=(FULL, ("s", 0, 2, None)), shape=(4, 6))), [(4, 2), (4, 4)], ["concat"]),
     ("slice or unslice of every element → reshape",
      lambda e, x: e("slice", x, index=(("s", None, None, None), ("i", 0))), [(4, 1)], ["reshape"]),
     ("slice or unslice of every element → reshape",
@@ -125,11 +130,16 @@ def test_rules_leave_alone_what_they_must_not_change():
                                                             shape=(2, 3)), axes=(0, 1)),
         "x ** 3": e("pow", x, e.const(3, "f64")),
         "x + y": e("add", x, y),
+        "unslices with a gap": e("add", e("unslice", e("slice", x, index=(FULL, ("s", 0, 1, None))),
+                                          index=(FULL, ("s", 0, 1, None)), shape=(2, 3)),
+                                 e("unslice", e("slice", x, index=(FULL, ("s", 2, 3, None))),
+                                   index=(FULL, ("s", 2, 3, None)), shape=(2, 3))),
         "reshape that moves elements": e("broadcast_to", e("reshape", x, shape=(3, 2, 1)), shape=(3, 2, 4)),
     }
     g.outputs.update(outs)
     out = verify(simplify(g))
-    assert [out.op(out.outputs[k]) for k in outs] == ["slice", "unslice", "reduce_sum", "pow", "add", "broadcast_to"]
+    assert [out.op(out.outputs[k]) for k in outs] == ["slice", "unslice", "reduce_sum", "pow", "add", "add",
+                                                      "broadcast_to"]
 
 
 def test_constant_folding_folds_but_never_expands():
@@ -191,5 +201,8 @@ def test_every_example_gradient_shrinks_and_computes_the_same(name):
     assert len(simple) < len(raw)
     feed = random_feed(prog, 3, np.random.default_rng(0))
     outputs = [prog.loss_output()] + [k for k in raw.outputs if k.startswith("grad:")]
-    for before, after in zip(prog.run(outputs, feed, raw), prog.run(outputs, feed, simple)):
-        np.testing.assert_allclose(after, before, rtol=1e-9, atol=1e-12)
+    draws = prog.rng.bit_generator.state       # both runs draw the same noise (gan)
+    before = prog.run(outputs, feed, raw)
+    prog.rng.bit_generator.state = draws
+    for b, a in zip(before, prog.run(outputs, feed, simple)):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)

@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import GradError
 from ..ops import registry
-from ..ops.shapes import FLOATS, fmt_type
+from ..ops.shapes import FLOATS
 from ..syntax import ast, parse
 from .graph import Graph
 from .printer import fmt_index, fmt_scalar, print_order, printed_names
@@ -80,7 +80,7 @@ def _attr_value(key: str, value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return value if key in ("shape",) else f'"{value}"'
+        return value if key == "shape" else f'"{value}"'
     if isinstance(value, (tuple, list)):
         return "[" + ", ".join(_attr_value(key, v) for v in value) + "]"
     if isinstance(value, np.ndarray):
@@ -162,7 +162,18 @@ def write_listing(graph: Graph, source: str | None = None) -> Listing:
     first_gradient = {}
     for param, node in grads.items():
         first_gradient.setdefault(node, param)
-    names = {n: listing_name(printed[n]) for n in reads}
+    taken = {gradient_name(param) for param in grads}
+
+    def claim(node: int) -> str:
+        """The node's printed name as an identifier, made unique (h.2 and a source name h_2 both exist)."""
+        base = name = listing_name(printed[node])
+        k = 1
+        while name in taken:
+            k += 1
+            name = f"{base}_{k}"
+        taken.add(name)
+        return name
+    names = {n: claim(n) for n in reads}
     names.update({node: gradient_name(param) for node, param in first_gradient.items() if node not in forward})
     uses = {n: sum(graph.operands(b).count(n) for b in backward) for n in backward}
     writer = _Writer(graph, names, printed)
@@ -173,7 +184,8 @@ def write_listing(graph: Graph, source: str | None = None) -> Listing:
         if not named and uses[node] == 1 and len(text) <= INLINE_LIMIT:
             writer.inlined[node] = (text, level)
             continue
-        names.setdefault(node, listing_name(printed[node]))
+        if node not in names:
+            names[node] = claim(node)
         lines.append(f"{names[node]} = {text}")
     for param, node in grads.items():
         if graph.op(node) == "const":   # a gradient known at compile time (zero: the loss ignores the param)
@@ -181,10 +193,9 @@ def write_listing(graph: Graph, source: str | None = None) -> Listing:
         elif first_gradient[node] != param or node in forward:
             lines.append(f"{gradient_name(param)} = {writer.expression(node)[0]}")
 
-    header = [f"# The backward pass{' of ' + source if source else ''}, written out from its gradient IR: one step "
-              "per line,",
-              "# in execution order. dP is the gradient of the loss with respect to param P; tN is the value %N "
-              "of",
+    of = f" of {source}" if source else ""
+    header = [f"# The backward pass{of}, written out from its gradient IR: one step per line,",
+              "# in execution order. dP is the gradient of the loss with respect to param P; tN is the value %N of",
               "# `gradlang ir --grad`. The values of the forward pass it reads:"]
     declarations = []
     for n in reads:
@@ -192,14 +203,14 @@ def write_listing(graph: Graph, source: str | None = None) -> Listing:
         declarations.append((f"input {names[n]} : {_type(d['shape'], d['dtype'])}",
                              _provenance(graph, n, writer)))
     width = max((len(decl) for decl, _ in declarations), default=0)
-    header += [f"{decl:<{width}}  # {note}".rstrip(" #") if note else decl for decl, note in declarations]
+    header += [f"{decl:<{width}}  # {note}" if note else decl for decl, note in declarations]
     text = "\n".join(header + ["", *lines]) + "\n"
     return Listing(text, {names[n]: n for n in reads})
 
 
 def _type(shape: tuple, dtype: str) -> str:
-    text = fmt_type(shape, dtype)
-    return dtype if not shape else text.replace(",", ", ")
+    """A type as declarations write it: f32[B, 16], or f32 for a scalar."""
+    return f"{dtype}[{', '.join(str(d) for d in shape)}]" if shape else dtype
 
 
 def _provenance(graph: Graph, node: int, writer: _Writer) -> str:
@@ -283,10 +294,11 @@ class _Reader:
         if name == "transpose" and "perm" not in kwargs:
             x = self.node(self.eval(e.args[0]))
             return self.graph.add("transpose", (x,), {"perm": tuple(reversed(range(len(self.graph.shape(x)))))})
+        if name not in registry.all_primitives():
+            raise GradError(f"unknown function {name}", e.span)
         operands = self.nodes([self.eval(a) for a in e.args])
         attrs = {k: _index(parse(f"_ = _{_static(v)}\n").body[0].value.items) if k == "index" else _static(v)
                  for k, v in kwargs.items()}
-        registry.get(name)   # an unknown function is an error
         return self.graph.add(name, operands, attrs)
 
 

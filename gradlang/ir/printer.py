@@ -218,11 +218,13 @@ def _json_value(value):
 
 def graph_to_json(graph: Graph, outputs: list[str] | None = None) -> dict:
     """The graph as plain JSON-ready data: `{"nodes": [...], "outputs": {...}}`, nodes in print order,
-    each with its printed name (operands refer to these), op, attrs, shape, dtype, role and location.
-    Scalar constants, inline in the text, are nodes here; constant values are listed in full."""
-    wanted = {k: v for k, v in graph.outputs.items() if outputs is None or k in outputs}
+    each with its name in the text form (operands refer to these), op, attrs, shape, dtype, role and
+    location. Scalar constants, inline in the text, are nodes here, named const#1, const#2, …;
+    constant values are listed in full."""
+    wanted, _, names = _visible(graph, outputs)
     order = print_order(graph, list(wanted.values()) if outputs is not None else None)
-    names = value_names(graph, order)
+    inline = [n for n in order if n not in names]
+    names.update({n: f"const#{i}" for i, n in enumerate(inline, 1)})   # no source name has a #
     nodes = []
     for node in order:
         d = graph.data(node)

@@ -15,6 +15,7 @@
 - **Gather**: `take(x, indices)` picks slices of x along an axis by integer indices (an embedding
   lookup); its adjoint `scatter_add(g, indices)` adds rows back (repeated indices accumulate).
 - **Joining**: `concat(x0, x1, …)` along an axis; its VJP slices the cotangent (`slice` exists).
+- **Noise**: `random_normal`, standard normal samples drawn every run (a GAN generator's input).
 
 Integer index operands receive no gradient.
 """
@@ -485,3 +486,24 @@ def _vjp_concat(e, n, g):
 
 define("concat", None, _concat_infer, _concat_kernel, _vjp_concat,
        "the operands joined along attrs.axis (their other dimensions agree)")
+
+
+# ---- noise ---------------------------------------------------------------------------------------
+
+def _normal_infer(shapes, dtypes, attrs):
+    shape = attrs["shape"] = tuple(attrs["shape"])
+    if attrs["dtype"] not in FLOATS:
+        raise ShapeError(f"random_normal makes floats, not {attrs['dtype']}")
+    if not all(isinstance(d, str) or isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ShapeError(f"random_normal needs a shape of dimensions, got {shape!r}")
+    return shape, attrs["dtype"]
+
+
+def _normal_kernel(attrs, in_shapes, out_shape, dtype, context):
+    rng, target = context.rng, DTYPES[dtype]
+    return lambda: rng.standard_normal(out_shape, dtype=target)
+
+
+define("random_normal", 0, _normal_infer, _normal_kernel, None,
+       "standard normal noise of attrs.shape, drawn anew every run from the run's generator (a generator's "
+       "input; attrs.key keeps draws apart)", shape_attrs=("shape",), random=True)

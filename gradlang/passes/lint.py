@@ -54,13 +54,13 @@ def unused_inputs(graph: Graph) -> list[Diagnostic]:
 def blocked_paths(graph: Graph, loss: int) -> list[Diagnostic]:
     """Ops written in the program through which the loss depends on a param but no gradient flows."""
     params = graph.params
-    upstream = graph.reachable([loss])
     downstream = graph.reachable(list(params.values()), forward=True)
     scratch = graph.copy()   # VJP rules may add nodes while saying which operands they differentiate
     warnings, seen = [], set()
     for node in graph.order(roots=[loss]):
         d = graph.data(node)
-        if node not in upstream or d["role"] != "forward" or d["op"] in _QUIET or d["op"] in ("input", "param"):
+        if d["role"] != "forward" or d["op"] in _QUIET or not any(
+                o in downstream and graph.dtype(o) in FLOATS for o in d["operands"]):
             continue
         if d["op"] in _COMPARISONS and all(graph.op(u) == "where" and graph.operands(u)[0] == node
                                            for u in graph.users(node)):
@@ -71,7 +71,8 @@ def blocked_paths(graph: Graph, loss: int) -> list[Diagnostic]:
         if not blocked or (d["op"], where) in seen:
             continue
         seen.add((d["op"], where))
-        through = sorted({p for o in blocked for p, n in params.items() if n in graph.reachable([o])})
+        upstream_of_blocked = graph.reachable(blocked)
+        through = sorted(p for p, n in params.items() if n in upstream_of_blocked)
         warnings.append(Diagnostic("non-differentiable",
                                    f"{d['op']} passes no gradient, but the loss depends on {_names(through)} "
                                    "through it: their gradient ignores this path", where))

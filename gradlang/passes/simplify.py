@@ -20,7 +20,7 @@ import numpy as np
 
 from ..ir.graph import Emit, Graph
 from ..ops import registry
-from ..ops.shapes import ShapeError, broadcast, normalize_axes, reduced
+from ..ops.shapes import ShapeError, broadcast, reduced
 
 _FOLD_LIMIT = 4096   # elements: fold small constants only
 
@@ -95,8 +95,6 @@ def _covers_everything(index: tuple, shape: tuple) -> bool:
     return True
 
 
-# ---- the identities ------------------------------------------------------------------------------
-
 def filled_with(graph: Graph, node: int):
     """The one number every element of `node` holds, if it is a constant (seen through broadcasts and
     reshapes), else None."""
@@ -113,6 +111,8 @@ def _as_result(graph: Graph, x: int, node: int):
         return None
     return _emit(graph, node)("broadcast_to", x, shape=graph.shape(node))
 
+
+# ---- the identities ------------------------------------------------------------------------------
 
 @_rule("x * 1 → x", "mul")
 def _times_one(graph, node):
@@ -196,7 +196,8 @@ def _reshape_of_reshape(graph, node):
 def _broadcast_of_broadcast(graph, node):
     (inner,) = graph.operands(node)
     x = graph.operands(inner)[0] if graph.op(inner) in ("broadcast_to", "reshape") else None
-    if x is None or graph.op(inner) == "reshape" and graph.shape(inner) != _aligned(graph.shape(x), len(graph.shape(inner))):
+    if x is None or graph.op(inner) == "reshape" and \
+            graph.shape(inner) != _aligned(graph.shape(x), len(graph.shape(inner))):
         return None   # a reshape that does more than add leading 1s changes how x lines up
     return _emit(graph, node)("broadcast_to", x, shape=graph.shape(node))
 
@@ -346,6 +347,43 @@ def _implicit_broadcast(graph, node):
     if not changed:
         return None
     return _emit(graph, node)(d["op"], *operands, **d["attrs"])
+
+
+def _axis_range(index: tuple, rank: int):
+    """(axis, start, stop) if `index` takes one static range along one axis and everything elsewhere."""
+    items = list(index) + [("s", None, None, None)] * (rank - len(index))
+    ranged = [(i, item) for i, item in enumerate(items) if item != ("s", None, None, None)]
+    if len(ranged) != 1 or ranged[0][1][0] != "s" or ranged[0][1][3] not in (None, 1):
+        return None
+    axis, (_, start, stop, _) = ranged[0]
+    return axis, start, stop
+
+
+@_rule("unslice(a) + unslice(b) + … tiling an axis → concat(a, b, …)", "add")
+def _tiling_unslices(graph, node):
+    """Gradients of the parts of a value (the gates sliced from one product) summed back into place:
+    joining the parts writes each element once, instead of zero-filling a buffer per part and adding."""
+    parts, stack = [], list(graph.operands(node))
+    while stack:
+        n = stack.pop()
+        if graph.op(n) == "add" and len(graph.users(n)) == 1:
+            stack += graph.operands(n)
+        elif graph.op(n) == "unslice" and graph.attrs(n)["shape"] == graph.shape(node):
+            parts.append(n)
+        else:
+            return None
+    shape = graph.shape(node)
+    ranges = [_axis_range(graph.attrs(p)["index"], len(shape)) for p in parts]
+    if None in ranges or len({axis for axis, _, _ in ranges}) != 1 or not isinstance(shape[ranges[0][0]], int):
+        return None
+    axis = ranges[0][0]
+    spans = sorted(((range(*slice(start, stop).indices(shape[axis])), p) for (_, start, stop), p in zip(ranges, parts)),
+                   key=lambda span: span[0].start)
+    covered = [r for r, _ in spans]
+    if covered[0].start != 0 or covered[-1].stop != shape[axis] or any(
+            a.stop != b.start for a, b in zip(covered, covered[1:])):
+        return None
+    return _emit(graph, node)("concat", *(graph.operands(p)[0] for _, p in spans), axis=axis)
 
 
 @_rule("slice or unslice of every element → reshape", "slice", "unslice")

@@ -76,7 +76,8 @@ def _log_sigmoid(graph: Graph, node: int):
         return e("neg", softplus(e, e("neg", graph.operands(x)[0]))), "log(sigmoid(x)) → −softplus(−x)"
     if graph.op(x) == "sub" and filled_with(graph, graph.operands(x)[0]) == 1.0 \
             and graph.op(graph.operands(x)[1]) == "sigmoid" and graph.shape(x) == graph.shape(graph.operands(x)[1]):
-        return e("neg", softplus(e, graph.operands(graph.operands(x)[1])[0])), "log(1 − sigmoid(x)) → −softplus(x)"
+        logits = graph.operands(graph.operands(x)[1])[0]
+        return e("neg", softplus(e, logits)), "log(1 − sigmoid(x)) → −softplus(x)"
     return None
 
 

@@ -249,9 +249,23 @@ def skipgrams(ctx: DataContext, file: str = "text/tinyshakespeare.txt", vocab_si
             "vocab": np.array(vocab)}
 
 
+def gaussian_ring(ctx: DataContext, n: int = 20000, modes: int = 8, radius: float = 2.0, std: float = 0.02,
+                  seed: int = 0) -> dict:
+    """A mixture of `modes` Gaussians (std `std`) evenly spaced on a circle of `radius` (x: [n, 2]; y: [n]
+    the mode, integers): the usual test of whether a GAN's generator covers every mode."""
+    if n < 1 or modes < 1 or radius <= 0 or std < 0:
+        raise GradError("gaussian_ring needs n ≥ 1, modes ≥ 1, radius > 0 and std ≥ 0", ctx.span)
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, modes, size=n)
+    angle = 2 * np.pi * y / modes
+    centres = radius * np.stack([np.cos(angle), np.sin(angle)], axis=1)
+    return {"x": centres + rng.normal(0.0, std, size=(n, 2)), "y": y.astype(np.int64)}
+
+
 DATA_SOURCES = {"two_moons": two_moons, "line": line, "xor": xor, "spirals": spirals, "blobs": blobs,
                 "npz": npz, "csv": csv, "idx": idx, "mnist": mnist,
-                "digit_sequences": digit_sequences, "text_chars": text_chars, "skipgrams": skipgrams}
+                "digit_sequences": digit_sequences, "text_chars": text_chars, "skipgrams": skipgrams,
+                "gaussian_ring": gaussian_ring}
 
 
 def load(spec, folder: Path, data_dir: Path | None = None) -> dict:
