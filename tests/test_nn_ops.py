@@ -86,6 +86,24 @@ def test_conv2d_and_its_adjoints_match_the_reference(x_shape, w_shape, stride, p
     np.testing.assert_allclose(np.vdot(v, dw), np.vdot(conv_reference(x, v, stride, padding), g_out), rtol=1e-10)
 
 
+def test_convolution_kernels_work_through_large_batches_in_chunks(monkeypatch):
+    from gradlang.ops import nn_ops
+    rng = np.random.default_rng(4)
+    x, w = rng.standard_normal((7, 2, 6, 5)), rng.standard_normal((3, 2, 3, 3))
+    attrs = {"stride": (2, 1), "padding": (1, 1)}
+    g_out = rng.standard_normal(conv_reference(x, w, (2, 1), (1, 1)).shape)
+
+    def all_three():
+        return [run_graph(lambda g, a, b: op(g, "conv2d", a, b, **attrs), x, w),
+                run_graph(lambda g, a, b: op(g, "conv2d_transpose", a, b, size=(6, 5), **attrs), g_out, w),
+                run_graph(lambda g, a, b: op(g, "conv2d_filter_grad", a, b, kernel=(3, 3), **attrs), x, g_out)]
+    whole = all_three()
+    monkeypatch.setattr(nn_ops, "_CHUNK_ELEMENTS", 200)     # a chunk of one or two examples
+    assert len(nn_ops._batch_chunks(7, 2 * 9 * 3 * 5)) == 7
+    for chunked, expected in zip(all_three(), whole):
+        np.testing.assert_allclose(chunked, expected, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding", CONV_CASES, ids=CONV_IDS)
 def test_conv2d_gradients_at_strides_and_paddings(x_shape, w_shape, stride, padding):
     check = Row("conv2d", (x_shape, w_shape), attrs={"stride": stride, "padding": padding})
