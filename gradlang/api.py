@@ -186,7 +186,7 @@ class Program:
         """The feed as one array per declared input, in order (None where absent), in the declared dtypes."""
         if not isinstance(feed, dict):
             raise TypeError("a feed is a dict of input name → array")
-        if len(feed) > len(self.input_names) or any(k not in self._input_dtypes for k in feed):
+        if not feed.keys() <= self._input_dtypes.keys():
             unknown = sorted(set(feed) - set(self.input_names))
             raise GradError(f"the feed names unknown input(s) {', '.join(unknown)}; the program's "
                             f"inputs are {', '.join(self.input_names) or 'none'}")
@@ -271,7 +271,7 @@ class Program:
     def step(self, feed: dict) -> float:
         """One optimizer step on `feed` per the training plan; returns the loss before the update."""
         arrays = self._feed(feed)
-        key = tuple(None if a is None else a.shape for a in arrays)
+        key = tuple([None if a is None else a.shape for a in arrays])
         exe = self._step_executables.get(key)
         if exe is None:
             outputs = (self._loss_output(None),) + tuple(f"grad:{n}" for n in self.param_names)

@@ -102,6 +102,15 @@ def softmax_cross_entropy_with_fixed_labels(g, logits):
     return op(g, "softmax_cross_entropy", logits, g.const(labels, "i64"))
 
 
+def softmax_cross_entropy_grad_with_fixed_labels(g, logits):
+    """softmax_cross_entropy_grad(logits, labels) with fixed integer labels, summed against fixed
+    weights so that every output element's derivative counts."""
+    labels = np.random.default_rng(3).integers(0, g.shape(logits)[-1], size=g.shape(logits)[:-1])
+    weights = np.random.default_rng(4).normal(size=g.shape(logits))
+    grad = op(g, "softmax_cross_entropy_grad", logits, g.const(labels, "i64"))
+    return op(g, "mul", grad, g.const(weights, "f64"))
+
+
 def softmax(g, x):
     return op(g, "exp", log_softmax(g, x))
 
@@ -247,6 +256,7 @@ ROWS = [
     Row("logsumexp", (T,), attrs={"axes": (-1,)}),
     Row("softmax", (T,), attrs={"axis": 1}),
     Row("softmax_cross_entropy", (T,), build=softmax_cross_entropy_with_fixed_labels),
+    Row("softmax_cross_entropy_grad", (T,), build=softmax_cross_entropy_grad_with_fixed_labels),
     Row("reshape", (T,), attrs={"shape": (4, -1)}),
     Row("transpose", (T,), attrs={"perm": (2, 0, 1)}),
     Row("broadcast_to", ((3, 1),), attrs={"shape": T}),

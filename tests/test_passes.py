@@ -7,7 +7,7 @@ import pytest
 import gradlang
 from gradlang.ir.graph import Emit, Graph
 from gradlang.passes import differentiate, simplify, verify
-from gradlang.passes.schedule import schedule
+from gradlang.passes.schedule import InPlace, WhereInto, schedule
 from gradlang.passes.simplify import common_subexpressions, dead_code, fold_constants, identities
 from gradlang.runtime.interpreter import Executable
 
@@ -181,3 +181,72 @@ def test_in_place_never_overwrites_inputs_params_or_outputs():
     np.testing.assert_array_equal(kept, np.exp(np.tanh(value)))
     np.testing.assert_array_equal(z, -weight * weight)
     np.testing.assert_array_equal(weight, np.arange(4.0))
+
+
+def kernels_by_op(g, sched):
+    return {g.op(n): k for n, (k, *_) in zip(sched.nodes, sched.steps)}
+
+
+def test_a_sum_of_products_is_scheduled_as_one_dot_product():
+    g = Graph()
+    x, y = leaf(g, "x", ("N",)), leaf(g, "y", ("N",))
+    e = Emit(g, None)
+    r = e("sub", e("tanh", x), y)
+    g.outputs["sq"] = e("reduce_sum", e("mul", r, r), axes=(0,), keepdims=False)
+    g.outputs["cross"] = e("reduce_sum", e("mul", r, x), axes=(0,), keepdims=False)
+    sched = schedule(g, ["sq", "cross"], {"N": 7})
+    assert [g.op(n) for n in sched.nodes] == ["tanh", "sub", "reduce_sum", "reduce_sum"]   # no mul left
+    assert all(k is np.vdot for n, (k, *_) in zip(sched.nodes, sched.steps) if g.op(n) == "reduce_sum")
+    a, b = np.random.default_rng(0).normal(size=(2, 7))
+    sq, cross = Executable(sched, g, ["x", "y"], []).run([a, b], [])
+    assert sq == pytest.approx(((np.tanh(a) - b) ** 2).sum())
+    assert cross == pytest.approx(((np.tanh(a) - b) * a).sum())
+
+
+def test_a_product_read_elsewhere_or_broadcast_is_not_fused():
+    g = Graph()
+    x = leaf(g, "x", (3, 4))
+    w = leaf(g, "w", (4,), op="param")
+    e = Emit(g, None)
+    product = e("mul", e("exp", x), e("exp", x))
+    g.outputs["sum"] = e("reduce_sum", product, axes=(0, 1), keepdims=False)
+    g.outputs["product"] = product                       # read by the caller too: must exist
+    g.outputs["broadcast"] = e("reduce_sum", e("mul", e("exp", x), w), axes=(0, 1), keepdims=False)
+    sched = schedule(g, ["sum", "product", "broadcast"], {})
+    assert [g.op(n) for n in sched.nodes].count("mul") == 2
+
+
+def test_kernels_write_into_a_dead_second_operand_and_relu_into_its_input():
+    g = Graph()
+    x = leaf(g, "x", (3, 4))
+    e = Emit(g, None)
+    h = e("relu", e("exp", x))                                   # exp's buffer dies at the relu
+    g.outputs["out"] = e("mul", e.const(2.0, "f64"), h)          # the constant is first: write into h
+    sched = schedule(g, ["out"], {})
+    kinds = kernels_by_op(g, sched)
+    assert isinstance(kinds["relu"], InPlace) and kinds["relu"].index == 0
+    assert isinstance(kinds["mul"], InPlace) and kinds["mul"].index == 1
+    value = np.random.default_rng(0).normal(size=(3, 4))
+    (out,) = Executable(sched, g, ["x"], []).run([value], [])
+    np.testing.assert_array_equal(out, 2.0 * np.maximum(np.exp(value), 0))
+
+
+@pytest.mark.parametrize("cond_is_dead", [True, False])
+def test_where_with_a_dead_branch_copies_into_it_and_keeps_nan_semantics(cond_is_dead):
+    g = Graph()
+    x, y = leaf(g, "x", (5,)), leaf(g, "y", (5,))
+    e = Emit(g, None)
+    mask = e("gt", e("exp", y), e.const(1.0, "f64"))
+    g.outputs["out"] = e("where", mask, e("tanh", x), e.const(0.0, "f64"))
+    wanted = ["out"] if cond_is_dead else ["out", "mask"]
+    if not cond_is_dead:
+        g.outputs["mask"] = mask
+    sched = schedule(g, wanted, {})
+    kind = kernels_by_op(g, sched)["where"]
+    assert isinstance(kind, WhereInto) and kind.index == 1 and kind.invert_cond == cond_is_dead
+    a = np.array([np.nan, 1.0, -2.0, np.inf, 0.5])
+    b = np.array([-1.0, 1.0, -1.0, -1.0, 1.0])
+    out, *rest = Executable(sched, g, ["x", "y"], []).run([a, b], [])
+    np.testing.assert_array_equal(out, np.where(np.exp(b) > 1.0, np.tanh(a), 0.0))   # NaN masked off → 0
+    if rest:
+        np.testing.assert_array_equal(rest[0], np.exp(b) > 1.0)                        # the mask is intact

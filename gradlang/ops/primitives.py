@@ -98,8 +98,15 @@ _unary("tanh", np.tanh,
        lambda e, n, g: [lambda: e("mul", g, e("sub", _one(e, n), e("mul", n.id, n.id)))], "hyperbolic tangent")
 _unary("sigmoid", _sigmoid,
        lambda e, n, g: [lambda: e("mul", g, e("mul", n.id, e("sub", _one(e, n), n.id)))], "1 / (1 + e^-x)")
-_unary("relu", lambda x: np.maximum(x, 0),
-       lambda e, n, g: [lambda: e("where", e("gt", n.operands[0], _zero(e, n)), g, _zero(e, n))],
+def _relu(x, out=None):
+    return np.maximum(x, 0, out=out)
+
+
+_relu.accepts_out = True   # the scheduler may let it overwrite its dead operand, as a ufunc
+# The mask is read off the output (y > 0 exactly where x > 0), so the pre-activation dies at the relu
+# and the relu can be computed in its buffer.
+_unary("relu", _relu,
+       lambda e, n, g: [lambda: e("where", e("gt", n.id, _zero(e, n)), g, _zero(e, n))],
        "max(x, 0); relu'(0) = 0", floats_only=False)
 _unary("abs", np.abs, lambda e, n, g: [lambda: e("mul", g, e("sign", n.operands[0]))], "|x|; abs'(0) = 0",
        floats_only=False)
@@ -403,11 +410,14 @@ def _softmax_kernel(attrs, in_shapes, out_shape, dtype):
     return softmax
 
 
-def _vjp_softmax(e, n, g):
-    # y·(g − Σ g·y): the Jacobian of softmax applied to g, in primitives
-    y, axis = n.id, n.attrs["axis"]
+def _softmax_jacobian_times(e, y, axis, g):
+    """y·(g − Σ g·y): the Jacobian of softmax (whose value is y) applied to g, in primitives."""
     dot = e("reduce_sum", e("mul", g, y), axes=(axis,), keepdims=True)
-    return [lambda: e("mul", y, e("sub", g, dot))]
+    return e("mul", y, e("sub", g, dot))
+
+
+def _vjp_softmax(e, n, g):
+    return [lambda: _softmax_jacobian_times(e, n.id, n.attrs["axis"], g)]
 
 
 define("softmax", 1, _softmax_infer, _softmax_kernel, _vjp_softmax, "exp(x) / sum(exp(x)) along attrs.axis, stably")
@@ -437,14 +447,45 @@ def _vjp_softmax_ce(e, n, g):
     # d/dlogits = g·(softmax(logits) − one_hot(labels)); labels get none
     logits, labels = n.operands
     shape = e.shape(logits)
-    return [lambda: e("mul", e("reshape", g, shape=shape[:-1] + (1,)),
-                      e("sub", e("softmax", logits, axis=-1), e("one_hot", labels, depth=shape[-1], dtype=n.dtype))),
+    return [lambda: e("mul", e("reshape", g, shape=shape[:-1] + (1,)), e("softmax_cross_entropy_grad", logits, labels)),
             None]
 
 
 define("softmax_cross_entropy", 2, _softmax_ce_infer, _softmax_ce_kernel, _vjp_softmax_ce,
        "−log softmax(logits)[label] per row: logits [.., C], integer labels [..] → [..]; labels out of "
        "range are an error at run time")
+
+
+def _softmax_ce_grad_infer(shapes, dtypes, attrs):
+    _softmax_ce_infer(shapes, dtypes, attrs)
+    return shapes[0], dtypes[0]
+
+
+def _softmax_ce_grad_kernel(attrs, in_shapes, out_shape, dtype):
+    # softmax, then 1 taken off each row's label entry in place: what one_hot and a subtraction
+    # would do with two more arrays
+    rows = np.indices(out_shape[:-1], sparse=True)
+
+    def softmax_cross_entropy_grad(logits, labels, out=None):
+        out = np.subtract(logits, np.maximum.reduce(logits, axis=-1, keepdims=True), out=out)
+        np.exp(out, out=out)
+        out /= np.add.reduce(out, axis=-1, keepdims=True)
+        out[(*rows, labels)] -= 1
+        return out
+    softmax_cross_entropy_grad.accepts_out = True
+    return softmax_cross_entropy_grad
+
+
+def _vjp_softmax_ce_grad(e, n, g):
+    # the one-hot term is constant: what remains is softmax's Jacobian applied to g
+    logits, _ = n.operands
+    axis = len(e.shape(logits)) - 1
+    return [lambda: _softmax_jacobian_times(e, e("softmax", logits, axis=axis), axis, g), None]
+
+
+define("softmax_cross_entropy_grad", 2, _softmax_ce_grad_infer, _softmax_ce_grad_kernel, _vjp_softmax_ce_grad,
+       "softmax(logits) − one_hot(labels): the gradient of softmax_cross_entropy with respect to its logits, "
+       "in one pass")
 
 
 def _index_tuple(index):

@@ -2,13 +2,15 @@
 
 Done once per (graph, outputs, binding of the symbolic dimensions). Every shape is concrete here, so
 each kernel is specialised to its shapes; nodes that do not depend on inputs or params (constants,
-`size` queries, arithmetic on them) are computed now, once, and become preloaded slots. Liveness
-analysis frees each buffer after its last use. The training step then does nothing but call kernels.
+`size` queries, arithmetic on them) are computed now, once, and become preloaded slots. Two rewrites
+that only pay off once shapes are known follow: `sum(a * b)` becomes one dot product, and kernels
+write into the buffer of an operand that dies with them (what `out=` does in careful hand-written
+NumPy). Liveness analysis frees each buffer after its last use. The training step then does nothing
+but call kernels.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
@@ -30,6 +32,43 @@ class Schedule:
     nodes: list            # the node computed by each step (for error reporting and profiling)
 
 
+@dataclass
+class _Call:
+    node: int
+    kernel: object
+    operands: tuple        # the nodes whose values the kernel takes (a fused call may skip the node's own)
+
+
+class InPlace:
+    """A kernel that takes `out=` run so that it writes its result into operand `index`'s buffer."""
+
+    __slots__ = ("kernel", "index")
+
+    def __init__(self, kernel, index: int):
+        self.kernel, self.index = kernel, index
+
+    def __call__(self, *args):
+        return self.kernel(*args, out=args[self.index])
+
+
+class WhereInto:
+    """`where(cond, a, b)` written into the buffer of `a` (index 1) or `b` (index 2): the other branch
+    is copied over the positions that select it. With `invert_cond`, the condition's dead buffer is
+    negated in place rather than a fresh mask allocated."""
+
+    __slots__ = ("index", "invert_cond")
+
+    def __init__(self, index: int, invert_cond: bool):
+        self.index, self.invert_cond = index, invert_cond
+
+    def __call__(self, cond, a, b):
+        if self.index == 1:
+            np.copyto(a, b, where=np.logical_not(cond, out=cond if self.invert_cond else None))
+            return a
+        np.copyto(b, a, where=cond)
+        return b
+
+
 def _resolved_attrs(prim, attrs: dict, bindings: dict) -> dict:
     if not prim.shape_attrs:
         return attrs
@@ -43,41 +82,90 @@ def _resolved_attrs(prim, attrs: dict, bindings: dict) -> dict:
 VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice", "stop_gradient"})
 
 
-def _in_place(graph: Graph, compiled: list, roots: set, bindings: dict) -> list:
-    """Let an elementwise ufunc write its result into its first operand's buffer when that buffer is
-    dead afterwards: it was computed by this schedule (not an input, param or constant), nothing else
-    reads it or any view of it later, and it has the result's shape and dtype. Saves an allocation
-    and a pass of fresh memory per op, as a careful `out=` in hand-written NumPy would."""
-    position = {node: i for i, (node, _) in enumerate(compiled)}
+def _accepts_out(kernel) -> bool:
+    return (isinstance(kernel, np.ufunc) and kernel.nout == 1) or getattr(kernel, "accepts_out", False)
+
+
+def _fuse_dot_products(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
+    """`reduce_sum(mul(a, b))` over every axis, with `a` and `b` of the product's shape and the
+    product read nowhere else, becomes one `vdot(a, b)`: one BLAS call, no temporary array."""
+    reads: dict[int, int] = {}
+    for call in calls:
+        for o in call.operands:
+            reads[o] = reads.get(o, 0) + 1
+    producer = {call.node: call for call in calls}
+    fused, dropped = {}, set()
+    for call in calls:
+        node = call.node
+        if graph.op(node) != "reduce_sum" or graph.attrs(node)["keepdims"]:
+            continue
+        (product,) = call.operands
+        shape = resolve(graph.shape(product), bindings)
+        if (product not in producer or graph.op(product) != "mul" or product in roots
+                or reads.get(product) != 1 or not shape or graph.dtype(product) not in ("f32", "f64")
+                or len(graph.attrs(node)["axes"]) != len(shape)):
+            continue
+        a, b = producer[product].operands
+        if resolve(graph.shape(a), bindings) == shape == resolve(graph.shape(b), bindings):
+            fused[node] = _Call(node, np.vdot, (a, b))
+            dropped.add(product)
+    return [fused.get(call.node, call) for call in calls if call.node not in dropped]
+
+
+def _in_place(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
+    """Let a kernel write its result into an operand's buffer when that buffer is dead afterwards: it
+    was computed by this schedule (not an input, param or constant), nothing else reads it or any
+    view of it later, and it has the result's shape and dtype. Saves an allocation and a pass of
+    fresh memory per op."""
+    position = {call.node: i for i, call in enumerate(calls)}
     buffer = {}                  # node → the node whose kernel allocated the memory it lives in
-    for node, _ in compiled:
-        ops = graph.operands(node)
-        buffer[node] = buffer.get(ops[0], ops[0]) if graph.op(node) in VIEW_OPS else node
+    for call in calls:
+        ops = call.operands
+        buffer[call.node] = buffer.get(ops[0], ops[0]) if graph.op(call.node) in VIEW_OPS else call.node
     last_read: dict[int, int] = {}
-    for i, (node, _) in enumerate(compiled):
-        for o in graph.operands(node):
+    for i, call in enumerate(calls):
+        for o in call.operands:
             b = buffer.get(o)
             if b is not None:
                 last_read[b] = max(last_read.get(b, -1), i)
     pinned = {buffer.get(r) for r in roots}   # outputs are handed to the caller: never overwritten
+    shapes: dict[int, tuple] = {}
+
+    def shape(node):
+        if node not in shapes:
+            shapes[node] = resolve(graph.shape(node), bindings)
+        return shapes[node]
+
+    def dead_here(o, i, like) -> bool:
+        """Whether `o`'s buffer may take the result of step i, a value typed like node `like`."""
+        if o not in position or graph.op(o) in VIEW_OPS:
+            return False
+        owner = buffer[o]   # o itself, or the operand whose buffer o's kernel already wrote into
+        return (owner not in pinned and last_read.get(owner) == i
+                and graph.dtype(o) == graph.dtype(like) and shape(o) == shape(like))
+
     out = []
-    for i, (node, kernel) in enumerate(compiled):
-        first = graph.operands(node)[0] if graph.operands(node) else None
-        if (isinstance(kernel, np.ufunc) and kernel.nout == 1 and first in position
-                and buffer[first] == first and first not in pinned and last_read.get(first) == i
-                and graph.dtype(first) == graph.dtype(node) and graph.shape(node)
-                and resolve(graph.shape(first), bindings) == resolve(graph.shape(node), bindings)):
-            kernel = partial(_into_first, kernel)
-            buffer[node] = first
-            last_read[first] = max(last_read[first], last_read.get(node, -1))
-            if node in roots:
-                pinned.add(first)
-        out.append((node, kernel))
+    for i, call in enumerate(calls):
+        node, kernel, ops = call.node, call.kernel, call.operands
+        target = None
+        if graph.op(node) == "where" and shape(node):
+            target = next((k for k in (1, 2) if dead_here(ops[k], i, node)), None)
+            if target is not None:
+                cond = ops[0]
+                kernel = WhereInto(target, target == 1 and cond not in ops[1:] and dead_here(cond, i, cond)
+                                   and shape(cond) == shape(node))
+        elif _accepts_out(kernel) and shape(node):
+            target = next((k for k, o in enumerate(ops) if dead_here(o, i, node)), None)
+            if target is not None:
+                kernel = InPlace(kernel, target)
+        if target is not None:
+            owner = buffer[ops[target]]
+            buffer[node] = owner
+            last_read[owner] = max(last_read[owner], last_read.get(node, -1))
+            if node in pinned:
+                pinned.add(owner)
+        out.append(_Call(node, kernel, ops))
     return out
-
-
-def _into_first(ufunc, a, *rest):
-    return ufunc(a, *rest, out=a)
 
 
 def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
@@ -87,7 +175,7 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     slot = {node: i for i, node in enumerate(order)}
     static: dict[int, np.ndarray] = {}
     input_slots, param_slots = {}, {}
-    compiled = []
+    calls = []
     for node in order:
         d = graph.data(node)
         op = d["op"]
@@ -113,19 +201,20 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
             except Exception as err:  # a constant expression that cannot be computed
                 raise GradError(f"cannot evaluate {op} at compile time: {err}", d["span"]) from None
             continue
-        compiled.append((node, kernel))
+        calls.append(_Call(node, kernel, tuple(d["operands"])))
 
-    compiled = _in_place(graph, compiled, set(roots), bindings)
+    calls = _fuse_dot_products(graph, calls, set(roots), bindings)
+    calls = _in_place(graph, calls, set(roots), bindings)
     last_use: dict[int, int] = {}
-    for i, (node, _) in enumerate(compiled):
-        for o in graph.operands(node):
+    for i, call in enumerate(calls):
+        for o in call.operands:
             last_use[o] = i
     keep = set(roots) | set(static)
-    frees: list[list[int]] = [[] for _ in compiled]
+    frees: list[list[int]] = [[] for _ in calls]
     for node, i in last_use.items():
         if node not in keep and graph.op(node) not in ("input", "param"):
             frees[i].append(slot[node])
-    steps = [(kernel, tuple(slot[o] for o in graph.operands(node)), slot[node], tuple(frees[i]))
-             for i, (node, kernel) in enumerate(compiled)]
+    steps = [(call.kernel, tuple(slot[o] for o in call.operands), slot[call.node], tuple(frees[i]))
+             for i, call in enumerate(calls)]
     return Schedule(steps, len(order), {slot[n]: v for n, v in static.items()}, input_slots, param_slots,
-                    [slot[r] for r in roots], [node for node, _ in compiled])
+                    [slot[r] for r in roots], [call.node for call in calls])

@@ -162,18 +162,24 @@ def _doubling(graph, node):
     return e("mul", e.const(2, graph.dtype(node)), x)
 
 
-@_rule("c1 * (c2 * x) → (c1·c2) * x", "mul")
+@_rule("s * (c * x) → (s·c) * x for a constant c and a constant or scalar s", "mul")
 def _scalar_products(graph, node):
-    for c1, inner in _both_ways(graph.operands(node)):
-        if _scalar_const(graph, c1) is None or graph.op(inner) != "mul" or len(graph.users(inner)) != 1:
+    # s·c is folded now when s is a constant, else computed on scalars (at schedule time when s is
+    # a size): either way one pass over x instead of two.
+    for s, inner in _both_ways(graph.operands(node)):
+        s_is_const = _scalar_const(graph, s) is not None
+        if (not s_is_const and graph.shape(s) != ()) or graph.op(inner) != "mul" or len(graph.users(inner)) != 1:
             continue
-        for c2, x in _both_ways(graph.operands(inner)):
-            if _scalar_const(graph, c2) is None:
+        for c, x in _both_ways(graph.operands(inner)):
+            if _scalar_const(graph, c) is None or (not s_is_const and graph.shape(c) != ()):
                 continue
-            value = _const_value(graph, c1) * _const_value(graph, c2)
-            if broadcast(value.shape, graph.shape(x)) == graph.shape(node):
-                e = _emit(graph, node)
-                return e("mul", e.const(value, graph.dtype(node)), x)
+            e = _emit(graph, node)
+            if s_is_const:
+                value = _const_value(graph, s) * _const_value(graph, c)
+                if broadcast(value.shape, graph.shape(x)) == graph.shape(node):
+                    return e("mul", e.const(value, graph.dtype(node)), x)
+            elif graph.dtype(s) == graph.dtype(node) and graph.shape(x) == graph.shape(node):
+                return e("mul", e("mul", s, c), x)
     return None
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import GradError
 from ..ir.graph import Graph
-from ..passes.schedule import Schedule
+from ..passes.schedule import InPlace, Schedule
 
 _KERNEL_ERRORS = (ValueError, IndexError, TypeError, FloatingPointError, MemoryError)
 
@@ -29,8 +29,11 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
         namespace[f"c{slot}"] = value
         lines.append(f"    v{slot} = c{slot}")
     for i, (kernel, operands, result, frees) in enumerate(sched.steps):
+        args = ", ".join(f"v{o}" for o in operands)
+        if isinstance(kernel, InPlace):   # call the kernel itself with out=: no wrapper in the step
+            kernel, args = kernel.kernel, f"{args}, out=v{operands[kernel.index]}"
         namespace[f"k{i}"] = kernel
-        lines.append(f"    v{result} = k{i}({', '.join(f'v{o}' for o in operands)})")
+        lines.append(f"    v{result} = k{i}({args})")
         if frees:
             lines.append("    " + " = ".join(f"v{f}" for f in frees) + " = None")
     lines.append(f"    return [{', '.join(f'v{s}' for s in sched.output_slots)}]")
