@@ -231,22 +231,36 @@ def test_kernels_write_into_a_dead_second_operand_and_relu_into_its_input():
     np.testing.assert_array_equal(out, 2.0 * np.maximum(np.exp(value), 0))
 
 
+@pytest.mark.parametrize("other", [0.0, -0.0, 2.5])
 @pytest.mark.parametrize("cond_is_dead", [True, False])
-def test_where_with_a_dead_branch_copies_into_it_and_keeps_nan_semantics(cond_is_dead):
+def test_where_with_a_dead_branch_writes_into_it_and_keeps_where_semantics(cond_is_dead, other):
     g = Graph()
     x, y = leaf(g, "x", (5,)), leaf(g, "y", (5,))
     e = Emit(g, None)
     mask = e("gt", e("exp", y), e.const(1.0, "f64"))
-    g.outputs["out"] = e("where", mask, e("tanh", x), e.const(0.0, "f64"))
+    g.outputs["out"] = e("where", mask, e("tanh", x), e.const(other, "f64"))
     wanted = ["out"] if cond_is_dead else ["out", "mask"]
     if not cond_is_dead:
         g.outputs["mask"] = mask
     sched = schedule(g, wanted, {})
     kind = kernels_by_op(g, sched)["where"]
     assert isinstance(kind, WhereInto) and kind.index == 1 and kind.invert_cond == cond_is_dead
+    assert (kind.bits is not None) == (other == 0.0 and not np.signbit(other))   # +0.0: the bitwise AND
     a = np.array([np.nan, 1.0, -2.0, np.inf, 0.5])
     b = np.array([-1.0, 1.0, -1.0, -1.0, 1.0])
     out, *rest = Executable(sched, g, ["x", "y"], []).run([a, b], [])
-    np.testing.assert_array_equal(out, np.where(np.exp(b) > 1.0, np.tanh(a), 0.0))   # NaN masked off → 0
+    expected = np.where(np.exp(b) > 1.0, np.tanh(a), other)   # a NaN masked off gives `other`
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(np.signbit(out), np.signbit(expected))
     if rest:
         np.testing.assert_array_equal(rest[0], np.exp(b) > 1.0)                        # the mask is intact
+
+
+def test_matmul_never_writes_into_an_operand_it_reads():
+    g = Graph()
+    x = leaf(g, "x", (4, 4))
+    e = Emit(g, None)
+    h = e("exp", x)
+    g.outputs["out"] = e("matmul", h, e("tanh", x))     # both operands die here, with the result's shape
+    sched = schedule(g, ["out"], {})
+    assert kernels_by_op(g, sched)["matmul"] is np.matmul

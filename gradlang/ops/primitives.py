@@ -435,11 +435,15 @@ def _softmax_ce_infer(shapes, dtypes, attrs):
 
 
 def _softmax_ce_kernel(attrs, in_shapes, out_shape, dtype):
+    rows = np.indices(out_shape, sparse=True)   # with the labels, the index of each row's label entry
+
     def softmax_cross_entropy(logits, labels):
-        m = np.maximum.reduce(logits, axis=-1, keepdims=True)
-        shifted = logits - m
-        lse = np.log(np.add.reduce(np.exp(shifted), axis=-1))
-        return lse - np.take_along_axis(shifted, labels[..., None], axis=-1)[..., 0]
+        shifted = logits - np.maximum.reduce(logits, axis=-1, keepdims=True)
+        picked = shifted[(*rows, labels)]
+        np.exp(shifted, out=shifted)
+        lse = np.log(np.add.reduce(shifted, axis=-1))
+        lse -= picked
+        return lse
     return softmax_cross_entropy
 
 

@@ -64,8 +64,11 @@ class SGD(Optimizer):
     def apply(self, params, grads, lr, momentum=0.0, nesterov=False):
         if not momentum:   # the common case, kept short: it runs once per param per step
             for p, g, tmp in zip(params, grads, self.scratch):
-                np.multiply(g, lr, out=tmp)
-                np.subtract(p, tmp, out=p)
+                if p.ndim:
+                    np.multiply(g, lr, out=tmp)
+                    np.subtract(p, tmp, out=p)
+                else:   # a scalar: NumPy scalar arithmetic, the same float ops without two ufunc calls
+                    p[()] = p[()] - g * lr
             return
         for p, g, v, tmp in zip(params, grads, self.state_arrays["velocity"], self.scratch):
             t = p.dtype.type
