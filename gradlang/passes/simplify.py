@@ -162,7 +162,7 @@ def _doubling(graph, node):
     return e("mul", e.const(2, graph.dtype(node)), x)
 
 
-@_rule("s * (c * x) → (s·c) * x for a constant c and a constant or scalar s", "mul")
+@_rule("s * (c * x) → (s·c) * x", "mul")
 def _scalar_products(graph, node):
     # s·c is folded now when s is a constant, else computed on scalars (at schedule time when s is
     # a size): either way one pass over x instead of two.
