@@ -406,6 +406,13 @@ class Program:
         with np.load(path, allow_pickle=False) as archive:
             self.set_params({k: archive[k] for k in archive.files})
 
+    def export_onnx(self, path: str | Path, outputs: list[str] | None = None, batch: int | None = None) -> Path:
+        """Write the inference graph (dropout off) of `outputs` — by default the `output` declarations —
+        as an ONNX model holding the current params; `batch` fixes every symbolic dimension, which
+        otherwise stays symbolic. Needs the `onnx` extra; see docs/onnx.md."""
+        from .export.onnx import export_onnx
+        return export_onnx(self, path, outputs, batch)
+
     def __repr__(self) -> str:
         inputs = ", ".join(f"{n}: {i!r}" for n, i in self.inputs.items())
         n_values = sum(p.size for p in self._params.values())

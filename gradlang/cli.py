@@ -10,6 +10,7 @@
     gradlang gradcheck FILE [--per-op] [--random] [--batch N] [--tolerance T] [--seed N] [--json]
     gradlang check FILE [--json]
     gradlang data fetch NAME [--url URL] [--data-dir DIR]
+    gradlang export FILE --params P --onnx OUT.onnx [--output NAME …] [--batch N]
 
 Errors in the program print as `file:line:col: error: …` with the line and a caret, and exit 1.
 """
@@ -119,6 +120,17 @@ def _parser() -> argparse.ArgumentParser:
                                "numerically stable rewrites that apply")
     lint.add_argument("file", type=Path)
     lint.add_argument("--json", action="store_true", help="print the findings as JSON")
+
+    export = sub.add_parser("export", parents=[common],
+                            help="write the trained inference graph (dropout off) as an ONNX model")
+    export.add_argument("file", type=Path)
+    export.add_argument("--params", type=Path, required=True, help="trained params (.npz from gradlang run)")
+    export.add_argument("--onnx", type=Path, required=True, metavar="OUT", help="the .onnx file to write")
+    export.add_argument("--output", action="append", metavar="NAME",
+                        help="a value to export: an output declaration, a metric or a named value "
+                             "(repeatable; default: the program's output declarations)")
+    export.add_argument("--batch", type=_positive, metavar="N",
+                        help="fix every symbolic dimension to this size (default: they stay symbolic)")
 
     data = sub.add_parser("data", help="manage data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -282,6 +294,17 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export.onnx import describe_signature, save_model, to_onnx
+    program = _compile(args)
+    _load_params(program, args.params)
+    model = to_onnx(program, args.output, args.batch)
+    save_model(model, args.onnx)
+    print(f"ONNX model (opset {model.opset_import[0].version}) written to {args.onnx}")
+    print(describe_signature(model))
+    return 0
+
+
 def cmd_data(args) -> int:
     from .runtime.fetch import data_dir, fetch
     root = data_dir(args.data_dir)
@@ -378,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
                 warnings.showwarning = lambda message, category, *_: print(
                     f"{file or 'gradlang'}: warning: {message}", file=sys.stderr)
             return {"run": cmd_run, "ir": cmd_ir, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data,
-                    "grad": cmd_grad, "gradcheck": cmd_gradcheck, "check": cmd_check}[args.command](args)
+                    "grad": cmd_grad, "gradcheck": cmd_gradcheck, "check": cmd_check,
+                    "export": cmd_export}[args.command](args)
     except GradError as err:
         if args.debug:
             raise

@@ -1,0 +1,1 @@
+"""Exporting trained programs to other runtimes: `onnx.export_onnx` writes the inference graph as ONNX."""
