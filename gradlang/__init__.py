@@ -10,3 +10,9 @@ from .errors import GradError
 
 __all__ = ["compile", "Program", "InputInfo", "GradError"]
 __version__ = "0.1.0"
+
+
+def load_ipython_extension(ipython):
+    """`%load_ext gradlang` in IPython or Jupyter: the `%%gradlang` cell magic (see gradlang/notebook.py)."""
+    from .notebook import load_ipython_extension as load
+    load(ipython)

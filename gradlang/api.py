@@ -418,6 +418,15 @@ class Program:
         n_values = sum(p.size for p in self._params.values())
         return f"<gradlang.Program {self.name} inputs({inputs}) params={len(self._params)} ({n_values} values)>"
 
+    def _repr_html_(self) -> str:
+        """Jupyter's display: inputs, params with their shapes, losses, metrics, the plan, the IR folded."""
+        from .notebook import program_html
+        return program_html(self)
+
+    def _repr_markdown_(self) -> str:
+        from .notebook import program_markdown
+        return program_markdown(self)
+
 
 def _show(value) -> str:
     return repr(value) if isinstance(value, (int, float, str)) else describe(value)

@@ -10,6 +10,7 @@
     gradlang gradcheck FILE [--per-op] [--random] [--batch N] [--tolerance T] [--seed N] [--json]
     gradlang check FILE [--json]
     gradlang data fetch NAME [--url URL] [--data-dir DIR]
+    gradlang lsp [--stdio] [--debounce SECONDS]
     gradlang export FILE --params P --onnx OUT.onnx [--output NAME …] [--batch N]
 
 Errors in the program print as `file:line:col: error: …` with the line and a caret, and exit 1.
@@ -131,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
                              "(repeatable; default: the program's output declarations)")
     export.add_argument("--batch", type=_positive, metavar="N",
                         help="fix every symbolic dimension to this size (default: they stay symbolic)")
+
+    lsp = sub.add_parser("lsp", parents=[common], help="the language server for editors, on stdin/stdout "
+                                                       "(needs the lsp extra: pip install 'gradlang[lsp]')")
+    lsp.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default and only way)")
+    lsp.add_argument("--debounce", type=float, default=0.3,
+                     help="seconds to wait after a change before compiling (default 0.3)")
 
     data = sub.add_parser("data", help="manage data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -305,6 +312,11 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_lsp(args) -> int:
+    from .lsp import run
+    return run(["--debounce", str(args.debounce)])
+
+
 def cmd_data(args) -> int:
     from .runtime.fetch import data_dir, fetch
     root = data_dir(args.data_dir)
@@ -402,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{file or 'gradlang'}: warning: {message}", file=sys.stderr)
             return {"run": cmd_run, "ir": cmd_ir, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data,
                     "grad": cmd_grad, "gradcheck": cmd_gradcheck, "check": cmd_check,
-                    "export": cmd_export}[args.command](args)
+                    "export": cmd_export, "lsp": cmd_lsp}[args.command](args)
     except GradError as err:
         if args.debug:
             raise

@@ -108,7 +108,12 @@ class Drawing:
         return render(self.dot, path)
 
     def _repr_svg_(self):
-        return to_svg(self.dot) if shutil.which("dot") else None
+        if not shutil.which("dot"):
+            return None   # Jupyter falls back to the text form
+        try:
+            return to_svg(self.dot)
+        except GradError:   # a dot that fails: the text form rather than a traceback under the cell
+            return None
 
     def __repr__(self) -> str:
         return self.text

@@ -1,0 +1,6 @@
+"""`python -m gradlang.lsp`: the language server on stdin/stdout."""
+import sys
+
+from . import run
+
+sys.exit(run())
