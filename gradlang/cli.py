@@ -12,6 +12,7 @@
     gradlang data fetch NAME [--url URL] [--data-dir DIR]
     gradlang lsp [--stdio] [--debounce SECONDS]
     gradlang export FILE --params P --onnx OUT.onnx [--output NAME …] [--batch N]
+    gradlang fmt FILE|DIR|- … [--check] [--diff]
 
 Errors in the program print as `file:line:col: error: …` with the line and a caret, and exit 1.
 """
@@ -138,6 +139,13 @@ def _parser() -> argparse.ArgumentParser:
     lsp.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default and only way)")
     lsp.add_argument("--debounce", type=float, default=0.3,
                      help="seconds to wait after a change before compiling (default 0.3)")
+
+    fmt = sub.add_parser("fmt", parents=[common], help="lay out .grad files in the canonical style")
+    fmt.add_argument("paths", nargs="+", metavar="FILE", help=".grad files, folders (every .grad file "
+                                                           "inside) or - for standard input to output")
+    fmt.add_argument("--check", action="store_true",
+                     help="change nothing; list the files that would change and exit 1 if there are any")
+    fmt.add_argument("--diff", action="store_true", help="change nothing; print what would change as a diff")
 
     data = sub.add_parser("data", help="manage data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
@@ -317,6 +325,46 @@ def cmd_lsp(args) -> int:
     return run(["--debounce", str(args.debounce)])
 
 
+def cmd_fmt(args) -> int:
+    import difflib
+
+    from .syntax.format import format_source
+    if args.paths == ["-"]:
+        text = sys.stdin.read()
+        result = format_source(text, "<stdin>")
+        if args.diff:
+            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), result.splitlines(True),
+                                                       "<stdin>", "<stdin> (formatted)"))
+        elif not args.check:
+            sys.stdout.write(result)
+        return 1 if args.check and result != text else 0
+    files = []
+    for path in map(Path, args.paths):
+        files += sorted(path.rglob("*.grad")) if path.is_dir() else [path]
+    changed, failed = [], False
+    for path in files:
+        try:
+            _check_readable(path)
+            text = path.read_text(encoding="utf-8")
+            result = format_source(text, str(path))
+        except GradError as err:
+            print(_report(err, path), file=sys.stderr)
+            failed = True
+            continue
+        if result == text:
+            continue
+        changed.append(path)
+        if args.diff:
+            sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), result.splitlines(True),
+                                                       str(path), f"{path} (formatted)"))
+        if args.check:
+            print(f"would reformat {path}")
+        elif not args.diff:
+            path.write_text(result, encoding="utf-8")
+            print(f"reformatted {path}")
+    return 1 if failed or (args.check and changed) else 0
+
+
 def cmd_data(args) -> int:
     from .runtime.fetch import data_dir, fetch
     root = data_dir(args.data_dir)
@@ -414,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{file or 'gradlang'}: warning: {message}", file=sys.stderr)
             return {"run": cmd_run, "ir": cmd_ir, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data,
                     "grad": cmd_grad, "gradcheck": cmd_gradcheck, "check": cmd_check,
-                    "export": cmd_export, "lsp": cmd_lsp}[args.command](args)
+                    "export": cmd_export, "lsp": cmd_lsp, "fmt": cmd_fmt}[args.command](args)
     except GradError as err:
         if args.debug:
             raise
