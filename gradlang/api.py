@@ -8,6 +8,7 @@ shapes, then reused: the first call with a new batch size compiles, later ones o
 """
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,9 @@ from .passes.schedule import schedule
 from .passes.stability import stabilize
 from .runtime import data as data_sources
 from .runtime.interpreter import Executable
+from .runtime.numerics import nonfinite_loss, run_checked
 from .runtime.optimizers import OPTIMIZERS
+from .runtime.phases import PhasedTraining, differentiate_phases, loss_name
 from .runtime.train import Reporter, TrainResult, fit, save_params, split_validation
 from .syntax import parse, parse_file
 from .values import DataSpec, OptimizerSpec, Tensor, describe
@@ -89,8 +92,14 @@ class Program:
         self._param_list = list(self._params.values())
         self._optimizer = None
         self._settings_exec = None
+        self._phased = None   # the plan's phases, their optimizers (runtime/phases.py), made on first use
         self.steps_taken = 0
+        # test every op's result for NaN and infinity, every step (runtime/numerics.py; slow, for diagnosis)
+        self.check_numerics = False
         self.data_dir: Path | None = None   # where named data sets live; None: $GRADLANG_DATA or ~/.cache/gradlang
+        # data-parallel training over MPI (runtime/distributed.py: DataParallel; None: this process trains
+        # alone): when set, step and evaluate take this rank's share of each batch and combine the ranks' results
+        self.distributed = None
 
     # ---- what the program declares ---------------------------------------------------------------
     @property
@@ -124,9 +133,19 @@ class Program:
     def plan(self) -> dict:
         return dict(self.elaborated.plan.settings) if self.elaborated.plan else {}
 
+    @property
+    def phases(self) -> list:
+        """The train block's `phases` (PhaseSpec values); empty when it trains one loss."""
+        return self.elaborated.plan.settings.get("phases", []) if self.elaborated.plan else []
+
     # ---- graphs and their text ------------------------------------------------------------------
     def _loss_output(self, loss: str | None) -> str:
         losses = self.elaborated.losses
+        if loss is None and self.phases:
+            names = ", ".join(loss_name(p.loss) for p in self.phases)
+            first = loss_name(self.phases[0].loss)
+            raise GradError(f"the program trains in phases, each on its own loss ({names}), and this needs a "
+                            f"single loss; from Python, name it (prog.gradients(feed, \"{first}\"))")
         if loss is None:
             chosen = self.plan.get("loss")
             if chosen is None:
@@ -141,12 +160,22 @@ class Program:
                             self.elaborated.plan.spans.get("loss") if self.elaborated.plan else None)
         return output
 
-    def gradient_graph(self, loss: str | None = None) -> Graph:
-        """The forward graph plus d loss / d param for every param (outputs `grad:<name>`), simplified."""
+    def gradient_graph(self, loss: str | None = None, params: tuple | None = None) -> Graph:
+        """The forward graph plus d loss / d param (outputs `grad:<name>`), simplified: for every param,
+        or only for `params` (no backward work for the others). A program trained in phases, asked for
+        no loss, gives what its training step differentiates: each phase's loss for its own params."""
+        if loss is None and params is None and self.phases:
+            key = ("phases",)
+            if key not in self._grad_graphs:
+                self._grad_graphs[key] = simplify(self.raw_gradient_graph(), stats=self.stats)
+            return self._grad_graphs[key]
         output = self._loss_output(loss)
-        if output not in self._grad_graphs:
-            self._grad_graphs[output] = simplify(differentiate(self.model_graph, output), stats=self.stats)
-        return self._grad_graphs[output]
+        key = output if params is None else (output, tuple(params))
+        if key not in self._grad_graphs:
+            raw = differentiate(self.model_graph, output) if params is None \
+                else differentiate_phases(self.model_graph, [(output, tuple(params))])
+            self._grad_graphs[key] = simplify(raw, stats=self.stats)
+        return self._grad_graphs[key]
 
     @property
     def graph(self):
@@ -162,11 +191,18 @@ class Program:
         return format_graph(self.gradient_graph())
 
     def loss_output(self, loss: str | None = None) -> str:
-        """The output that training differentiates (or the one named `loss`): "loss" or "loss:<name>"."""
+        """The output that training differentiates (or the one named `loss`): "loss" or "loss:<name>".
+        With phases, the first phase's: the tools that check one loss (gradcheck, cost, lint) check it."""
+        if loss is None and self.phases:
+            return self.phases[0].loss
         return self._loss_output(loss)
 
     def raw_gradient_graph(self, loss: str | None = None) -> Graph:
         """The forward graph plus d loss / d param as autodiff makes them, before simplification."""
+        if loss is None and self.phases:
+            trained = {n for p in self.phases for n in p.params}
+            return differentiate_phases(self.model_graph, [(p.loss, p.params) for p in self.phases],
+                                        untrained=[n for n in self.param_names if n not in trained])
         return differentiate(self.model_graph, self.loss_output(loss))
 
     def draw(self, stage: str = "optimized", grad: bool = True):
@@ -235,6 +271,8 @@ class Program:
         dropout on (evaluation, the default, switches it off)."""
         arrays = self._feed(feed)
         exe = self._executable(graph or self.forward_graph, tuple(outputs), arrays, training)
+        if self.check_numerics:
+            return run_checked(exe, arrays, self._param_list)
         return exe.run(arrays, self._param_list)
 
     def loss(self, feed: dict, loss: str | None = None) -> float:
@@ -268,19 +306,36 @@ class Program:
         values = self.run([f"grad:{n}" for n in self.param_names], feed, graph, training)
         return {n: np.array(v, dtype=self._params[n].dtype) for n, v in zip(self.param_names, values)}
 
-    def step(self, feed: dict) -> float:
-        """One optimizer step on `feed` per the training plan; returns the loss before the update."""
+    def step(self, feed: dict | list) -> float:
+        """One optimizer step on `feed` per the training plan; returns the loss before the update.
+
+        With `phases`, every phase's updates in order, on `feed` or on a list of `updates_per_step`
+        feeds (one per update); returns the sum of the phases' losses, each in `phase_losses`."""
+        if self.phases:
+            return self._phases().step(feed)
         arrays = self._feed(feed)
+        if self.distributed is not None:   # this rank's share of the batch, gradients averaged over all ranks
+            values = self.distributed.loss_and_gradients(self, arrays)
+        else:
+            values = self._loss_and_gradients(arrays)
+        optimizer, settings = self._optimizer_for_step()
+        optimizer.update(self._param_list, values[1:], **settings)
+        self.steps_taken += 1
+        return float(values[0])
+
+    def _loss_and_gradients(self, arrays: list) -> list:
+        """[loss, gradient of every param] on one batch (inputs in declared order), dropout on."""
         key = tuple([None if a is None else a.shape for a in arrays])
         exe = self._step_executables.get(key)
         if exe is None:
             outputs = (self._loss_output(None),) + tuple(f"grad:{n}" for n in self.param_names)
             exe = self._step_executables[key] = self._executable(self.gradient_graph(), outputs, arrays, True)
+        if self.check_numerics:
+            return run_checked(exe, arrays, self._param_list, self.steps_taken + 1)
         values = exe.run(arrays, self._param_list)
-        optimizer, settings = self._optimizer_for_step()
-        optimizer.update(self._param_list, values[1:], **settings)
-        self.steps_taken += 1
-        return float(values[0])
+        if not math.isfinite(values[0]):   # (the only cost of a normal step) the update is not applied
+            raise nonfinite_loss(exe, arrays, self._param_list, self.steps_taken + 1, float(values[0]))
+        return values
 
     def _optimizer_for_step(self):
         if self._optimizer is None:
@@ -311,14 +366,31 @@ class Program:
         """The loss and every metric over a whole data set (averaged over batches, weighted by size)."""
         names = [n for n in self.input_names if n in arrays]
         arrays = {k: arrays[k] for k in names}
+        losses = self._evaluated_losses()
+        if self.distributed is not None:   # each rank evaluates its share; the sums are added across ranks
+            totals, n = self.distributed.evaluation_sums(self, arrays, batch_size)
+        else:
+            totals, n = self._evaluation_sums(arrays, batch_size)
+        values = totals / n
+        parts = {loss_name(o): float(v) for o, v in zip(losses, values)} if len(losses) > 1 else {}
+        return {"loss": float(values[:len(losses)].sum()), **parts,
+                **{m: float(v) for m, v in zip(self.metric_names, values[len(losses):])}}
+
+    def _evaluated_losses(self) -> list[str]:
+        # with phases, "loss" is the sum of the phases' losses, and each is reported by name too
+        return [p.loss for p in self.phases] if self.phases else [self._loss_output(None)]
+
+    def _evaluation_sums(self, arrays: dict, batch_size: int) -> tuple[np.ndarray, int]:
+        """Every loss and metric summed over the examples of `arrays` (a batch's value × its size), and
+        the number of examples (1 for a program without inputs)."""
+        names = list(arrays)
         n = data_sources.count_examples(arrays, names) if names else 1
-        outputs = [self._loss_output(None)] + [f"metric:{m}" for m in self.metric_names]
+        outputs = self._evaluated_losses() + [f"metric:{m}" for m in self.metric_names]
         totals = np.zeros(len(outputs))
-        for idx in data_sources.batches(n, min(batch_size, n), None):
+        for idx in data_sources.batches(n, max(1, min(batch_size, n)), None):   # n = 0: a rank's empty share
             feed = arrays if len(idx) == n else {k: arrays[k][idx] for k in names}
             totals += np.array([float(v) for v in self.run(outputs, feed)]) * len(idx)
-        values = totals / n
-        return {"loss": float(values[0]), **{m: float(v) for m, v in zip(self.metric_names, values[1:])}}
+        return totals, n
 
     # ---- training ----------------------------------------------------------------------------
     def _plan_span(self, key: str):
@@ -339,11 +411,42 @@ class Program:
             if not isinstance(spec, DataSpec):
                 raise GradError(f"train setting {setting} must be a data source, got {describe(spec)}",
                                 self._plan_span(setting))
-        return data_sources.load(spec, self.folder, self.data_dir)
+        arrays = data_sources.load(spec, self.folder, self.data_dir)
+        files = data_sources.paths(spec, self.folder, self.data_dir)
+        origin = ", ".join(str(f) for f in files) if files else f"{spec.source}(…)"
+        data_sources.check_fields(arrays, self.elaborated.inputs, self.model_graph, origin, spec.span)
+        return arrays
 
     def optimizer(self):
         """The optimizer and its state (made from the plan's `optimizer` on first use)."""
+        if self.phases:
+            raise GradError("the program trains in phases, each with its own optimizer (see optimizer_state())")
         return self._optimizer_for_step()[0]
+
+    def _phases(self) -> PhasedTraining:
+        if self._phased is None:
+            self._phased = PhasedTraining(self, self.phases)
+        return self._phased
+
+    @property
+    def updates_per_step(self) -> int:
+        """Mini-batches a training step uses: 1, or one per update of the plan's phases."""
+        return self._phases().updates_per_step if self.phases else 1
+
+    @property
+    def phase_losses(self) -> dict[str, float]:
+        """Each phase's loss in the last step (before its updates); empty without phases."""
+        return dict(self._phased.last_losses) if self._phased is not None else {}
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """The optimizer state (every phase's, with phases) as named arrays, as checkpoints store it."""
+        return self._phases().state() if self.phases else self.optimizer().state()
+
+    def load_optimizer_state(self, state: dict) -> None:
+        if self.phases:
+            self._phases().load_state(state)
+        else:
+            self.optimizer().load_state(state)
 
     def _plan_int(self, key: str, value, minimum: int = 1):
         value = self.plan.get(key) if value is None else value
@@ -355,15 +458,19 @@ class Program:
               batch_size: int | None = None, validation: float | dict | None = None,
               early_stopping: int | None = None, log=None, reporter: Reporter | None = None,
               checkpoint: str | Path | None = None, resume: bool = False,
-              checkpoint_interval: float = 0.0) -> TrainResult:
+              checkpoint_interval: float = 0.0, on_nonfinite: str | None = None) -> TrainResult:
         """Train per the file's plan; arguments override it.
 
         `validation` is a fraction of the data to hold out or a dict of arrays; `early_stopping` the
         number of epochs without a better validation loss after which training stops (and the best
         params are restored); `checkpoint` a path written atomically after every epoch, from which
         `resume=True` continues (`checkpoint_interval`: at least this many seconds between writes).
-        `log(step, total, loss, seconds)` or a `Reporter` hears progress.
+        `log(step, total, loss, seconds)` or a `Reporter` hears progress. `on_nonfinite` ("stop" or
+        "skip", else the plan's setting, else "stop") says what a step whose loss is NaN or infinite does.
         """
+        on_nonfinite = on_nonfinite or self.plan.get("on_nonfinite", "stop")
+        if on_nonfinite not in ("stop", "skip"):
+            raise ValueError(f"on_nonfinite must be 'stop' or 'skip', not {on_nonfinite!r}")
         if data is None and not self.input_names and "data" not in self.plan:
             data = {}   # nothing to feed: each step just updates the params
         arrays = data if data is not None else self.load_data()
@@ -394,7 +501,8 @@ class Program:
         if reporter is None and log is not None:
             reporter = _CallbackReporter(log)
         result = fit(self, arrays, epochs, steps, batch_size, validation, early_stopping, reporter,
-                     Path(checkpoint) if checkpoint is not None else None, resume, checkpoint_interval)
+                     Path(checkpoint) if checkpoint is not None else None, resume, checkpoint_interval,
+                     on_nonfinite=on_nonfinite)
         if "test" in self.plan:
             result.test = self.evaluate(self.load_data(setting="test"))
         return result

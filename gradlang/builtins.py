@@ -97,6 +97,25 @@ _PRIMS = {"+": "add", "-": "sub", "*": "mul", "/": "div", "**": "pow",
           "==": "eq", "!=": "ne", "<": "lt", "<=": "le", ">": "gt", ">=": "ge"}
 
 
+# Compile-time arithmetic is exact Python arithmetic: bound it, or `2 ** 2 ** 2 ** 2 ** 2 ** 2` and a loop
+# that doubles a list or string would run out of time or memory instead of failing.
+MAX_STATIC_BITS = 4096        # no dtype holds more than 64; the rest is room for intermediate values
+MAX_STATIC_LENGTH = 1_000_000
+
+
+def _bounded(fn, op: str, a, b, span: Span):
+    if op == "**" and type(a) is int and type(b) is int and b > 0 and abs(a) > 1 \
+            and b * (abs(a).bit_length() - 1) > MAX_STATIC_BITS:
+        raise GradError(f"{a} ** {b} has more than {MAX_STATIC_BITS} bits; no type holds it", span)
+    if isinstance(a, (list, str)) and len(a) + len(b) > MAX_STATIC_LENGTH:
+        raise GradError(f"joining these would make {describe(a)} of {len(a) + len(b):,} items, more than the "
+                        f"limit of {MAX_STATIC_LENGTH:,}", span)
+    out = fn(a, b)
+    if type(out) is int and out.bit_length() > MAX_STATIC_BITS:
+        raise GradError(f"the result of {op} has {out.bit_length():,} bits; no type holds it", span)
+    return out
+
+
 def binary(el, op: str, a, b, span: Span):
     if not isinstance(a, Tensor) and not isinstance(b, Tensor):
         if op == "@":
@@ -105,7 +124,7 @@ def binary(el, op: str, a, b, span: Span):
                 or type(a) in (int, float, bool) and type(b) in (int, float, bool) \
                 or isinstance(a, str) and isinstance(b, str) and op in ("+", "==", "!="):
             try:
-                return _STATIC_OPS[op](a, b)
+                return _bounded(_STATIC_OPS[op], op, a, b, span)
             except ZeroDivisionError:
                 raise GradError("division by zero", span) from None
             except (OverflowError, ValueError) as err:
@@ -333,7 +352,7 @@ def max_(el, span, x, axis=None, keepdims=False):
     """largest element (over `axis`), or largest item of a list"""
     _not_two_values(x, axis, "max", "maximum", span)
     if isinstance(x, list):
-        _fold(el, span, x, "max", axis, keepdims)   # checks: no axis, not empty
+        _fold(el, span, x[:1], "max", axis, keepdims)   # only its checks (no axis, not empty): nothing to fold
         if all(type(v) in (int, float) for v in x):
             return max(x)
         return _fold_max(el, span, x)
@@ -361,7 +380,7 @@ def _fold_max(el, span, items):
 def min_(el, span, x, axis=None, keepdims=False):
     """smallest element (over `axis`), or smallest item of a list"""
     if isinstance(x, list) and all(type(v) in (int, float) for v in x):
-        _fold(el, span, x, "min", axis, keepdims)
+        _fold(el, span, x[:1], "min", axis, keepdims)   # only its checks (no axis, not empty): nothing to fold
         return min(x)
     _not_two_values(x, axis, "min", "minimum", span)
     negated = binary(el, "*", x, -1, span) if not isinstance(x, list) else [binary(el, "*", v, -1, span) for v in x]
@@ -426,8 +445,9 @@ def range_(el, span, start, stop=None, step=1):
     r = range(start) if stop is None else range(start, stop, step) if step else None
     if r is None:
         raise GradError("range step must not be zero", span)
-    if len(r) > MAX_RANGE:
-        raise GradError(f"range of {len(r)} items is larger than the limit of {MAX_RANGE}", span)
+    count = (r.stop - r.start + r.step - (1 if r.step > 0 else -1)) // r.step   # len(r) overflows past 2**63
+    if count > MAX_RANGE:
+        raise GradError(f"range of {count} items is larger than the limit of {MAX_RANGE}", span)
     return list(r)
 
 
@@ -574,6 +594,13 @@ def _optimizer_builtin(name: str, spec):
 
 for _name, _spec in OPTIMIZERS.items():
     _optimizer_builtin(_name, _spec)
+
+
+@builtin()
+def phase(el, span, loss, params, optimizer=None, repeat=1):
+    """one phase of a training step, for the train block's `phases`: `repeat` updates of `params` on the gradient of `loss`"""
+    from .runtime.phases import make_phase
+    return make_phase(el, span, loss, params, optimizer, repeat)
 
 
 # ---- deep learning: convolution, pooling, gather, joining, masks ---------------------------------

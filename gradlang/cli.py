@@ -2,6 +2,7 @@
 
     gradlang run FILE [--json] [--steps N | --epochs N] [--batch N] [--seed N] [--out PATH] [--quiet]
                       [--data-dir DIR] [--checkpoint PATH] [--resume] [--plot PNG] [--float64]
+                      [--distributed | --no-distributed] [--mpi-timeout SECONDS]   (mpirun -n K gradlang run …)
     gradlang eval FILE --params P [--data NAME] [--json]
     gradlang predict FILE --params P (--input FILE.npz|.csv | --data NAME) [--out PATH] [--json]
     gradlang ir FILE [--grad] [--stage parsed|elaborated|grad|optimized] [--format text|dot|json]
@@ -11,6 +12,7 @@
     gradlang check FILE [--json]
     gradlang data fetch NAME [--url URL] [--data-dir DIR]
     gradlang lsp [--stdio] [--debounce SECONDS]
+    gradlang sample FILE --params P [--prime TEXT] [--length N] [--temperature T] [--seed N] [--output NAME]
     gradlang export FILE --params P --onnx OUT.onnx [--output NAME …] [--batch N]
     gradlang fmt FILE|DIR|- … [--check] [--diff]
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 import warnings
 from pathlib import Path
 
@@ -61,7 +64,23 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", type=Path, help="checkpoint file, written every epoch "
                                                      "(default: the params file with .ckpt.npz)")
     run.add_argument("--resume", action="store_true", help="continue the run saved in the checkpoint")
+    run.add_argument("--checkpoint-every", type=float, default=1.0, metavar="SECONDS",
+                     help="at least this many seconds between checkpoints, written at the end of an epoch "
+                          "(default 1; 0: after every epoch)")
     run.add_argument("--plot", type=Path, metavar="PNG", help="draw the training curves into a PNG file")
+    run.add_argument("--dry-run", action="store_true",
+                     help="compile, then list the files the run would read and write, without reading data or "
+                          "training (see docs/security.md)")
+    run.add_argument("--check-numerics", action="store_true",
+                     help="test every op's result for NaN and infinity at every step and stop at the first "
+                          "(slow; without it, only a step whose loss is not finite is re-run this way)")
+    run.add_argument("--distributed", action=argparse.BooleanOptionalAction, default=None,
+                     help="train data-parallel over MPI, as one rank of `mpirun -n K gradlang run …` "
+                          "(default: exactly when an MPI launcher started several processes; needs the mpi "
+                          "extra; see docs/distributed.md)")
+    run.add_argument("--mpi-timeout", type=float, metavar="SECONDS",
+                     help="how long a rank waits for the others in one collective before the job stops "
+                          "(default: $GRADLANG_MPI_TIMEOUT, else 300)")
 
     evaluate = sub.add_parser("eval", parents=[common], help="loss and metrics of trained params on a data set")
     evaluate.add_argument("file", type=Path)
@@ -134,6 +153,18 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--batch", type=_positive, metavar="N",
                         help="fix every symbolic dimension to this size (default: they stay symbolic)")
 
+    sample = sub.add_parser("sample", parents=[common],
+                            help="write text with a trained character-level language model (see gradlang/sample.py)")
+    sample.add_argument("file", type=Path)
+    sample.add_argument("--params", type=Path, required=True, help="trained params (.npz from gradlang run)")
+    sample.add_argument("--prime", default="", help="the text to start from (printed first)")
+    sample.add_argument("--length", type=_positive, default=300, help="characters to write after the prime")
+    sample.add_argument("--temperature", type=float, default=1.0,
+                        help="below 1: safer choices, above 1: wilder ones; 0 always takes the most likely")
+    sample.add_argument("--seed", type=int, default=0, help="seed of the draws (the same seed, the same text)")
+    sample.add_argument("--output", help="the output of next-character logits, if the program has several")
+    sample.add_argument("--data-dir", type=Path)
+
     lsp = sub.add_parser("lsp", parents=[common], help="the language server for editors, on stdin/stdout "
                                                        "(needs the lsp extra: pip install 'gradlang[lsp]')")
     lsp.add_argument("--stdio", action="store_true", help="talk over stdin/stdout (the default and only way)")
@@ -171,13 +202,11 @@ def _params_path(args, program) -> Path:
 def _check_readable(path: Path) -> None:
     """Refuse a file that cannot be compiled at all, as an error of its own (not an internal one)."""
     try:
-        path.read_text(encoding="utf-8")
+        path.read_bytes()   # (text that is not UTF-8 is reported by the parser, at its line and column)
     except FileNotFoundError:
         raise GradError("no such file") from None
     except IsADirectoryError:
         raise GradError("is a directory, not a .grad file") from None
-    except UnicodeDecodeError as err:
-        raise GradError(f"not a UTF-8 text file ({err.reason} at byte {err.start})") from None
     except OSError as err:
         raise GradError(f"cannot read the file: {err.strerror or err}") from None
 
@@ -198,17 +227,48 @@ def _print_numbers(title: str, numbers: dict) -> None:
 
 
 def cmd_run(args) -> int:
+    """Train; under an MPI launcher (or --distributed), as one rank of a data-parallel job, which any
+    rank's error stops as a whole (the others would otherwise wait for it until their timeout)."""
+    from .runtime.distributed import from_environment
+    if args.mpi_timeout is not None and not args.mpi_timeout > 0:
+        raise GradError(f"--mpi-timeout must be a positive number of seconds, got {args.mpi_timeout:g}")
+    parallel = from_environment(args.distributed, args.mpi_timeout)
+    if parallel is None:
+        return _train(args, None)
+    try:
+        return _train(args, parallel)
+    except GradError as err:
+        parallel.abort(traceback.format_exc() if args.debug else _report(err, args.file), 1)
+    except KeyboardInterrupt:
+        parallel.abort("interrupted", 130)
+    except Exception as err:  # noqa: BLE001 - an internal error, reported as main() would
+        parallel.abort(traceback.format_exc() if args.debug else f"internal error: {type(err).__name__}: {err}", 2)
+    return 1   # not reached: abort ends the process
+
+
+def _train(args, parallel) -> int:
     from .progress import TerminalReporter
     program = _compile(args, dtype="float64" if args.float64 else "float32", seed=args.seed)
-    if not args.quiet:
+    program.distributed = parallel
+    root = parallel is None or parallel.is_root   # only rank 0 prints and writes files
+    if not args.quiet and root:
         _warn(program)
     target = _params_path(args, program)
     checkpoint = args.checkpoint or (program.folder / program.plan["checkpoint"] if "checkpoint" in program.plan
                                      else target.with_suffix(".ckpt.npz"))
-    _check_writable(target, program, args)   # before training, not after an hour of it
-    reporter = None if args.quiet or args.json else TerminalReporter()
+    if args.dry_run:
+        return _dry_run(args, program, target, checkpoint)
+    program.check_numerics = args.check_numerics
+    if root:
+        _check_writable(target, program, args)   # before training, not after an hour of it
+    reporter = None if args.quiet or args.json or not root else TerminalReporter()
+    if reporter is not None and program.plan.get("phases"):   # and each phase's loss now and then
+        from .runtime.phases import PhaseReporter
+        reporter = PhaseReporter(reporter, program)
     result = program.train(epochs=args.epochs, steps=args.steps, batch_size=args.batch, reporter=reporter,
-                           checkpoint=checkpoint, resume=args.resume, checkpoint_interval=1.0)
+                           checkpoint=checkpoint, resume=args.resume, checkpoint_interval=args.checkpoint_every)
+    if not root:
+        return 0
     try:
         path = program.save(target)
     except OSError as err:
@@ -221,9 +281,10 @@ def cmd_run(args) -> int:
         plot = plot_curves(result, args.plot, args.file.name)
     if args.json:
         print(json.dumps({**result.as_dict(), "params_file": str(path), "checkpoint": str(checkpoint),
-                          **({"plot": str(plot)} if plot else {})}))
+                          **({"plot": str(plot)} if plot else {}), **({"ranks": parallel.size} if parallel else {})}))
         return 0
     print(f"trained {result.steps} steps ({result.epochs:g} epochs) in {result.seconds:.2f} s"
+          + (f" on {parallel.size} ranks" if parallel else "")
           + (" — stopped early, best params restored" if result.stopped_early else ""))
     _print_numbers("training set", {"loss": result.loss, **result.metrics})
     if result.validation:
@@ -233,6 +294,41 @@ def cmd_run(args) -> int:
     if reporter is not None and reporter.curves():
         print(reporter.curves())
     print(f"params saved to {path}" + (f", curves drawn in {plot}" if plot else ""))
+    if result.skipped:
+        print(f"{args.file}: warning: skipped {len(result.skipped)} step(s) whose loss was not finite "
+              f"(on_nonfinite = \"skip\"); the first:\n{result.skipped[0]}", file=sys.stderr)
+    return 0
+
+
+def _dry_run(args, program, target: Path, checkpoint: Path) -> int:
+    """What `run` would read and write, found without reading the data or writing anything."""
+    from .runtime.data import paths
+    plan = program.plan
+    reads = []
+    used = {k: plan[k] for k in ("data", "validation", "test") if k in plan}
+    declared = list(program.elaborated.data.items())
+    declared += [(f"<train {k}>", v) for k, v in used.items()   # a source written in the train block itself
+                 if hasattr(v, "source") and all(v is not d for d in program.elaborated.data.values())]
+    for name, spec in declared:
+        roles = [k for k, v in used.items() if v is spec]
+        files = [str(p.resolve()) for p in paths(spec, program.folder, program.data_dir)]
+        reads.append({"data": name, "source": spec.source, "files": files, "used_as": roles})
+    writes = {"params": str(target.resolve()), "checkpoint": str(Path(checkpoint).resolve())}
+    if args.plot is not None:
+        writes["plot"] = str(args.plot.resolve())
+    if args.json:
+        print(json.dumps({"file": str(args.file), "reads": reads, "writes": writes,
+                          "params": {n: list(v.shape) for n, v in program.params.items()}}))
+        return 0
+    n_values = sum(v.size for v in program.params.values())
+    print(f"{args.file} compiles: {len(program.params)} params ({n_values:,} values); nothing was read or trained")
+    print("would read:" if reads else "would read: nothing")
+    for r in reads:
+        files = ", ".join(r["files"]) or "no file (generated)"
+        print(f"  data {r['data']} = {r['source']}(…){' as ' + '/'.join(r['used_as']) if r['used_as'] else ''}: {files}")
+    print("would write:")
+    for what, path in writes.items():
+        print(f"  {what:<10} {path}")
     return 0
 
 
@@ -249,9 +345,10 @@ def _check_writable(target: Path, program, args) -> None:
 
 
 def _load_params(program, path: Path) -> None:
+    from .runtime.formats import read_npz
     try:
-        program.load(path)
-    except (OSError, ValueError, KeyError) as err:
+        program.set_params(read_npz(path))   # (a damaged or pickled file is named with its field)
+    except (ValueError, KeyError) as err:
         raise GradError(f"cannot load params from {path}: {err}") from None
 
 
@@ -278,15 +375,11 @@ def _data_name(program, name: str) -> str:
 
 
 def _read_inputs(path: Path) -> dict:
-    import numpy as np
     if path.suffix == ".csv":
         from .runtime.formats import read_csv
         return read_csv(path, target=None)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {k: archive[k] for k in archive.files}
-    except (OSError, ValueError) as err:
-        raise GradError(f"cannot read inputs from {path}: {err}") from None
+    from .runtime.formats import read_npz
+    return read_npz(path)
 
 
 def cmd_predict(args) -> int:
@@ -317,6 +410,14 @@ def cmd_export(args) -> int:
     save_model(model, args.onnx)
     print(f"ONNX model (opset {model.opset_import[0].version}) written to {args.onnx}")
     print(describe_signature(model))
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .sample import sample_text
+    program = _compile(args)
+    _load_params(program, args.params)
+    print(sample_text(program, args.length, args.prime, args.temperature, args.seed, args.output))
     return 0
 
 
@@ -462,7 +563,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{file or 'gradlang'}: warning: {message}", file=sys.stderr)
             return {"run": cmd_run, "ir": cmd_ir, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data,
                     "grad": cmd_grad, "gradcheck": cmd_gradcheck, "check": cmd_check,
-                    "export": cmd_export, "lsp": cmd_lsp, "fmt": cmd_fmt}[args.command](args)
+                    "export": cmd_export, "sample": cmd_sample, "lsp": cmd_lsp,
+                    "fmt": cmd_fmt}[args.command](args)
     except GradError as err:
         if args.debug:
             raise

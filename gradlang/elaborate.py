@@ -15,7 +15,7 @@ import numpy as np
 
 from . import builtins as bi
 from .errors import GradError, Span
-from .ir.graph import Graph
+from .ir.graph import Graph, check_size, memory_limit
 from .ops.shapes import DTYPES, FLOATS, INTS, fmt_type
 from .resources import stdlib_dir
 from .syntax import ast, parse_file
@@ -24,8 +24,11 @@ from .values import (Builtin, DataSpec, Function, InitSpec, LayerDef, LayerInsta
 
 PRELUDE = ("activations", "losses", "schedules")
 MAX_CALL_DEPTH = 200
+# Static loops and list comprehensions run at compile time: bound their total work (a nested
+# comprehension over two large ranges would otherwise run for hours or exhaust memory).
+MAX_UNROLLED = 100_000
 TRAIN_SETTINGS = ("data", "batch", "epochs", "steps", "optimizer", "seed", "save", "loss", "validation",
-                  "early_stopping", "test", "checkpoint")
+                  "early_stopping", "test", "checkpoint", "phases", "on_nonfinite")
 
 
 @dataclass
@@ -83,6 +86,8 @@ class Elaborator:
         self.modules: dict[Path, ModuleValue] = {}
         self.loading: list[Path] = []
         self.depth = 0
+        self.param_bytes = 0
+        self.unrolled = 0     # loop iterations and comprehension items so far (MAX_UNROLLED)
         self.auto_names: dict[str, int] = {}
         self.random_keys = 0
         self.builtins = Scope(None, bi.BUILTINS)
@@ -97,16 +102,22 @@ class Elaborator:
         self.exec_block(module.body, scope, context="main", folder=folder)
         if not self.losses:
             raise GradError("the program declares no loss; add a line such as `loss = mean((y - pred) ** 2)`",
-                            module.span if module.body else None)
+                            module.span)   # (an empty module's span is its line 1, column 1)
         return Elaborated(self.graph, self.params, self.inputs, self.data, self.plan,
                           self.losses, self.metrics, self.float, self.outputs)
 
     def resolve_module(self, parts: list[str], folder: Path | None, span: Span) -> Path:
         relative = Path(*parts).with_suffix(".grad")
-        candidates = [stdlib_dir() / relative] + ([folder / relative] if folder is not None else [])
-        for path in candidates:
+        bases = [stdlib_dir()] + ([folder] if folder is not None else [])
+        for base in bases:
+            path = base / relative
             if path.is_file():
-                return path.resolve()
+                resolved, root = path.resolve(), base.resolve()
+                if not resolved.is_relative_to(root):   # a symbolic link out of the folder
+                    raise GradError(f"import {'.'.join(parts)} refused: {path} leads to {resolved}, outside "
+                                    f"{root} (a program imports only from the standard library and from below "
+                                    "its own folder)", span)
+                return resolved
         raise GradError(f"no module named {'.'.join(parts)!r} (looked for {relative} in the standard library"
                         f"{' and in ' + str(folder) if folder is not None else ''})", span)
 
@@ -185,6 +196,9 @@ class Elaborator:
             scope.vars[stmt.name] = value
         elif isinstance(stmt, ast.LossDecl):
             self._allowed(stmt, context, "a loss declaration", "main")
+            if stmt.name == "loss":   # `loss loss = …` would be a second thing called `loss`
+                raise GradError("a loss cannot be named 'loss' (the unnamed loss is called that); write "
+                                "`loss = …`, or give it another name", stmt.span)
             name = "loss" if stmt.name is None else f"loss:{stmt.name}"
             self.declare_output(name, self.eval(stmt.value, scope), stmt, "loss", float_only=True)
             self.losses.append(name)
@@ -224,6 +238,7 @@ class Elaborator:
             if not isinstance(items, list):
                 raise GradError(f"a for loop runs over a list or range(...), got {describe(items)}",
                                 stmt.iterable.span)
+            self.count_unrolled(len(items), stmt.iterable.span)
             for item in items:
                 scope.vars[stmt.var] = item
                 self.exec_block(stmt.body, scope, context, folder, layer)
@@ -313,6 +328,7 @@ class Elaborator:
             raise GradError(f"input {stmt.name!r} is declared twice", stmt.span)
         dtype = self.resolve_dtype(stmt.type, self.float)
         shape = self.eval_dims(stmt.type, scope, symbolic_ok=True)
+        check_size(shape, dtype, f"input {stmt.name}", stmt.type.span)
         self.inputs[stmt.name] = InputSpec(shape, dtype, stmt.span)
         node = self.graph.add("input", (), {"name": stmt.name, "shape": shape, "dtype": dtype}, stmt.span)
         return Tensor(self.graph, node)
@@ -324,6 +340,10 @@ class Elaborator:
         if dtype not in FLOATS:
             raise GradError(f"a param must be a float, got {dtype}", stmt.type.span)
         shape = self.eval_dims(stmt.type, scope, symbolic_ok=False)
+        self.param_bytes += check_size(shape, dtype, f"param {qualified}", stmt.type.span)
+        if self.param_bytes > memory_limit():
+            raise GradError(f"the params declared so far need {self.param_bytes:,} bytes, more than the limit of "
+                            f"{memory_limit():,} bytes (the machine's memory, or $GRADLANG_MAX_BYTES)", stmt.span)
         init = bi.default_init(shape) if stmt.init is None else self.eval(stmt.init, scope)
         if isinstance(init, Builtin) and init.name in bi.INITIALIZERS:
             init = init.impl(self, stmt.init.span)
@@ -366,6 +386,10 @@ class Elaborator:
                 value = self.eval(setting.value, inner)
             plan.settings[setting.name] = value
             plan.spans[setting.name] = setting.value.span
+            _check_setting(setting.name, value, setting.value.span)
+        if "phases" in plan.settings:
+            from .runtime.phases import check_phases
+            check_phases(plan.settings, plan.spans)
         self.plan = plan
 
     # ---- layers and calls -----------------------------------------------------------------------
@@ -480,10 +504,18 @@ class Elaborator:
         if not isinstance(items, list):
             raise GradError(f"a list comprehension runs over a list or range(...), got {describe(items)}",
                             node.iterable.span)
+        self.count_unrolled(len(items), node.iterable.span)
         out = []
         for item in items:
             out.append(self.eval(node.item, Scope(scope, {node.var: item})))
         return out
+
+    def count_unrolled(self, n: int, span: Span) -> None:
+        self.unrolled += n
+        if self.unrolled > MAX_UNROLLED:
+            raise GradError(f"static loops and list comprehensions unroll more than {MAX_UNROLLED:,} iterations "
+                            f"in all (this one adds {n:,}); the program would take too long and too much memory "
+                            "to compile", span)
 
     def eval_Neg(self, node, scope):
         value = self.eval(node.operand, scope)
@@ -589,6 +621,21 @@ def _parse_cached(path: Path, display: str) -> ast.Module:
     if key not in _PARSED:
         _PARSED[key] = parse_file(path, display)
     return _PARSED[key]
+
+
+def _check_setting(name: str, value, span: Span) -> None:
+    """Settings whose value is checked as soon as it is known: a word from a fixed set, or a file the
+    run will write (below the program's folder: a model file must not overwrite files elsewhere)."""
+    if name == "on_nonfinite" and value not in ("stop", "skip"):
+        raise GradError(f'on_nonfinite must be "stop" or "skip", got {value!r}' if isinstance(value, str) else
+                        f'on_nonfinite must be "stop" or "skip", got {describe(value)}', span)
+    if name in ("save", "checkpoint"):
+        if not isinstance(value, str) or not value:
+            raise GradError(f"{name} must be a file name in quotes, got {describe(value)}", span)
+        path = Path(value)
+        if path.is_absolute() or ".." in path.parts or value.startswith("~"):
+            raise GradError(f"{name} = {value!r} would write outside the program's folder; a program may only "
+                            f"write below its own folder (to write elsewhere, use --out or --checkpoint)", span)
 
 
 def _holds_layers(value) -> bool:

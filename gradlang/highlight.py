@@ -20,7 +20,7 @@ BUILTINS = (
     "concat", "constant", "conv2d", "conv2d_transpose", "cos", "csv", "digit_sequences", "dot",
     "dropout_mask", "exp", "float", "floor", "gaussian_ring", "glorot_normal", "glorot_uniform", "grad",
     "he_normal", "he_uniform", "idx", "int", "len", "line", "log", "logsumexp", "matmul", "max",
-    "max_pool2d", "maximum", "mean", "min", "minimum", "mnist", "normal", "npz", "one_hot", "ones",
+    "max_pool2d", "maximum", "mean", "min", "minimum", "mnist", "normal", "npz", "one_hot", "ones", "phase",
     "random_normal", "range", "relu", "reshape", "rmsprop", "sgd", "sigmoid", "sign", "sin", "skipgrams",
     "softmax", "softmax_cross_entropy", "spirals", "split", "sqrt", "stack", "stop_gradient", "sum",
     "take", "tanh", "text_chars", "transpose", "two_moons", "uniform", "where", "xavier_normal",

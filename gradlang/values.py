@@ -122,6 +122,18 @@ class OptimizerSpec:
     span: Span
 
 
+@dataclass(frozen=True)
+class PhaseSpec:
+    """One phase of a training step (`phase(loss: …, params: …)` in `phases`): `repeat` updates of
+    `params` on the gradient of one loss, by an optimizer of the phase's own."""
+
+    loss: str          # the loss's output: "loss" or "loss:<name>"
+    params: tuple      # qualified param names, in declaration order
+    optimizer: OptimizerSpec
+    repeat: int
+    span: Span
+
+
 def describe(value) -> str:
     """A short human description of a value's kind, for error messages."""
     from .ops.shapes import fmt_type
@@ -151,4 +163,6 @@ def describe(value) -> str:
         return "a data source"
     if isinstance(value, OptimizerSpec):
         return "an optimizer"
+    if isinstance(value, PhaseSpec):
+        return "a training phase"
     return type(value).__name__

@@ -322,7 +322,7 @@ def test_a_binary_file_is_not_a_program(tmp_path, capsys):
     program.write_bytes(b"loss = 1.0\n\xff\xfe\x00junk")
     code, _, err = run_main(["ir", str(program)], capsys)
     assert code == 1
-    assert err.startswith(f"{program}: error: not a UTF-8 text file") and "Traceback" not in err
+    assert err.startswith(f"{program}:2:1: error: not a UTF-8 text file") and "Traceback" not in err
 
 
 def test_training_data_without_examples_names_the_file(tmp_path, capsys):

@@ -9,6 +9,7 @@ import pytest
 
 import gradlang
 from gradlang.cli import main
+from gradlang.sample import sample_text
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -216,14 +217,6 @@ def test_attention_reverses_held_out_sequences(tmp_path, capsys):
     assert json.loads(out.out)["test"]["sequence_accuracy"] >= 0.99
 
 
-def _sampler():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("char_lstm_sample", EXAMPLES / "char_lstm_sample.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @needs_text
 def test_char_lstm_smoke_trains_and_samples(monkeypatch):
     """The example with a 16-character window (64 in the full run): the data, a few steps, sampling."""
@@ -240,8 +233,8 @@ def test_char_lstm_smoke_trains_and_samples(monkeypatch):
     for _ in range(3):
         prog.step(subset)
     assert prog.metrics(subset)["bits_per_char"] < first
-    text = _sampler().sample(prog, data["vocab"], "".join(data["vocab"][data["x"][0]]), 3)
-    assert len(text) == 3 and set(text) <= set(data["vocab"])
+    text = sample_text(prog, 3, prime="ROMEO:")
+    assert text.startswith("ROMEO:") and len(text) == 9 and set(text) <= set(data["vocab"])
 
 
 @needs_text
@@ -251,9 +244,9 @@ def test_char_lstm_validation_bits_per_char_and_sampling(tmp_path, capsys, monke
     params = tmp_path / "lstm.npz"
     out = run_cli(["run", str(EXAMPLES / "char_lstm.grad"), "--json", "--out", str(params)], capsys)
     assert json.loads(out.out)["test"]["bits_per_char"] < 2.7      # 2.58 measured (6.02 untrained)
-    _sampler().main([str(params), "--chars", "200"])
-    written = capsys.readouterr().out
-    assert len(written) > 250 and " the " in written.lower()
+    written = run_cli(["sample", str(EXAMPLES / "char_lstm.grad"), "--params", str(params), "--prime", "ROMEO:",
+                       "--length", "300", "--temperature", "0.8"], capsys).out
+    assert written.startswith("ROMEO:") and " the " in written.lower()
 
 
 @needs_text
@@ -331,29 +324,37 @@ def gan_modes(samples: np.ndarray, modes: int = 8, radius: float = 2.0, near: fl
     return np.bincount(distance.argmin(axis=1)[close], minlength=modes), float(close.mean())
 
 
-def test_gan_each_player_gets_the_gradient_of_its_own_loss():
-    source = (EXAMPLES / "gan.grad").read_text() + "\nloss generator_only = g_loss\nloss critic_only = d_loss\n"
+def test_gan_alternates_the_players_each_on_its_own_loss_and_params():
+    source = (EXAMPLES / "gan.grad").read_text()
+    assert "stop_gradient(" not in source                       # the phases keep the losses apart
     prog = gradlang.compile(source, dtype="float64")
+    d_phase, g_phase = prog.plan["phases"]
+    assert (d_phase.loss, g_phase.loss) == ("loss:d_loss", "loss:g_loss")
+    assert all(p.startswith("discriminator.") for p in d_phase.params)
+    assert all(p.startswith("generator.") for p in g_phase.params)
+    assert set(d_phase.params) | set(g_phase.params) == set(prog.params)
     feed = {"x": prog.load_data()["x"][:64]}
-    state = prog.rng.bit_generator.state                # the same noise for all three evaluations
-    grads = {}
-    for loss in ("loss", "generator_only", "critic_only"):
+    state = prog.rng.bit_generator.state                        # the same noise for both evaluations
+    for phase in (d_phase, g_phase):
+        name = phase.loss.split(":")[1]
+        graph = prog.gradient_graph(name, params=phase.params)
+        assert {o for o in graph.outputs if o.startswith("grad:")} == {f"grad:{p}" for p in phase.params}
         prog.rng.bit_generator.state = state
-        grads[loss] = prog.gradients(feed, loss)
-    for name in prog.params:
-        own = "generator_only" if name.startswith("generator.") else "critic_only"
-        other = "critic_only" if own == "generator_only" else "generator_only"
-        np.testing.assert_allclose(grads["loss"][name], grads[own][name], rtol=1e-12, atol=1e-15)
-        assert np.all(grads[other][name] == 0), name
-        assert np.any(grads[own][name] != 0), name
+        own = prog.run([f"grad:{p}" for p in phase.params], feed, graph)
+        prog.rng.bit_generator.state = state
+        full = prog.gradients(feed, name)
+        for p, value in zip(phase.params, own):
+            np.testing.assert_allclose(value, full[p], rtol=1e-12, atol=1e-15)
+            assert np.any(value != 0), p
 
 
 def test_gan_smoke():
     prog = gradlang.compile(EXAMPLES / "gan.grad")
     data = prog.load_data()
     assert data["x"].shape == (20000, 2) and sorted(np.unique(data["y"])) == list(range(8))
-    losses = [prog.step({"x": data["x"][i:i + 128]}) for i in range(0, 15 * 128, 128)]
-    assert all(np.isfinite(losses))
+    result = prog.train({"x": data["x"][:1280]}, steps=15, batch_size=128)   # 10 batches: 5 steps an epoch
+    assert result.steps == 15 and result.epochs == 3
+    assert all(np.isfinite([result.loss, result.metrics["d_loss"], result.metrics["g_loss"]]))
     samples = prog.predict({"x": np.zeros((500, 2))})["samples"]
     assert samples.shape == (500, 2) and np.std(samples) > 0          # fresh noise for every sample
 

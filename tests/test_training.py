@@ -60,22 +60,29 @@ def test_early_stopping_without_validation_is_an_error():
         program("early_stopping = 2").train()
 
 
+class Interrupt(Exception):
+    """Stands for a run killed in the middle."""
+
+
+class StopAfterEpoch(gradlang.api.Reporter):
+    """Interrupts training at the end of one epoch (after its checkpoint is written)."""
+
+    def __init__(self, epoch: int):
+        self.at = epoch
+
+    def epoch(self, record):
+        if record["epoch"] == self.at:
+            raise Interrupt
+
+
 def test_interrupted_and_resumed_run_ends_with_the_same_params(tmp_path):
     straight = program()
     straight.train()
 
-    class Interrupt(Exception):
-        pass
-
-    class StopAfterThirdEpoch(gradlang.api.Reporter):
-        def epoch(self, record):
-            if record["epoch"] == 3:
-                raise Interrupt
-
     ckpt = tmp_path / "run.ckpt.npz"
     first = program()
     with pytest.raises(Interrupt):
-        first.train(checkpoint=ckpt, reporter=StopAfterThirdEpoch())
+        first.train(checkpoint=ckpt, reporter=StopAfterEpoch(3))
     resumed = program()   # a fresh process would compile afresh
     result = resumed.train(checkpoint=ckpt, resume=True)
     assert result.steps == 60 and len(result.epoch_log) == 6

@@ -37,6 +37,36 @@ class NodeRef:
     site: Span | None
 
 
+def memory_limit() -> int:
+    """The most bytes one value may take: $GRADLANG_MAX_BYTES, else the machine's physical memory."""
+    import os
+    if os.environ.get("GRADLANG_MAX_BYTES", "").isdigit():
+        return int(os.environ["GRADLANG_MAX_BYTES"])
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 1 << 40
+
+
+def check_size(shape: tuple, dtype: str, what: str, span: Span | None) -> int:
+    """Refuse, before anything is allocated, a value whose known dimensions alone (a symbolic one
+    counts as 1) need more memory than the limit; returns its size in bytes."""
+    count = 1
+    for d in shape:
+        count *= d if isinstance(d, int) and d > 0 else (0 if d == 0 else 1)
+    size = count * np.dtype(DTYPES[dtype]).itemsize
+    limit = memory_limit()
+    if size > limit:
+        per = " per example" if any(isinstance(d, str) for d in shape) else ""
+        raise GradError(f"{what} of type {dtype}[{','.join(map(str, shape))}] would need {size:,} bytes{per}, "
+                        f"more than the limit of {limit:,} bytes (the machine's memory, or $GRADLANG_MAX_BYTES)", span)
+    return size
+
+
+# leaves whose size is checked where they are declared, with a better message
+_SIZE_EXEMPT = frozenset({"param", "input"})
+
+
 class Graph:
     def __init__(self) -> None:
         self.nx = nx.MultiDiGraph()
@@ -59,6 +89,8 @@ class Graph:
             shape, dtype = prim.infer([self.shape(o) for o in operands], [self.dtype(o) for o in operands], attrs)
         except ShapeError as err:
             raise GradError(str(err), site or self.site or span) from None
+        if shape and op not in _SIZE_EXEMPT:
+            check_size(shape, dtype, f"{op} value", site or self.site or span)
         node = self._next
         self._next += 1
         self.nx.add_node(node, op=op, operands=operands, attrs=attrs, shape=tuple(shape), dtype=dtype,

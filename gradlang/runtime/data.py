@@ -79,12 +79,11 @@ def blobs(ctx: DataContext, n: int = 300, centers: int = 3, dim: int = 2, std: f
 
 def npz(ctx: DataContext, path: str) -> dict:
     """Arrays from a NumPy .npz file (one per input name); pickled objects are refused."""
-    file = ctx.path(path)
+    from .formats import read_npz
     try:
-        with np.load(file, allow_pickle=False) as archive:
-            return {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, EOFError) as err:
-        raise GradError(f"cannot load {file}: {err}", ctx.span) from None
+        return read_npz(ctx.path(path))
+    except GradError as err:
+        raise GradError(err.message, ctx.span) from None
 
 
 def csv(ctx: DataContext, path: str, target=-1, header: bool = True, delimiter: str = ",",
@@ -268,8 +267,83 @@ DATA_SOURCES = {"two_moons": two_moons, "line": line, "xor": xor, "spirals": spi
                 "gaussian_ring": gaussian_ring}
 
 
+# the arguments of each file-reading source that name files (the rest generate their data)
+_FILE_ARGUMENTS = {"npz": ("path",), "csv": ("path",), "idx": ("x", "y"), "text_chars": ("file",),
+                   "skipgrams": ("file",)}
+_FILE_DEFAULTS = {"text_chars": {"file": "text/tinyshakespeare.txt"}, "skipgrams": {"file": "text/tinyshakespeare.txt"}}
+
+
+def paths(spec, folder: Path, data_dir: Path | None = None) -> list[Path]:
+    """The files a data source would read, found without reading any (`gradlang run --dry-run`)."""
+    from .fetch import data_dir as default_data_dir
+    ctx = DataContext(folder, spec.span, data_dir)
+    kwargs = {**_FILE_DEFAULTS.get(spec.source, {}), **dict(spec.kwargs)}
+    if spec.source == "mnist":
+        split = kwargs.get("split", "train")
+        return [(data_dir or default_data_dir()) / "mnist" / name for name in MNIST_FILES.get(split, ())]
+    found = []
+    for key in _FILE_ARGUMENTS.get(spec.source, ()):
+        name = kwargs.get(key)
+        if not isinstance(name, str) or not name:
+            continue
+        if spec.source in ("text_chars", "skipgrams") and not Path(name).is_absolute() \
+                and not ctx.path(name).is_file():
+            found.append((data_dir or default_data_dir()) / name)   # where _text_file looks next
+        else:
+            found.append(ctx.path(name))
+    return found
+
+
 def load(spec, folder: Path, data_dir: Path | None = None) -> dict:
     return DATA_SOURCES[spec.source](DataContext(folder, spec.span, data_dir), **dict(spec.kwargs))
+
+
+# ops that read integer labels or indices: (operand holding them, how to find their exclusive upper bound)
+_INDEX_OPERANDS = {"one_hot": (0, lambda g, n: g.attrs(n)["depth"]),
+                   "softmax_cross_entropy": (1, lambda g, n: g.shape(g.operands(n)[0])[-1]),
+                   "take": (1, lambda g, n: g.shape(g.operands(n)[0])[g.attrs(n)["axis"]])}
+_SAME_VALUES = frozenset({"cast", "reshape", "stop_gradient"})   # ops that pass every value through
+
+
+def check_fields(arrays: dict, inputs: dict, graph, origin: str, span: Span | None = None) -> None:
+    """Check data against the program before training on it, naming `origin` (the file) and the field:
+    each field the program declares as an input has the declared rank and fixed dimensions, and every
+    label or index that reaches one_hot, softmax_cross_entropy or take is in range."""
+    from ..ops.shapes import fmt_shape, fmt_type
+    notes = (f"the data is declared at {span}",) if span is not None else ()
+    for name, spec in inputs.items():
+        if name not in arrays:
+            continue
+        shape = np.shape(arrays[name])
+        fixed = [(i, d) for i, d in enumerate(spec.shape) if isinstance(d, int)]
+        bad = len(shape) != len(spec.shape) or any(shape[i] != d for i, d in fixed)
+        if bad:
+            why = (f"{len(shape)} dimensions instead of {len(spec.shape)}" if len(shape) != len(spec.shape) else
+                   "; ".join(f"dimension {i + 1} is {shape[i]}, not {d}" for i, d in fixed if shape[i] != d))
+            raise GradError(f"input {name}: expected {fmt_type(spec.shape, spec.dtype)}, but field {name!r} of "
+                            f"{origin} has shape {fmt_shape(shape)} ({why})", spec.span, notes)
+    for node in graph.nx.nodes:
+        op = graph.op(node)
+        if op not in _INDEX_OPERANDS:
+            continue
+        position, bound = _INDEX_OPERANDS[op]
+        source = graph.operands(node)[position]
+        while graph.op(source) in _SAME_VALUES:
+            source = graph.operands(source)[0]
+        if graph.op(source) != "input":
+            continue
+        name, limit = graph.attrs(source)["name"], bound(graph, node)
+        values = arrays.get(name)
+        if values is None or not isinstance(limit, int) or np.asarray(values).dtype.kind not in "iuf":
+            continue
+        values = np.asarray(values)
+        outside = (values < 0) | (values >= limit)
+        if outside.any():
+            flat = int(np.argmax(outside.reshape(len(values), -1).any(axis=1))) if values.ndim else 0
+            value = values.reshape(len(values), -1)[flat][outside.reshape(len(values), -1)[flat]][0] \
+                if values.ndim else values
+            raise GradError(f"{origin}: field {name!r}, example {flat} (counting from 0): value {value:g} is out of "
+                            f"range 0..{limit - 1} for {op} here", graph.location(node), notes)
 
 
 def count_examples(arrays: dict, names: list[str], span: Span | None = None) -> int:

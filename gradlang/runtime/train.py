@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import GradError
 from .data import batches, count_examples
+from .numerics import NonFiniteError
 
 
 @dataclass
@@ -32,6 +33,7 @@ class TrainResult:
     validation: dict = field(default_factory=dict)  # final loss and metrics on the validation set
     stopped_early: bool = False
     test: dict = field(default_factory=dict)        # loss and metrics on the plan's test set
+    skipped: list = field(default_factory=list)     # on_nonfinite = "skip": each skipped step's error, formatted
 
     def as_dict(self) -> dict:
         out = {"loss": self.loss, "metrics": self.metrics, "steps": self.steps, "epochs": self.epochs,
@@ -42,6 +44,8 @@ class TrainResult:
             out["test"] = self.test
         if self.stopped_early:
             out["stopped_early"] = True
+        if self.skipped:
+            out["skipped_steps"] = len(self.skipped)
         return out
 
 
@@ -79,15 +83,24 @@ class _Run:
     since_best: int = 0
     best_params: dict | None = None
     stopped_early: bool = False
+    skipped: list = field(default_factory=list)   # the errors of steps skipped for a non-finite loss
+
+
+# on_nonfinite = "skip" gives up after this many skipped steps in a row: the params are not recovering
+MAX_SKIPS_IN_A_ROW = 10
 
 
 def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size: int | None,
         validation: dict | None = None, early_stopping: int = 0, reporter: Reporter | None = None,
-        checkpoint: Path | None = None, resume: bool = False, checkpoint_interval: float = 1.0) -> TrainResult:
+        checkpoint: Path | None = None, resume: bool = False, checkpoint_interval: float = 1.0,
+        on_nonfinite: str = "stop") -> TrainResult:
     """Run optimizer steps over shuffled mini-batches until `steps` updates or `epochs` passes.
 
     The checkpoint is written at the end of an epoch, at most once every `checkpoint_interval`
     seconds (many tiny full-batch epochs would otherwise spend their time writing), and after the last.
+    A step whose loss is NaN or infinite stops the run with an error naming the op that produced the
+    first non-finite value (runtime/numerics.py), or with `on_nonfinite="skip"` is skipped (no update;
+    the run still stops after MAX_SKIPS_IN_A_ROW such steps in a row).
     """
     reporter = reporter or Reporter()
     names = [n for n in program.input_names if n in arrays]
@@ -97,20 +110,39 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
         raise GradError("the training data has no examples")
     full_batch = batch_size is None or batch_size >= n
     size = n if full_batch else batch_size
-    per_epoch = -(-n // size)
+    from .phases import step_groups, steps_per_epoch
+    per_step = program.updates_per_step          # mini-batches per step: one per update of the plan's phases
+    per_epoch = steps_per_epoch(-(-n // size), per_step)
     total = steps if steps is not None else per_epoch * (epochs if epochs is not None else 1)
     run = _Run(first_step=program.steps_taken)
     if resume:
         if checkpoint is None or not Path(checkpoint).exists():
             raise GradError(f"nothing to resume: no checkpoint at {checkpoint}")
         run = load_checkpoint(program, checkpoint)
+    parallel = program.distributed   # data-parallel over MPI (distributed.py), or None
+    if parallel is not None:         # every rank checks it runs the same job and takes rank 0's params
+        parallel.start(program, n, size)
     end = run.first_step + total
+    skipped_in_a_row = 0
     start = last_saved = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a non-finite loss is reported below
         while program.steps_taken < end and not run.stopped_early:
             epoch_losses = []
-            for idx in batches(n, size, None if full_batch else program.rng):
-                loss = program.step(arrays if full_batch else {k: arrays[k][idx] for k in names})
+            for group in step_groups(batches(n, size, None if full_batch else program.rng), per_step):
+                feeds = [arrays if full_batch else {k: arrays[k][idx] for k in names}
+                         for idx in (group if per_step > 1 else [group])]
+                try:
+                    loss = program.step(feeds if per_step > 1 else feeds[0])
+                except NonFiniteError as err:   # raised before the update: the params are as they were
+                    skipped_in_a_row += 1
+                    if on_nonfinite != "skip" or skipped_in_a_row > MAX_SKIPS_IN_A_ROW:
+                        raise
+                    program.steps_taken += 1    # the step is spent, without an update
+                    run.skipped.append(err.format())
+                    if program.steps_taken >= end:
+                        break
+                    continue
+                skipped_in_a_row = 0
                 epoch_losses.append(loss)
                 run.history.append((program.steps_taken, loss))
                 if not np.isfinite(loss):
@@ -119,10 +151,12 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
                 reporter.step(program.steps_taken - run.first_step, total, loss, time.perf_counter() - start)
                 if program.steps_taken >= end:
                     break
-            _end_epoch(program, run, float(np.mean(epoch_losses)), validation, early_stopping)
+            _end_epoch(program, run, float(np.mean(epoch_losses)) if epoch_losses else float("nan"), validation,
+                       early_stopping)
             reporter.epoch(run.epoch_log[-1])
             finished = program.steps_taken >= end or run.stopped_early
-            if checkpoint is not None and (finished or time.perf_counter() - last_saved >= checkpoint_interval):
+            writer = parallel is None or parallel.is_root   # one checkpoint per job: rank 0's
+            if checkpoint is not None and writer and (finished or time.perf_counter() - last_saved >= checkpoint_interval):
                 save_checkpoint(program, checkpoint, run)
                 last_saved = time.perf_counter()
     if run.stopped_early and run.best_params is not None:
@@ -132,7 +166,7 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
     val = program.evaluate(validation) if validation is not None else {}
     done = program.steps_taken - run.first_step
     return TrainResult(final.pop("loss"), final, done, done / per_epoch, seconds,
-                       run.history, run.epoch_log, val, run.stopped_early)
+                       run.history, run.epoch_log, val, run.stopped_early, skipped=run.skipped)
 
 
 def _end_epoch(program, run: _Run, train_loss: float, validation: dict | None, patience: int) -> None:
@@ -164,7 +198,23 @@ def _atomic_savez(path: Path, arrays: dict) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
     return path
+
+
+def _fsync_directory(folder: Path) -> None:
+    """Make the rename itself durable: after a power cut the folder names the new file, not the old one
+    or none (POSIX; where a folder cannot be opened, as on Windows, the rename is left to the OS)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def save_params(params: dict, path: str | Path) -> Path:
@@ -176,7 +226,7 @@ def save_checkpoint(program, path: Path, run: _Run) -> Path:
             "history": run.history, "epoch_log": run.epoch_log, "best": run.best, "since_best": run.since_best,
             "stopped_early": run.stopped_early}
     arrays = {f"param/{k}": v for k, v in program.params.items()}
-    arrays.update({f"optimizer/{k}": v for k, v in program.optimizer().state().items()})
+    arrays.update({f"optimizer/{k}": v for k, v in program.optimizer_state().items()})
     if run.best_params is not None:
         arrays.update({f"best/{k}": v for k, v in run.best_params.items()})
     arrays["meta"] = np.array(json.dumps(meta))
@@ -193,7 +243,7 @@ def load_checkpoint(program, path: Path) -> _Run:
         with np.load(path, allow_pickle=False) as archive:
             meta = json.loads(str(archive["meta"]))
             program.set_params(part(archive, "param/"))
-            program.optimizer().load_state(part(archive, "optimizer/"))
+            program.load_optimizer_state(part(archive, "optimizer/"))
             best_params = part(archive, "best/") or None
     except (OSError, ValueError, KeyError) as err:
         raise GradError(f"cannot resume from {path}: {err}") from None

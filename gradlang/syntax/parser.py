@@ -5,7 +5,7 @@ import functools
 from pathlib import Path
 
 from lark import Lark, Tree, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.visitors import Transformer_NonRecursive
 
 from .. import resources
@@ -18,6 +18,9 @@ _CLOSERS = {"RPAR", "RSQB"}
 # How deeply statements and expressions may nest (a chain `a + b + c + …` nests one level per operator).
 # The elaborator evaluates expressions recursively, so a limit here keeps it inside Python's stack.
 MAX_NESTING = 100
+# A number literal longer than this fits no dtype (i64 has 19 digits; an f64 written out in full, 330 or
+# so), and Python refuses to convert an integer of more than 4,300 digits.
+MAX_NUMBER_DIGITS = 400
 # parse-tree nodes that only group the parts of another (`f(a)` is call > args > positional): no level
 _WRAPPERS = {"args", "positional", "keyword", "subscripts", "at", "range_slice", "block", "formals", "formal",
              "shape", "typed_shape", "untyped_shape", "scalar_type", "dotted_name", "setting", "setting_key"}
@@ -175,7 +178,11 @@ class ToAst(Transformer_NonRecursive):
 
     # expressions
     def number(self, meta, c):
-        return ast.Number(self._span(meta), _number(str(c[0])))
+        text = str(c[0])
+        if len(text) > MAX_NUMBER_DIGITS:
+            raise GradError(f"a number written with {len(text):,} characters is longer than the limit of "
+                            f"{MAX_NUMBER_DIGITS} (no type holds it)", self._span(meta))
+        return ast.Number(self._span(meta), _number(text))
 
     def string(self, meta, c):
         return ast.String(self._span(meta), _string(str(c[0])))
@@ -410,15 +417,31 @@ def parse(text: str, name: str = "<string>") -> ast.Module:
     except UnexpectedInput as err:
         raise _syntax_error(err, source) from None
     _check_nesting(tree, source)
-    return ToAst(source).transform(tree)
+    try:
+        return ToAst(source).transform(tree)
+    except VisitError as err:   # Lark wraps what a rule's method raises
+        if isinstance(err.orig_exc, GradError):
+            raise err.orig_exc from None
+        raise
 
 
 def parse_file(path: str | Path, display_name: str | None = None) -> ast.Module:
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise GradError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+        raw = path.read_bytes()
     except OSError as err:
         raise GradError(f"cannot read {path}: {err.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise _not_utf8(raw, err, display_name or str(path)) from None
     return parse(text, display_name or str(path))
+
+
+def _not_utf8(raw: bytes, err: UnicodeDecodeError, name: str) -> GradError:
+    """A file that is not UTF-8, located at the first bad byte (shown as U+FFFD in the quoted line)."""
+    before = raw[:err.start]
+    line = before.count(b"\n") + 1
+    col = len(before[before.rfind(b"\n") + 1:].decode("utf-8", "replace")) + 1
+    source = Source(name, raw.decode("utf-8", "replace"))
+    return GradError(f"not a UTF-8 text file ({err.reason} at byte {err.start})", Span(source, line, col, line, col + 1))
