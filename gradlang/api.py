@@ -314,22 +314,31 @@ class Program:
         if self.phases:
             return self._phases().step(feed)
         arrays = self._feed(feed)
+        owned = None
         if self.distributed is not None:   # this rank's share of the batch, gradients averaged over all ranks
             values = self.distributed.loss_and_gradients(self, arrays)
         else:
-            values = self._loss_and_gradients(arrays)
+            exe = self._step_executable(arrays)
+            values = self._loss_and_gradients(arrays, exe)
+            owned = exe.owned_gradients
         optimizer, settings = self._optimizer_for_step()
-        optimizer.update(self._param_list, values[1:], **settings)
+        optimizer.update(self._param_list, values[1:], owned=owned, **settings)
         self.steps_taken += 1
         return float(values[0])
 
-    def _loss_and_gradients(self, arrays: list) -> list:
-        """[loss, gradient of every param] on one batch (inputs in declared order), dropout on."""
+    def _step_executable(self, arrays: list) -> Executable:
+        """The compiled training step (loss and every param's gradient) for these feed shapes."""
         key = tuple([None if a is None else a.shape for a in arrays])
         exe = self._step_executables.get(key)
         if exe is None:
             outputs = (self._loss_output(None),) + tuple(f"grad:{n}" for n in self.param_names)
             exe = self._step_executables[key] = self._executable(self.gradient_graph(), outputs, arrays, True)
+            exe.owned_gradients = exe.schedule.fresh_outputs[1:]   # gradients the optimizer may overwrite
+        return exe
+
+    def _loss_and_gradients(self, arrays: list, exe: Executable | None = None) -> list:
+        """[loss, gradient of every param] on one batch (inputs in declared order), dropout on."""
+        exe = exe or self._step_executable(arrays)
         if self.check_numerics:
             return run_checked(exe, arrays, self._param_list, self.steps_taken + 1)
         values = exe.run(arrays, self._param_list)

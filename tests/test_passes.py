@@ -264,3 +264,18 @@ def test_matmul_never_writes_into_an_operand_it_reads():
     g.outputs["out"] = e("matmul", h, e("tanh", x))     # both operands die here, with the result's shape
     sched = schedule(g, ["out"], {})
     assert kernels_by_op(g, sched)["matmul"] is np.matmul
+
+
+def test_fresh_outputs_are_the_steps_own_memory_and_nothing_else():
+    g = Graph()
+    x = leaf(g, "x", (3,))
+    w = leaf(g, "w", (3,), op="param")
+    e = Emit(g, None)
+    h = e("exp", e("mul", x, w))
+    g.outputs["fresh"] = e("tanh", h)                              # a kernel's new array
+    g.outputs["view"] = e("reshape", h, shape=(3, 1))              # memory h's kernel made: a view
+    g.outputs["param"] = w                                         # the caller's own array
+    g.outputs["constant"] = e("exp", e.const(np.ones(3), "f64"))   # computed once, preloaded
+    g.outputs["twice"] = g.outputs["again"] = e("sin", x)          # one array handed out twice
+    sched = schedule(g, ["fresh", "view", "param", "constant", "twice", "again"], {})
+    assert sched.fresh_outputs == (True, False, False, False, False, False)

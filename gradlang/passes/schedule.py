@@ -30,6 +30,9 @@ class Schedule:
     param_slots: dict      # param name → slot
     output_slots: list     # slot of each requested output, in order
     nodes: list            # the node computed by each step (for error reporting and profiling)
+    # per output: its memory belongs to this step alone (a kernel's fresh result, no view, constant,
+    # input or param, shared with no other output), so a caller may overwrite it once it is done
+    fresh_outputs: tuple = ()
 
 
 @dataclass
@@ -240,4 +243,20 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     steps = [(call.kernel, tuple(slot[o] for o in call.operands), slot[call.node], tuple(frees[i]))
              for i, call in enumerate(calls)]
     return Schedule(steps, len(order), {slot[n]: v for n, v in static.items()}, input_slots, param_slots,
-                    [slot[r] for r in roots], [call.node for call in calls])
+                    [slot[r] for r in roots], [call.node for call in calls], _fresh(graph, calls, roots))
+
+
+def _fresh(graph: Graph, calls: list, roots: list) -> tuple:
+    """For each root: whether its memory is the step's own and shared with no other root."""
+    owner = {}
+    for call in calls:
+        kernel, ops = call.kernel, call.operands
+        if graph.op(call.node) in VIEW_OPS:
+            owner[call.node] = owner.get(ops[0], ops[0])
+        elif isinstance(kernel, (InPlace, WhereInto)):
+            owner[call.node] = owner.get(ops[kernel.index], ops[kernel.index])
+        else:
+            owner[call.node] = call.node
+    memory = [owner.get(r) for r in roots]
+    return tuple(m is not None and graph.op(r) not in VIEW_OPS and memory.count(m) == 1
+                 for r, m in zip(roots, memory))

@@ -26,20 +26,26 @@ class Optimizer:
         self.state_arrays = {slot: [np.zeros_like(p) for p in params] for slot in self.slots}
         self.scratch = [np.empty_like(p) for p in params]   # updates write here: no allocation per step
 
-    def update(self, params, grads, clip_norm: float = 0.0, weight_decay: float = 0.0, **settings) -> None:
+    def update(self, params, grads, clip_norm: float = 0.0, weight_decay: float = 0.0, owned=None,
+               **settings) -> None:
+        """`owned[i]` says grads[i] is memory the caller gives up (a step's fresh result): the update
+        may use it as its scratch, sparing a pass through other memory."""
         self.t += 1
+        owned = owned or (False,) * len(grads)
         if clip_norm:
             norm = np.sqrt(sum(float(np.vdot(g, g)) for g in grads))
             if norm > clip_norm:
                 grads = [g * g.dtype.type(clip_norm / norm) for g in grads]
+                owned = (True,) * len(grads)
         if weight_decay and not self.decoupled_decay:
             grads = [g + p.dtype.type(weight_decay) * p for p, g in zip(params, grads)]
+            owned = (True,) * len(grads)
         if weight_decay and self.decoupled_decay:
             for p in params:
                 p *= p.dtype.type(1.0 - settings["lr"] * weight_decay)
-        self.apply(params, grads, **settings)
+        self.apply(params, grads, owned, **settings)
 
-    def apply(self, params, grads, **settings) -> None:  # pragma: no cover - each optimizer defines it
+    def apply(self, params, grads, owned, **settings) -> None:  # pragma: no cover - each optimizer defines it
         raise NotImplementedError
 
     def state(self) -> dict:
@@ -61,12 +67,13 @@ class SGD(Optimizer):
     settings = {"lr": None, "momentum": 0.0, "nesterov": False}
     slots = ("velocity",)
 
-    def apply(self, params, grads, lr, momentum=0.0, nesterov=False):
+    def apply(self, params, grads, owned, lr, momentum=0.0, nesterov=False):
         if not momentum:   # the common case, kept short: it runs once per param per step
-            for p, g, tmp in zip(params, grads, self.scratch):
+            for p, g, tmp, mine in zip(params, grads, self.scratch, owned):
                 if p.ndim:
-                    np.multiply(g, lr, out=tmp)
-                    np.subtract(p, tmp, out=p)
+                    step = g if mine else tmp   # g·lr written over g itself, when g is ours to overwrite
+                    np.multiply(g, lr, out=step)
+                    np.subtract(p, step, out=p)
                 else:   # a scalar: NumPy scalar arithmetic, the same float ops without two ufunc calls
                     p[()] = p[()] - g * lr
             return
@@ -90,7 +97,7 @@ class Adam(Optimizer):
     settings = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
     slots = ("m", "v")
 
-    def apply(self, params, grads, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+    def apply(self, params, grads, owned, lr, beta1=0.9, beta2=0.999, eps=1e-8):
         correction1 = 1.0 - beta1 ** self.t
         correction2 = 1.0 - beta2 ** self.t
         step = lr * np.sqrt(correction2) / correction1
@@ -124,7 +131,7 @@ class RMSProp(Optimizer):
     settings = {"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0}
     slots = ("square_avg", "buffer")
 
-    def apply(self, params, grads, lr, alpha=0.99, eps=1e-8, momentum=0.0):
+    def apply(self, params, grads, owned, lr, alpha=0.99, eps=1e-8, momentum=0.0):
         for p, g, s, b in zip(params, grads, self.state_arrays["square_avg"], self.state_arrays["buffer"]):
             t = p.dtype.type
             s *= t(alpha)
@@ -143,7 +150,7 @@ class Adagrad(Optimizer):
     settings = {"lr": 0.01, "eps": 1e-10}
     slots = ("sum_sq",)
 
-    def apply(self, params, grads, lr, eps=1e-10):
+    def apply(self, params, grads, owned, lr, eps=1e-10):
         for p, g, s in zip(params, grads, self.state_arrays["sum_sq"]):
             t = p.dtype.type
             s += g * g
