@@ -171,6 +171,9 @@ class DataParallel:
         """Print `message` (from rank 0 as it is, from others tagged with the rank) and end every rank now."""
         text = message if self.is_root else f"[rank {self.rank}] {message}"
         print(text, file=sys.stderr, flush=True)
+        # The launcher relays a rank's output through its proxy, and Abort tears the proxies down: give
+        # the message a moment to get through first, or it can be lost on a busy machine.
+        time.sleep(0.5)
         self.comm.Abort(code)
 
     # ---- training -------------------------------------------------------------------------------
