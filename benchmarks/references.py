@@ -5,14 +5,29 @@ from __future__ import annotations
 import numpy as np
 
 
-class MLPReference:
+class SGDReference:
+    """Params copied under gradlang's names, a gradient buffer for each, and plain SGD; a subclass
+    writes `loss_and_grads(x, y)`."""
+
+    def __init__(self, params: dict, lr: float):
+        self.p = {k: v.copy() for k, v in params.items()}
+        self.grads = {k: np.empty_like(v) for k, v in self.p.items()}
+        self.lr = np.float32(lr)
+
+    def step(self, x, y) -> float:
+        loss, g = self.loss_and_grads(x, y)
+        for k, v in self.p.items():
+            g[k] *= self.lr
+            v -= g[k]
+        return loss
+
+
+class MLPReference(SGDReference):
     """784-128-64-10 ReLU MLP, softmax cross-entropy on integer labels, SGD — the step of mlp.grad."""
 
     def __init__(self, params: dict, batch: int, lr: float = 0.05):
-        self.p = {k: v.copy() for k, v in params.items()}
-        self.lr = np.float32(lr)
+        super().__init__(params, lr)
         self.rows = np.arange(batch)
-        self.grads = {k: np.empty_like(v) for k, v in self.p.items()}
 
     def loss_and_grads(self, x, y):
         p, g = self.p, self.grads
@@ -43,13 +58,6 @@ class MLPReference:
         np.matmul(x.T, dh1, out=g["W1"])
         np.sum(dh1, axis=0, out=g["b1"])
         return loss, g
-
-    def step(self, x, y) -> float:
-        loss, g = self.loss_and_grads(x, y)
-        for k, v in self.p.items():
-            g[k] *= self.lr
-            v -= g[k]
-        return loss
 
 
 class LinRegReference:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .references import SGDReference
+
 F32 = np.float32
 
 
@@ -85,22 +87,6 @@ class LayerNorm:
         return dn
 
 
-class _Reference:
-    """Params copied under gradlang's names, a gradient buffer for each, and plain SGD."""
-
-    def __init__(self, params: dict, lr: float):
-        self.p = {k: v.copy() for k, v in params.items()}
-        self.grads = {k: np.empty_like(v) for k, v in self.p.items()}
-        self.lr = F32(lr)
-
-    def step(self, x, y) -> float:
-        loss, g = self.loss_and_grads(x, y)
-        for k, v in self.p.items():
-            g[k] *= self.lr
-            v -= g[k]
-        return loss
-
-
 def _pool_forward(a, pooled):
     """2×2, stride-2 max pooling of NHWC a [N, H, W, C] into pooled [N, H/2, W/2, C]."""
     n, h, w, c = a.shape
@@ -126,7 +112,7 @@ def _pool_backward(a, pooled, dpooled, da, taken, hit):
     return da
 
 
-class CNNReference(_Reference):
+class CNNReference(SGDReference):
     """The step of cnn.grad: conv 5×5 (1 → 16, pad 2) + ReLU + 2×2 max-pool, conv 5×5 (16 → 32, pad 2) +
     ReLU + max-pool, flatten in NCHW order, dense 1568 → 128 ReLU, dense 128 → 10, softmax
     cross-entropy, SGD. Activations are kept NHWC and im2col columns in (KH, KW, C) order, so that each
@@ -218,7 +204,7 @@ class CNNReference(_Reference):
         return loss, g
 
 
-class LSTMReference(_Reference):
+class LSTMReference(SGDReference):
     """The step of lstm.grad: embedding 65 → 32, the stdlib LSTM cell 32 → 128 (gates i, f, o, g from
     x W + h U + b; forget bias 1) over T steps from a zero state, dense 128 → 65 on every step's h,
     softmax cross-entropy averaged over batch and time, backpropagation through time, SGD. Arrays are
@@ -318,7 +304,7 @@ class LSTMReference(_Reference):
         return loss, g
 
 
-class AttentionReference(_Reference):
+class AttentionReference(SGDReference):
     """The step of attention.grad: token embedding + learned positions; a pre-norm transformer block
     (layer norm, 4-head causal self-attention with output projection, residual; layer norm, ReLU MLP
     d → 4d → d, residual); a final layer norm, a readout to the vocabulary, softmax cross-entropy over
