@@ -279,3 +279,79 @@ def test_fresh_outputs_are_the_steps_own_memory_and_nothing_else():
     g.outputs["twice"] = g.outputs["again"] = e("sin", x)          # one array handed out twice
     sched = schedule(g, ["fresh", "view", "param", "constant", "twice", "again"], {})
     assert sched.fresh_outputs == (True, False, False, False, False, False)
+
+
+def cross_entropy_step(lead, classes, scale_shape, dtype="f64"):
+    """A graph with softmax_cross_entropy, its gradient, and the gradient times a factor."""
+    g = Graph()
+    z = leaf(g, "z", lead + (classes,), dtype=dtype)
+    y = leaf(g, "y", lead, dtype="i64")
+    s = leaf(g, "s", scale_shape, dtype=dtype)
+    e = Emit(g, None)
+    logits = e("tanh", z)
+    g.outputs["loss"] = e("softmax_cross_entropy", logits, y)
+    g.outputs["grad"] = e("mul", s, e("softmax_cross_entropy_grad", logits, y))
+    return g
+
+
+def softmax_ce_reference(z, y, s):
+    logits = np.tanh(z)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    loss = -np.take_along_axis(log_probs, y[..., None], axis=-1)[..., 0]
+    one_hot = np.eye(z.shape[-1])[y]
+    return loss, s * (np.exp(log_probs) - one_hot)
+
+
+@pytest.mark.parametrize("lead, classes, scale_shape", [
+    ((6,), 4, (6, 1)),           # class-major: few classes, a per-row factor
+    ((6,), 4, ()),               # a scalar factor
+    ((2, 3), 5, (2, 3, 1)),      # rows over two axes
+    ((2, 3), 5, (1, 1, 1)),      # a factor broadcast over every row
+    ((5,), 40, (5, 1)),          # many classes: row-major
+    ((2, 2), 40, ()),
+])
+def test_cross_entropy_and_its_gradient_share_the_softmax_and_fold_the_factor(lead, classes, scale_shape):
+    g = cross_entropy_step(lead, classes, scale_shape)
+    bindings = {}
+    sched = schedule(g, ["loss", "grad"], bindings)
+    ops = [g.op(n) for n in sched.nodes]
+    assert "softmax_cross_entropy_grad" not in ops          # folded into the multiplication
+    kinds = kernels_by_op(g, sched)
+    assert kinds["softmax_cross_entropy"].__self__ is kinds["mul"].__self__   # one shared softmax
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=lead + (classes,)) * 3
+    y = rng.integers(0, classes, lead)
+    s = rng.uniform(0.5, 2.0, scale_shape)
+    exe = Executable(sched, g, ["z", "y", "s"], [])
+    for _ in range(2):                                       # the shared state is per step
+        want_loss, want_grad = softmax_ce_reference(z, y, s)
+        loss, grad = exe.run([z, y, s], [])
+        np.testing.assert_allclose(loss, want_loss, rtol=1e-13)
+        np.testing.assert_allclose(grad, want_grad, rtol=1e-12, atol=1e-15)
+        assert grad.shape == lead + (classes,)
+        z, y = z[..., ::-1].copy(), (classes - 1) - y
+
+
+def test_the_gradient_alone_and_a_gradient_read_twice_are_not_folded():
+    g = cross_entropy_step((4,), 3, (4, 1))
+    grad = g.operands(g.outputs["grad"])[1]
+    g.outputs["raw"] = grad                                   # the caller wants the bare gradient too
+    sched = schedule(g, ["loss", "grad", "raw"], {})
+    assert [g.op(n) for n in sched.nodes].count("softmax_cross_entropy_grad") == 1
+    rng = np.random.default_rng(2)
+    z, y, s = rng.normal(size=(4, 3)), rng.integers(0, 3, 4), rng.uniform(size=(4, 1))
+    loss, scaled, raw = Executable(sched, g, ["z", "y", "s"], []).run([z, y, s], [])
+    want_loss, want = softmax_ce_reference(z, y, np.ones((4, 1)))
+    np.testing.assert_allclose(raw, want, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(scaled, s * want, rtol=1e-12, atol=1e-15)
+    alone = schedule(g, ["raw"], {})                          # no forward in the step: nothing to share
+    (only,) = Executable(alone, g, ["z", "y", "s"], []).run([z, y, s], [])
+    np.testing.assert_allclose(only, want, rtol=1e-12, atol=1e-15)
+
+
+def test_a_label_out_of_range_in_the_shared_softmax_is_a_located_error():
+    g = cross_entropy_step((3,), 4, ())
+    exe = Executable(schedule(g, ["loss", "grad"], {}), g, ["z", "y", "s"], [])
+    with pytest.raises(gradlang.GradError, match="softmax_cross_entropy failed at run time"):
+        exe.run([np.zeros((3, 4)), np.array([0, 4, 1]), np.array(1.0)], [])

@@ -17,8 +17,9 @@ import numpy as np
 from ..errors import GradError
 from ..ir.graph import Graph
 from ..ops import registry
+from ..ops.primitives import SharedSoftmaxCrossEntropy
 from ..ops.registry import RunContext
-from ..ops.shapes import DTYPES, resolve
+from ..ops.shapes import DTYPES, broadcast, resolve
 
 
 @dataclass
@@ -135,6 +136,57 @@ def _fuse_dot_products(graph: Graph, calls: list, roots: set, bindings: dict) ->
     return [fused.get(call.node, call) for call in calls if call.node not in dropped]
 
 
+def _share_softmax_cross_entropy(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
+    """A softmax cross-entropy and its gradient on the same logits and labels, the gradient computed
+    later in the step, become one `SharedSoftmaxCrossEntropy`: the gradient reuses the forward's
+    exponentials. A product of that gradient (read nowhere else) with a per-row factor — the
+    upstream cotangent, 1/B for a mean — is folded into the gradient's own scaling pass."""
+    forwards = {}
+    for i, call in enumerate(calls):
+        if graph.op(call.node) == "softmax_cross_entropy":
+            forwards.setdefault(call.operands, (i, call))
+    pairs = {}
+    for i, call in enumerate(calls):
+        if graph.op(call.node) == "softmax_cross_entropy_grad" and call.operands in forwards \
+                and forwards[call.operands][0] < i:
+            logits = call.operands[0]
+            pairs[call.node] = SharedSoftmaxCrossEntropy(resolve(graph.shape(logits), bindings), graph.dtype(logits))
+    if not pairs:
+        return calls
+    reads: dict[int, int] = {}
+    for call in calls:
+        for o in call.operands:
+            reads[o] = reads.get(o, 0) + 1
+    grads = {call.node: call for call in calls if call.node in pairs}
+    scaled = {}
+    for call in calls:
+        if graph.op(call.node) != "mul":
+            continue
+        grad = next((o for o in call.operands if o in pairs), None)
+        if grad is None or grad in roots or reads[grad] != 1 or call.operands[0] == call.operands[1]:
+            continue
+        factor = call.operands[1] if call.operands[0] == grad else call.operands[0]
+        grad_shape, factor_shape = resolve(graph.shape(grad), bindings), resolve(graph.shape(factor), bindings)
+        if factor_shape[-1:] in ((), (1,)) and broadcast(factor_shape, grad_shape) == grad_shape \
+                and graph.dtype(factor) == graph.dtype(grad):
+            scaled[call.node] = (grad, factor)
+    folded = {grad for grad, _ in scaled.values()}
+    forward_of = {forwards[grads[g].operands][1].node: pairs[g] for g in pairs}
+    out = []
+    for call in calls:
+        if call.node in folded:
+            continue
+        if call.node in forward_of:
+            call = _Call(call.node, forward_of[call.node].forward, call.operands)
+        elif call.node in pairs:
+            call = _Call(call.node, pairs[call.node].gradient, call.operands)
+        elif call.node in scaled:
+            grad, factor = scaled[call.node]
+            call = _Call(call.node, pairs[grad].scaled_gradient, (factor,) + grads[grad].operands)
+        out.append(call)
+    return out
+
+
 def _in_place(graph: Graph, calls: list, roots: set, bindings: dict, static: dict) -> list:
     """Let a kernel write its result into an operand's buffer when that buffer is dead afterwards: it
     was computed by this schedule (not an input, param or constant), nothing else reads it or any
@@ -229,6 +281,7 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
             continue
         calls.append(_Call(node, kernel, tuple(d["operands"])))
 
+    calls = _share_softmax_cross_entropy(graph, calls, set(roots), bindings)
     calls = _fuse_dot_products(graph, calls, set(roots), bindings)
     calls = _in_place(graph, calls, set(roots), bindings, static)
     last_use: dict[int, int] = {}
