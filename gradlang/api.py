@@ -27,7 +27,7 @@ from .passes.stability import stabilize
 from .runtime import data as data_sources
 from .runtime.interpreter import Executable
 from .runtime.numerics import nonfinite_loss, run_checked
-from .runtime.optimizers import OPTIMIZERS
+from .runtime.optimizers import OPTIMIZERS, SGD
 from .runtime.phases import PhasedTraining, differentiate_phases, loss_name
 from .runtime.train import Reporter, TrainResult, fit, save_params, split_validation
 from .syntax import parse, parse_file
@@ -88,6 +88,7 @@ class Program:
         self._grad_graphs: dict[str, Graph] = {}
         self._executables: dict = {}
         self._step_executables: dict = {}   # feed shapes → the training step's executable (the hot path)
+        self._folded_lr = None   # the SGD learning rate the step's gradients come multiplied by, if any
         self._params = {name: _initialise(spec, self.rng) for name, spec in elaborated.params.items()}
         self._param_list = list(self._params.values())
         self._optimizer = None
@@ -234,12 +235,16 @@ class Program:
             out.append(value)
         return out
 
-    def _executable(self, graph: Graph, outputs: tuple, arrays: list, training: bool = False) -> Executable:
-        key = (id(graph), outputs, training, tuple(None if a is None else a.shape for a in arrays))
+    def _executable(self, graph: Graph, outputs: tuple, arrays: list, training: bool = False,
+                    reuse_buffers: bool = False) -> Executable:
+        """The compiled executable of `outputs` for these feed shapes. `reuse_buffers` (for a caller
+        that consumes the outputs before the next run, as a training step does) keeps large results
+        in memory allocated once."""
+        key = (id(graph), outputs, training, reuse_buffers, tuple(None if a is None else a.shape for a in arrays))
         found = self._executables.get(key)
         if found is None:
             bindings = self._bind(arrays)
-            sched = schedule(graph, list(outputs), bindings, RunContext(self.rng, training))
+            sched = schedule(graph, list(outputs), bindings, RunContext(self.rng, training), reuse_buffers)
             for name in sched.input_slots:
                 if arrays[self.input_names.index(name)] is None:
                     raise GradError(f"the feed is missing input {name!r}", self.elaborated.inputs[name].span)
@@ -322,19 +327,45 @@ class Program:
             values = self._loss_and_gradients(arrays, exe)
             owned = exe.owned_gradients
         optimizer, settings = self._optimizer_for_step()
+        if self._folded_lr is not None:   # the step computed lr · gradient: the update only subtracts it
+            settings = dict(settings, lr=1.0)
         optimizer.update(self._param_list, values[1:], owned=owned, **settings)
         self.steps_taken += 1
         return float(values[0])
 
     def _step_executable(self, arrays: list) -> Executable:
-        """The compiled training step (loss and every param's gradient) for these feed shapes."""
+        """The compiled training step (loss and every param's gradient) for these feed shapes.
+
+        With plain SGD at a constant learning rate (no momentum, clipping or decay), the gradients
+        it computes are already multiplied by the rate: the backward pass starts from lr instead of
+        1 (`differentiate`'s seed), and simplification folds it into the mean's 1/B, so the update
+        needs no pass to scale them."""
         key = tuple([None if a is None else a.shape for a in arrays])
         exe = self._step_executables.get(key)
         if exe is None:
             outputs = (self._loss_output(None),) + tuple(f"grad:{n}" for n in self.param_names)
-            exe = self._step_executables[key] = self._executable(self.gradient_graph(), outputs, arrays, True)
+            lr = self._folded_lr = self._constant_sgd_rate()
+            graph = self.gradient_graph() if lr is None else self._scaled_gradient_graph(lr)
+            exe = self._step_executables[key] = self._executable(graph, outputs, arrays, True, reuse_buffers=True)
             exe.owned_gradients = exe.schedule.fresh_outputs[1:]   # gradients the optimizer may overwrite
         return exe
+
+    def _constant_sgd_rate(self) -> float | None:
+        """The learning rate, when the update is p ← p − lr·g with lr the same every step; else None."""
+        optimizer, settings = self._optimizer_for_step()
+        plain = {"clip_norm": 0.0, "weight_decay": 0.0, "momentum": 0.0}
+        if type(optimizer) is not SGD or self._settings_exec is not None \
+                or any(settings.get(k, 0.0) != v for k, v in plain.items()):
+            return None
+        return settings["lr"]
+
+    def _scaled_gradient_graph(self, lr: float) -> Graph:
+        """gradient_graph() with every gradient multiplied by `lr`, for the SGD step."""
+        key = ("scaled", lr)
+        if key not in self._grad_graphs:
+            output = self._loss_output(None)
+            self._grad_graphs[key] = simplify(differentiate(self.model_graph, output, seed=lr), stats=self.stats)
+        return self._grad_graphs[key]
 
     def _loss_and_gradients(self, arrays: list, exe: Executable | None = None) -> list:
         """[loss, gradient of every param] on one batch (inputs in declared order), dropout on."""

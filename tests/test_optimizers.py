@@ -145,6 +145,31 @@ def test_a_learning_rate_schedule_is_an_expression_of_the_step():
         np.testing.assert_allclose(prog.params["w"], w)
 
 
+@pytest.mark.parametrize("optimizer, folded", [
+    ("sgd(lr: 0.1)", 0.1),                                 # plain SGD: the step computes lr · gradient
+    ("sgd(lr: 0.1, momentum: 0.9)", None),                 # the velocity needs the gradient itself
+    ("sgd(lr: 0.1, clip_norm: 0.5)", None),                # so does the norm
+    ("sgd(lr: 0.1, weight_decay: 0.01)", None),
+    ("sgd(lr: 0.5 * 0.5 ** step)", None),                  # a rate that changes every step
+    ("adam(lr: 0.01)", None),
+])
+def test_plain_sgd_folds_its_rate_into_the_backward_pass_and_takes_the_same_steps(optimizer, folded):
+    prog = gradlang.compile(PROGRAM.format(optimizer=optimizer), dtype="float64")
+    twin = gradlang.compile(PROGRAM.format(optimizer=optimizer), dtype="float64")
+    x = np.random.default_rng(1).normal(size=(16, 2))
+    data = {"x": x, "y": x @ np.array([1.0, -1.0]) + 0.3}
+    for _ in range(4):
+        assert prog.step(data) == pytest.approx(twin.loss(data), rel=1e-12)
+        grads = twin.gradients(data)
+        twin.optimizer().update(twin._param_list, [grads[n] for n in twin.param_names],
+                                **twin._optimizer_for_step()[1])
+        twin.steps_taken += 1
+        for name in prog.param_names:
+            np.testing.assert_allclose(prog.params[name], twin.params[name], rtol=1e-12, atol=1e-15)
+    assert prog._folded_lr == folded
+    assert prog.gradients(data)["w"] == pytest.approx(twin.gradients(data)["w"], rel=1e-12)   # unscaled
+
+
 def test_unknown_optimizer_setting_is_an_error():
     with pytest.raises(gradlang.GradError, match="no setting 'betas'"):
         gradlang.compile(PROGRAM.format(optimizer="adam(betas: 0.9)"))

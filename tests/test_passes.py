@@ -7,7 +7,7 @@ import pytest
 import gradlang
 from gradlang.ir.graph import Emit, Graph
 from gradlang.passes import differentiate, simplify, verify
-from gradlang.passes.schedule import InPlace, WhereInto, schedule
+from gradlang.passes.schedule import REUSE_MIN_BYTES, InPlace, IntoBuffer, WhereInto, schedule
 from gradlang.passes.simplify import common_subexpressions, dead_code, fold_constants, identities
 from gradlang.runtime.interpreter import Executable
 
@@ -355,3 +355,42 @@ def test_a_label_out_of_range_in_the_shared_softmax_is_a_located_error():
     exe = Executable(schedule(g, ["loss", "grad"], {}), g, ["z", "y", "s"], [])
     with pytest.raises(gradlang.GradError, match="softmax_cross_entropy failed at run time"):
         exe.run([np.zeros((3, 4)), np.array([0, 4, 1]), np.array(1.0)], [])
+
+
+def test_reused_buffers_hold_large_results_share_memory_between_disjoint_lifetimes_and_give_the_same_values():
+    n = REUSE_MIN_BYTES // 8 // 4                              # float64 [4, n]: exactly the threshold
+    g = Graph()
+    x, w = leaf(g, "x", (4, n)), leaf(g, "w", (n, n), op="param")
+    e = Emit(g, None)
+    first = e("matmul", x, w)                                  # large: a buffer of its own
+    view = e("transpose", first, perm=(1, 0))                  # keeps first's memory live until read
+    second = e("matmul", e("tanh", x), w)                      # first is still live: another buffer
+    difference = e("sub", second, e("transpose", view, perm=(1, 0)))   # the last read of first
+    third = e("matmul", e("sin", difference), w)               # first's memory is free again by now
+    g.outputs["out"] = third
+    g.outputs["small"] = e("reduce_sum", x, axes=(1,), keepdims=False)
+    plain = schedule(g, ["out", "small"], {})
+    reused = schedule(g, ["out", "small"], {}, reuse_buffers=True)
+    assert not any(isinstance(k, IntoBuffer) for k, *_ in plain.steps)
+    matmuls = [k.buffer for node, (k, *_) in zip(reused.nodes, reused.steps) if g.op(node) == "matmul"]
+    assert len(matmuls) == 3 and matmuls[2] is matmuls[0] and matmuls[1] is not matmuls[0]
+    rng = np.random.default_rng(3)
+    a, b = Executable(plain, g, ["x"], ["w"]), Executable(reused, g, ["x"], ["w"])
+    weight = rng.normal(size=(n, n)) / n
+    for _ in range(3):                                         # each run overwrites the last one's buffers
+        value = rng.normal(size=(4, n))
+        for want, got in zip(a.run([value], [weight]), b.run([value], [weight])):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_only_the_training_step_reuses_buffers_other_runs_hand_out_fresh_arrays():
+    prog = gradlang.compile(EXAMPLES / "mnist_mlp.grad")
+    rng = np.random.default_rng(0)
+    feed = {"x": rng.random((64, 784), dtype=np.float32), "y": rng.integers(0, 10, 64)}
+    names = [f"grad:{n}" for n in prog.param_names]
+    first = prog.run(names, feed, prog.gradient_graph())
+    again = prog.run(names, feed, prog.gradient_graph())
+    assert not any(np.shares_memory(a, b) for a, b in zip(first, again))
+    prog.step(feed)
+    (exe,) = prog._step_executables.values()
+    assert sum(isinstance(k, IntoBuffer) for k, *_ in exe.schedule.steps) >= 3   # the large products

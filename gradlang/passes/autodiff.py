@@ -14,8 +14,9 @@ from ..ops import registry
 from ..ops.shapes import FLOATS, fmt_type
 
 
-def backprop(graph: Graph, output: int, wrt: list[int], span=None) -> list[int]:
-    """Add nodes computing d output / d w to `graph` (in place) for each w in `wrt`; return their ids."""
+def backprop(graph: Graph, output: int, wrt: list[int], span=None, seed: float = 1) -> list[int]:
+    """Add nodes computing d output / d w to `graph` (in place) for each w in `wrt`; return their ids.
+    The backward pass starts from the cotangent `seed`, so the results are seed · d output / d w."""
     if graph.shape(output) != () or graph.dtype(output) not in FLOATS:
         raise GradError("can only differentiate a float scalar, got "
                         f"{fmt_type(graph.shape(output), graph.dtype(output))}; reduce it first (sum, mean)",
@@ -24,8 +25,8 @@ def backprop(graph: Graph, output: int, wrt: list[int], span=None) -> list[int]:
     downstream = graph.reachable(wrt, forward=True)
     active = {n for n in upstream & downstream if graph.dtype(n) in FLOATS}
 
-    seed = Emit(graph, graph.span(output), "grad", graph.data(output)["site"]).const(1, graph.dtype(output))
-    contributions: dict[int, list[int]] = {output: [seed]}
+    start = Emit(graph, graph.span(output), "grad", graph.data(output)["site"]).const(seed, graph.dtype(output))
+    contributions: dict[int, list[int]] = {output: [start]}
     totals: dict[int, int] = {}
     for node in reversed(graph.order(roots=[output])):
         if node not in active or node not in contributions:
@@ -67,11 +68,13 @@ def _total(graph: Graph, node: int, parts: list[int]) -> int:
     return total
 
 
-def differentiate(graph: Graph, loss: str = "loss") -> Graph:
-    """A copy of `graph` with outputs `grad:<param>` = d loss / d param for every param."""
+def differentiate(graph: Graph, loss: str = "loss", seed: float = 1) -> Graph:
+    """A copy of `graph` with outputs `grad:<param>` = seed · d loss / d param for every param. A seed
+    other than 1 is plain SGD's learning rate: the backward pass then yields the update itself, the
+    constant folded into the first scaling the loss already has (a mean's 1/B)."""
     out = graph.copy()
     params = out.params
-    grads = backprop(out, out.outputs[loss], list(params.values()))
+    grads = backprop(out, out.outputs[loss], list(params.values()), seed=seed)
     for name, node in zip(params, grads):
         out.outputs[f"grad:{name}"] = node
     return out

@@ -86,6 +86,18 @@ class WhereInto:
         return kept
 
 
+class IntoBuffer:
+    """A kernel that takes `out=` run so that it writes into memory the schedule allocated once."""
+
+    __slots__ = ("kernel", "buffer")
+
+    def __init__(self, kernel, buffer: np.ndarray):
+        self.kernel, self.buffer = kernel, buffer
+
+    def __call__(self, *args):
+        return self.kernel(*args, out=self.buffer)
+
+
 def _positive_zero(value) -> bool:
     return value is not None and np.size(value) == 1 and value.reshape(()) == 0 and not np.signbit(value).any()
 
@@ -246,8 +258,65 @@ def _in_place(graph: Graph, calls: list, roots: set, bindings: dict, static: dic
     return out
 
 
+# Results at least this large get memory allocated once, when buffers are reused: below it malloc
+# hands back recently freed heap memory; above it a fresh array is new pages, faulted in every step.
+REUSE_MIN_BYTES = 64 * 1024
+
+
+def _memory_owner(graph: Graph, call: _Call, owner: dict) -> int:
+    """The node whose kernel allocated the memory `call`'s result lives in."""
+    kernel, ops = call.kernel, call.operands
+    if graph.op(call.node) in VIEW_OPS:
+        return owner.get(ops[0], ops[0])
+    if isinstance(kernel, (InPlace, WhereInto)):
+        return owner.get(ops[kernel.index], ops[kernel.index])
+    return call.node
+
+
+def _reuse_buffers(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
+    """Give every large float result of a kernel that takes `out=` a buffer made once, at schedule
+    time, and shared with other results whose lifetimes do not overlap (a buffer returns to the pool
+    after the last read of anything living in it). The schedule's outputs keep theirs to the end of
+    the step, so each run overwrites the previous run's outputs: only for a caller that consumes them
+    first, as the training step does."""
+    owner: dict[int, int] = {}
+    last_read: dict[int, int] = {}
+    for i, call in enumerate(calls):
+        for o in call.operands:
+            if o in owner:
+                last_read[owner[o]] = i
+        owner[call.node] = _memory_owner(graph, call, owner)
+    for r in roots:
+        if r in owner:
+            last_read[owner[r]] = len(calls)
+    released: dict[int, list] = {}
+    for node, i in last_read.items():
+        released.setdefault(i, []).append(node)
+    pool: dict[tuple, list] = {}
+    held: dict[int, tuple] = {}
+    out = []
+    for i, call in enumerate(calls):
+        node, kernel = call.node, call.kernel
+        if (owner[node] == node and graph.op(node) not in VIEW_OPS and graph.dtype(node) in ("f32", "f64")
+                and (kernel is np.matmul or (_accepts_out(kernel) and not isinstance(kernel, InPlace)))):
+            key = (resolve(graph.shape(node), bindings), np.dtype(DTYPES[graph.dtype(node)]))
+            if int(np.prod(key[0], dtype=np.int64)) * key[1].itemsize >= REUSE_MIN_BYTES:
+                free = pool.get(key)
+                buffer = free.pop() if free else np.empty(*key)
+                held[node] = (key, buffer)
+                kernel = IntoBuffer(kernel, buffer)
+        out.append(_Call(node, kernel, call.operands))
+        for dead in released.get(i, ()):
+            if dead in held:
+                key, buffer = held.pop(dead)
+                pool.setdefault(key, []).append(buffer)
+    return out
+
+
 def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
-             context: RunContext | None = None) -> Schedule:
+             context: RunContext | None = None, reuse_buffers: bool = False) -> Schedule:
+    """The schedule of `outputs`. With `reuse_buffers`, large results live in memory allocated once
+    (see `_reuse_buffers`): each run then overwrites the outputs of the one before."""
     roots = [graph.outputs[name] for name in outputs]
     order = graph.order(roots=roots)
     slot = {node: i for i, node in enumerate(order)}
@@ -284,6 +353,8 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     calls = _share_softmax_cross_entropy(graph, calls, set(roots), bindings)
     calls = _fuse_dot_products(graph, calls, set(roots), bindings)
     calls = _in_place(graph, calls, set(roots), bindings, static)
+    if reuse_buffers:
+        calls = _reuse_buffers(graph, calls, set(roots), bindings)
     last_use: dict[int, int] = {}
     for i, call in enumerate(calls):
         for o in call.operands:
@@ -301,15 +372,9 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
 
 def _fresh(graph: Graph, calls: list, roots: list) -> tuple:
     """For each root: whether its memory is the step's own and shared with no other root."""
-    owner = {}
+    owner: dict[int, int] = {}
     for call in calls:
-        kernel, ops = call.kernel, call.operands
-        if graph.op(call.node) in VIEW_OPS:
-            owner[call.node] = owner.get(ops[0], ops[0])
-        elif isinstance(kernel, (InPlace, WhereInto)):
-            owner[call.node] = owner.get(ops[kernel.index], ops[kernel.index])
-        else:
-            owner[call.node] = call.node
+        owner[call.node] = _memory_owner(graph, call, owner)
     memory = [owner.get(r) for r in roots]
     return tuple(m is not None and graph.op(r) not in VIEW_OPS and memory.count(m) == 1
                  for r, m in zip(roots, memory))

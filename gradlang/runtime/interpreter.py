@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import GradError
 from ..ir.graph import Graph
-from ..passes.schedule import InPlace, Schedule
+from ..passes.schedule import InPlace, IntoBuffer, Schedule
 
 _KERNEL_ERRORS = (ValueError, IndexError, TypeError, FloatingPointError, MemoryError)
 
@@ -32,6 +32,9 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
         args = ", ".join(f"v{o}" for o in operands)
         if isinstance(kernel, InPlace):   # call the kernel itself with out=: no wrapper in the step
             kernel, args = kernel.kernel, f"{args}, out=v{operands[kernel.index]}"
+        elif isinstance(kernel, IntoBuffer):
+            namespace[f"b{i}"] = kernel.buffer
+            kernel, args = kernel.kernel, f"{args}, out=b{i}"
         namespace[f"k{i}"] = kernel
         lines.append(f"    v{result} = k{i}({args})")
         if frees:

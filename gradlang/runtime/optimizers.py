@@ -68,6 +68,13 @@ class SGD(Optimizer):
     slots = ("velocity",)
 
     def apply(self, params, grads, owned, lr, momentum=0.0, nesterov=False):
+        if not momentum and lr == 1.0:   # gradients that come scaled by the rate (Program's SGD step)
+            for p, g in zip(params, grads):
+                if p.ndim:
+                    np.subtract(p, g, out=p)
+                else:
+                    p[()] = p[()] - g
+            return
         if not momentum:   # the common case, kept short: it runs once per param per step
             for p, g, tmp, mine in zip(params, grads, self.scratch, owned):
                 if p.ndim:

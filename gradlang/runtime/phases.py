@@ -194,7 +194,8 @@ class PhasedTraining:
             phase = self.phases[i]
             graph = self.program.gradient_graph(loss_name(phase.loss), params=phase.params)
             outputs = (phase.loss,) + tuple(f"grad:{n}" for n in phase.params)
-            found = self._executables[key] = self.program._executable(graph, outputs, arrays, True)
+            found = self._executables[key] = self.program._executable(graph, outputs, arrays, True,
+                                                                        reuse_buffers=True)
         return found
 
     def state(self) -> dict:
