@@ -64,6 +64,7 @@ def test_small_products_and_short_inner_dimensions_are_not_measured(monkeypatch)
     timer = fake_timer({1: 2.0, 2: 1.0, 4: 1.0})
     assert plan_matmul((8, 784), (784, 8), np.float32, False, False, timer=timer) is np.matmul
     assert plan_matmul((4096, 128), (128, 4096), np.float32, False, False, timer=timer) is np.matmul
+    assert plan_matmul((10000, 784), (784, 512), np.float32, False, False, timer=timer) is np.matmul
     monkeypatch.setenv("GRADLANG_MATMUL_TUNING", "0")
     assert plan_matmul(*BIG, np.float32, False, False, timer=timer) is np.matmul
     assert timer.calls == []

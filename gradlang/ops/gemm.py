@@ -19,8 +19,11 @@ import time
 
 import numpy as np
 
-# Products smaller than this many multiply-adds are not worth a measurement (~0.2 ms at 20 GFLOP/s).
+# Products smaller than this many multiply-adds are not worth a measurement (~0.2 ms at 20 GFLOP/s);
+# larger than MAX_MACS, the measurement would cost too much time and memory at compile time (an
+# evaluation batch of 10,000 examples), and large products run near peak anyway.
 MIN_MACS = 4_000_000
+MAX_MACS = 64_000_000
 MIN_PART = 128          # each part of a split inner dimension has at least this many terms
 MARGIN = 1.15           # a split plan must beat one call by this factor, so noise does not flip it
 ROUNDS = 5
@@ -57,7 +60,7 @@ def plan_matmul(a_shape: tuple, b_shape: tuple, dtype, a_transposed: bool, b_tra
     of a C-ordered array, as a VJP's `transpose` gives): np.matmul unless a split measured faster.
     `timer(kernel, a, b) -> seconds` replaces the clock in tests."""
     (m, k), (_, n) = a_shape, b_shape
-    if not tuning_enabled() or m * k * n < MIN_MACS or k < 2 * MIN_PART:
+    if not tuning_enabled() or not MIN_MACS <= m * k * n <= MAX_MACS or k < 2 * MIN_PART:
         return np.matmul
     key = (a_shape, b_shape, np.dtype(dtype).str, a_transposed, b_transposed)
     if key not in _plans:
@@ -66,9 +69,8 @@ def plan_matmul(a_shape: tuple, b_shape: tuple, dtype, a_transposed: bool, b_tra
 
 
 def _operand(shape: tuple, dtype, transposed: bool, rng) -> np.ndarray:
-    if transposed:
-        return rng.random(shape[::-1]).astype(dtype).T
-    return rng.random(shape).astype(dtype)
+    values = rng.random(shape[::-1] if transposed else shape, dtype=np.dtype(dtype))   # float32 or float64
+    return values.T if transposed else values
 
 
 def _time_one_call(kernel, a, b) -> float:
