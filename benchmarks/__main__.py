@@ -25,6 +25,7 @@ import numpy as np
 
 import gradlang
 
+from . import references_torch
 from .references import LinRegReference, MLPReference
 from .references_dl import AttentionReference, CNNReference, LSTMReference
 
@@ -59,6 +60,27 @@ def interleaved(sides: dict, rounds: int, steps: int, warmup: int = 3) -> dict:
     return out
 
 
+def pytorch_reference(prog, feed, make_reference):
+    """PyTorch eager's version of the case, checked against gradlang, or None without torch."""
+    if not references_torch.available():
+        return None
+    reference = make_reference(prog.params)
+    check_same(prog, feed, reference, list(prog.params))
+    return reference
+
+
+def with_pytorch(result: dict, prog, feed, reference, rounds: int, steps: int) -> dict:
+    """`result` plus PyTorch eager (`reference`, None without torch) against gradlang, interleaved
+    in a block of their own: PyTorch's OpenMP threads keep spinning after each op and would slow
+    whichever side ran next in the NumPy comparison."""
+    if reference is not None:
+        block = interleaved({"gradlang": lambda: prog.step(feed),
+                             "pytorch": lambda: reference.step(feed["x"], feed["y"])}, rounds, steps)
+        result["pytorch"] = dict(block["pytorch"], gradlang_median_s=block["gradlang"]["median_s"])
+        result["ratio_pytorch"] = block["gradlang"]["median_s"] / block["pytorch"]["median_s"]
+    return result
+
+
 def check_same(prog, feed, reference, params_order) -> None:
     """Raise AssertionError unless the reference's loss and gradients match gradlang's on `feed`. The
     absolute tolerance scales with each gradient's size: averaged losses give tiny gradients (~1e-4
@@ -77,6 +99,7 @@ def case_mlp(rounds: int) -> dict:
     feed = {"x": rng.random((128, 784), dtype=np.float32), "y": rng.integers(0, 10, 128)}
     reference = MLPReference(prog.params, 128)
     check_same(prog, feed, reference, list(prog.params))
+    torch_reference = pytorch_reference(prog, feed, references_torch.TorchMLP)
     x, y = feed["x"], feed["y"]
     p = reference.p
     z1, h2, d3 = x @ p["W1"], np.ones((128, 64), np.float32), np.ones((128, 10), np.float32)
@@ -88,7 +111,7 @@ def case_mlp(rounds: int) -> dict:
     result = interleaved({"gradlang": lambda: prog.step(feed), "numpy": lambda: reference.step(x, y),
                           "blas_floor": gemms}, rounds, steps=50)
     result["ratio_blas_floor"] = result["gradlang"]["median_s"] / result["blas_floor"]["median_s"]
-    return result
+    return with_pytorch(result, prog, feed, torch_reference, rounds, steps=50)
 
 
 def case_linreg(rounds: int) -> dict:
@@ -98,8 +121,10 @@ def case_linreg(rounds: int) -> dict:
     feed = {"x": x, "y": (3.0 * x + 2.0 + rng.normal(0, 0.1, 1000)).astype(np.float32)}
     reference = LinRegReference(prog.params, 1000)
     check_same(prog, feed, reference, ["w", "b"])
-    return interleaved({"gradlang": lambda: prog.step(feed),
-                        "numpy": lambda: reference.step(feed["x"], feed["y"])}, rounds, steps=500)
+    torch_reference = pytorch_reference(prog, feed, references_torch.TorchLinReg)
+    result = interleaved({"gradlang": lambda: prog.step(feed),
+                          "numpy": lambda: reference.step(feed["x"], feed["y"])}, rounds, steps=500)
+    return with_pytorch(result, prog, feed, torch_reference, rounds, steps=500)
 
 
 def cnn_feed(batch: int, seed: int = 0) -> dict:
@@ -239,6 +264,11 @@ def table(results: dict) -> str:
             unit, scale = ("ms", 1e3) if n["median_s"] >= 1e-2 else ("µs", 1e6)
             rows.append(f"| {label} | {g['median_s'] * scale:,.1f} {unit} | {n['median_s'] * scale:,.1f} {unit} "
                         f"(NumPy) | {g['median_s'] / n['median_s']:.2f}× | {g['spread']:.0%} / {n['spread']:.0%} |")
+            if "pytorch" in r:   # from a block of its own: gradlang's time there, beside PyTorch's
+                t, mine = r["pytorch"], r["pytorch"]["gradlang_median_s"]
+                rows.append(f"| {name} vs PyTorch eager | {mine * scale:,.1f} {unit} | "
+                            f"{t['median_s'] * scale:,.1f} {unit} (PyTorch) | {r['ratio_pytorch']:.2f}× | "
+                            f"— / {t['spread']:.0%} |")
             if "blas_floor" in r:
                 b = r["blas_floor"]
                 rows.append(f"| mlp vs BLAS floor | {g['median_s'] * 1e6:,.1f} µs | {b['median_s'] * 1e6:,.1f} µs "
@@ -267,7 +297,7 @@ def main(argv=None) -> int:
     clock = CLOCKS[args.clock]
     results = {"machine": {"python": sys.version.split()[0], "numpy": np.__version__,
                            "platform": platform.platform(), "processor": platform.processor(),
-                           "clock": args.clock}}
+                           "clock": args.clock, "pytorch": references_torch.version()}}
     for name in args.only or CASES:
         results[name] = CASES[name](args.rounds)
     print(table(results))

@@ -48,6 +48,20 @@ def test_reference_matches_gradlang(case):
         np.testing.assert_allclose(value, after[name], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
+@pytest.mark.parametrize("case", ["mlp", "linreg"])
+def test_pytorch_reference_matches_gradlang(case):
+    pytest.importorskip("torch", reason="PyTorch is the optional third reference: pip install -e '.[bench]'")
+    from benchmarks.references_torch import TorchLinReg, TorchMLP
+    program, make_feed, _ = SMALL_CASES[case]
+    prog = gradlang.compile(BENCH / program)
+    feed = make_feed()
+    reference = (TorchMLP if case == "mlp" else TorchLinReg)(prog.params)
+    check_same(prog, feed, reference, list(prog.params))
+    assert prog.step(feed) == pytest.approx(reference.step(feed["x"], feed["y"]), rel=1e-4)
+    for name, value in prog.params.items():
+        np.testing.assert_allclose(value, reference.p[name].detach().numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
 def test_check_same_catches_a_reference_that_differs():
     prog = gradlang.compile(BENCH / "attention.grad")
     params = dict(prog.params)
