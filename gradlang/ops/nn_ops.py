@@ -3,9 +3,11 @@
 - **Convolution** (NCHW, stride and zero padding): `conv2d(x, w)`, with two companions that are its
   derivatives — `conv2d_transpose(g, w)` (the adjoint in x: a transposed convolution) and
   `conv2d_filter_grad(x, g)` (the derivative in w). The three are bilinear and closed under VJP:
-  each one's cotangents are the other two, so gradients of gradients work. Kernels gather the
-  sliding windows with `sliding_window_view` and contract them with one `tensordot` (BLAS) per chunk
-  of the batch: no loop over pixels; the transposed convolution loops over the kernel's KH·KW offsets.
+  each one's cotangents are the other two, so gradients of gradients work. Kernels copy the
+  sliding windows of a channels-last copy of the image into rows (im2col, channels innermost) and
+  contract them with one matrix product (BLAS) per chunk of the batch: no loop over pixels. The
+  transposed convolution is itself a convolution at stride 1 (of the padded gradient with flipped
+  filters); at other strides it adds each of the KH·KW offsets' products back into the image.
 - **Windows**: `patches2d(x)` lays out every (strided, padded) window of x on two new trailing axes,
   `[N, C, OH, OW, KH, KW]`; its adjoint `patches2d_transpose` adds windows back into an image.
   Average pooling is `reduce_sum` over the window axes.
@@ -110,6 +112,38 @@ def _add_windows(cols: np.ndarray, size: tuple, kernel: tuple, stride: tuple, pa
     return out[:, :, ph:ph + size[0], pw:pw + size[1]] if ph or pw else out
 
 
+def _nhwc(x: np.ndarray, padding: tuple) -> np.ndarray:
+    """The NCHW array x as a channels-last copy [N, H + 2·ph, W + 2·pw, C], zero-padded."""
+    n, c, h, w = x.shape
+    (ph, pw) = padding
+    out = (np.zeros if ph or pw else np.empty)((n, h + 2 * ph, w + 2 * pw, c), dtype=x.dtype)
+    out[:, ph:ph + h, pw:pw + w, :] = x.transpose(0, 2, 3, 1)
+    return out
+
+
+def _im2col(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple) -> np.ndarray:
+    """Every window of the NCHW array x as a row [N·OH·OW, KH·KW·C], channels innermost: copied from
+    a channels-last image, each window row is KH·KW runs of C contiguous values rather than C·KH
+    runs of KW, which makes the gathering copy several times faster than from NCHW."""
+    (kh, kw), (sh, sw) = kernel, stride
+    windows = sliding_window_view(_nhwc(x, padding), kernel, axis=(1, 2))[:, ::sh, ::sw]  # [N, OH, OW, C, KH, KW]
+    n, oh, ow, c = windows.shape[:4]
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
+    cols[...] = windows.transpose(0, 1, 2, 4, 5, 3)
+    return cols.reshape(n * oh * ow, kh * kw * c)
+
+
+def _filter_rows(w: np.ndarray) -> np.ndarray:
+    """Filters [O, C, KH, KW] as rows [O, KH·KW·C], in the order of _im2col's columns."""
+    o = w.shape[0]
+    return w.transpose(0, 2, 3, 1).reshape(o, -1)
+
+
+def _channels_last_rows(g: np.ndarray) -> np.ndarray:
+    """An NCHW array as rows [N·H·W, C]."""
+    return g.transpose(0, 2, 3, 1).reshape(-1, g.shape[1])
+
+
 # ---- convolution ---------------------------------------------------------------------------------
 
 def _conv2d_infer(shapes, dtypes, attrs):
@@ -127,14 +161,16 @@ def _conv2d_infer(shapes, dtypes, attrs):
 def _conv2d_kernel(attrs, in_shapes, out_shape, dtype):
     stride, padding = attrs["stride"], attrs["padding"]
     kernel = tuple(in_shapes[1][2:])
+    _, o, oh, ow = out_shape
 
-    per_example = in_shapes[1][1] * kernel[0] * kernel[1] * out_shape[2] * out_shape[3]
+    per_example = in_shapes[1][1] * kernel[0] * kernel[1] * oh * ow
 
     def conv2d(x, w):
         out = np.empty(out_shape, dtype=np.result_type(x, w))
+        filters = _filter_rows(w).T                                          # [KH·KW·C, O]
         for part in _batch_chunks(len(x), per_example):
-            win = _windows(x[part], kernel, stride, padding)                 # [n, C, OH, OW, KH, KW]
-            out[part] = np.tensordot(win, w, axes=((1, 4, 5), (1, 2, 3))).transpose(0, 3, 1, 2)
+            rows = _im2col(x[part], kernel, stride, padding) @ filters        # [n·OH·OW, O]
+            out[part] = rows.reshape(-1, oh, ow, o).transpose(0, 3, 1, 2)
         return out
     return conv2d
 
@@ -170,15 +206,30 @@ def _transpose_infer(shapes, dtypes, attrs):
 def _transpose_kernel(attrs, in_shapes, out_shape, dtype):
     stride, padding, size = attrs["stride"], attrs["padding"], attrs["size"]
     kernel, target = tuple(in_shapes[1][2:]), DTYPES[dtype]
-
-    per_example = out_shape[1] * kernel[0] * kernel[1] * in_shapes[0][2] * in_shapes[0][3]
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    _, o, oh, ow = in_shapes[0]
+    c = out_shape[1]
+    # At stride 1 with padding smaller than the filter, the transposed convolution is a convolution:
+    # of g padded by K − 1 − p with the filters flipped and their channel axes swapped — one im2col
+    # and one product, several times faster than adding KH·KW shifted products back into an image.
+    as_convolution = stride == (1, 1) and ph < kh and pw < kw
+    per_example = (o if as_convolution else c) * kh * kw * max(oh * ow, size[0] * size[1])
 
     def conv2d_transpose(g, w):
         out = np.empty(out_shape, dtype=target)
         for part in _batch_chunks(len(g), per_example):
-            cols = np.tensordot(w, g[part], axes=((0,), (1,)))                # [C, KH, KW, n, OH, OW]
-            cols = np.ascontiguousarray(cols.transpose(1, 2, 3, 0, 4, 5))    # [KH, KW, n, C, OH, OW]
-            out[part] = _add_windows(cols, size, kernel, stride, padding, target)
+            if as_convolution:
+                flipped = _filter_rows(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).T   # [KH·KW·O, C]
+                rows = _im2col(g[part], kernel, (1, 1), (kh - 1 - ph, kw - 1 - pw)) @ flipped
+                out[part] = rows.reshape(-1, size[0], size[1], c).transpose(0, 3, 1, 2)
+                continue
+            cols = (_channels_last_rows(g[part]) @ _filter_rows(w)).reshape(-1, oh, ow, kh, kw, c)
+            cols = np.ascontiguousarray(cols.transpose(3, 4, 0, 1, 2, 5))   # [KH, KW, n, OH, OW, C]
+            image = np.zeros((cols.shape[2], size[0] + 2 * ph, size[1] + 2 * pw, c), dtype=target)
+            for i in range(kh):          # each window offset's values added back where they came from
+                for j in range(kw):
+                    image[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += cols[i, j]
+            out[part] = image[:, ph:ph + size[0], pw:pw + size[1]].transpose(0, 3, 1, 2)
         return out
     return conv2d_transpose
 
@@ -212,15 +263,15 @@ def _filter_grad_infer(shapes, dtypes, attrs):
 
 def _filter_grad_kernel(attrs, in_shapes, out_shape, dtype):
     stride, padding, kernel = attrs["stride"], attrs["padding"], attrs["kernel"]
+    o, c, kh, kw = out_shape
 
     per_example = in_shapes[0][1] * kernel[0] * kernel[1] * in_shapes[1][2] * in_shapes[1][3]
 
     def conv2d_filter_grad(x, g):
-        out = np.zeros(out_shape, dtype=DTYPES[dtype])
+        rows = np.zeros((o, kh * kw * c), dtype=DTYPES[dtype])               # [O, KH·KW·C]
         for part in _batch_chunks(len(x), per_example):
-            win = _windows(x[part], kernel, stride, padding)                 # [n, C, OH, OW, KH, KW]
-            out += np.tensordot(g[part], win, axes=((0, 2, 3), (0, 2, 3)))   # [O, C, KH, KW]
-        return out
+            rows += _channels_last_rows(g[part]).T @ _im2col(x[part], kernel, stride, padding)
+        return np.ascontiguousarray(rows.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
     return conv2d_filter_grad
 
 
