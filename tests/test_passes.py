@@ -394,3 +394,12 @@ def test_only_the_training_step_reuses_buffers_other_runs_hand_out_fresh_arrays(
     prog.step(feed)
     (exe,) = prog._step_executables.values()
     assert sum(isinstance(k, IntoBuffer) for k, *_ in exe.schedule.steps) >= 3   # the large products
+
+
+def test_a_scaled_cross_entropy_gradient_summed_whole_is_not_taken_for_a_product():
+    # the gradient of a broadcast scalar sums the folded `scale · (softmax − one_hot)` over every axis
+    prog = gradlang.compile("input x : f64[B, 3]\ninput y : i64[B]\nparam s : f64[] = 0.5\n"
+                            "logits = x + s\nloss = cross_entropy(logits, y)\n", dtype="float64")
+    feed = {"x": np.random.default_rng(0).normal(size=(4, 3)), "y": np.array([0, 2, 1, 2])}
+    assert prog.gradients(feed)["s"] == pytest.approx(0.0, abs=1e-15)   # softmax − one_hot sums to 0
+    assert prog.step(feed) == pytest.approx(prog.loss(feed), rel=1e-12)   # a step does not move the loss

@@ -138,7 +138,7 @@ def _fuse_dot_products(graph: Graph, calls: list, roots: set, bindings: dict) ->
             continue
         (product,) = call.operands
         shape = resolve(graph.shape(product), bindings)
-        if (product not in producer or graph.op(product) != "mul" or product in roots
+        if (product not in producer or producer[product].kernel is not np.multiply or product in roots
                 or reads.get(product) != 1 or not shape or graph.dtype(product) not in ("f32", "f64")
                 or len(graph.attrs(node)["axes"]) != len(shape)):
             continue
