@@ -27,7 +27,7 @@ from .passes.stability import stabilize
 from .runtime import data as data_sources
 from .runtime.interpreter import Executable
 from .runtime.numerics import nonfinite_loss, run_checked
-from .runtime.optimizers import OPTIMIZERS, SGD
+from .runtime.optimizers import OPTIMIZERS
 from .runtime.phases import PhasedTraining, differentiate_phases, loss_name
 from .runtime.train import Reporter, TrainResult, fit, save_params, split_validation
 from .syntax import parse, parse_file
@@ -62,6 +62,17 @@ def compile(source: str | Path, dtype: str = "float32", seed: int | None = None)
         module, folder, name = parse(source, "<string>"), Path.cwd(), "<string>"
     elaborated = elaborate_source(module, folder, _DTYPE_NAMES[dtype])
     return Program(elaborated, folder, seed, name)
+
+
+def _constant_sgd_rate(kind: str, static: dict, dynamic: dict) -> float | None:
+    """The learning rate when the update is p ← p − lr·g with the same lr every step: SGD with every
+    other setting at its default, nothing scheduled. Otherwise None."""
+    if kind != "sgd" or dynamic:
+        return None
+    defaults = OPTIMIZERS["sgd"].settings
+    if any(static.get(name, default) != default for name, default in defaults.items() if name != "lr"):
+        return None
+    return static["lr"]
 
 
 class Program:
@@ -344,27 +355,20 @@ class Program:
         exe = self._step_executables.get(key)
         if exe is None:
             outputs = (self._loss_output(None),) + tuple(f"grad:{n}" for n in self.param_names)
-            lr = self._folded_lr = self._constant_sgd_rate()
+            self._optimizer_for_step()   # decides _folded_lr
+            lr = self._folded_lr
             graph = self.gradient_graph() if lr is None else self._scaled_gradient_graph(lr)
             exe = self._step_executables[key] = self._executable(graph, outputs, arrays, True, reuse_buffers=True)
             exe.owned_gradients = exe.schedule.fresh_outputs[1:]   # gradients the optimizer may overwrite
         return exe
 
-    def _constant_sgd_rate(self) -> float | None:
-        """The learning rate, when the update is p ← p − lr·g with lr the same every step; else None."""
-        optimizer, settings = self._optimizer_for_step()
-        plain = {"clip_norm": 0.0, "weight_decay": 0.0, "momentum": 0.0}
-        if type(optimizer) is not SGD or self._settings_exec is not None \
-                or any(settings.get(k, 0.0) != v for k, v in plain.items()):
-            return None
-        return settings["lr"]
-
     def _scaled_gradient_graph(self, lr: float) -> Graph:
-        """gradient_graph() with every gradient multiplied by `lr`, for the SGD step."""
+        """gradient_graph() with every gradient multiplied by `lr`, for the SGD step (its rewrites
+        are not counted in `stats`, which describe the graphs `gradlang ir` shows)."""
         key = ("scaled", lr)
         if key not in self._grad_graphs:
             output = self._loss_output(None)
-            self._grad_graphs[key] = simplify(differentiate(self.model_graph, output, seed=lr), stats=self.stats)
+            self._grad_graphs[key] = simplify(differentiate(self.model_graph, output, seed=lr))
         return self._grad_graphs[key]
 
     def _loss_and_gradients(self, arrays: list, exe: Executable | None = None) -> list:
@@ -389,6 +393,9 @@ class Program:
             self._static_settings = {k: v for k, v in spec.settings if not isinstance(v, Tensor)}
             dynamic = {k: v for k, v in spec.settings if isinstance(v, Tensor)}
             self._dynamic_names = list(dynamic)
+            # decided here, from the settings alone, so every process and every MPI rank (one whose
+            # share of a batch is empty computes no gradients) agrees on what its gradients mean
+            self._folded_lr = _constant_sgd_rate(spec.kind, self._static_settings, dynamic)
             if dynamic:
                 plan_graph = self.elaborated.plan.graph
                 for k, v in dynamic.items():

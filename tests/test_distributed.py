@@ -41,9 +41,9 @@ train {
   data = points
   validation = 0.2
   test = held
-  batch = 5
+  batch = BATCH
   epochs = 3
-  optimizer = adam(lr: 0.01)
+  optimizer = OPTIMIZER
   seed = 3
 }
 """
@@ -96,6 +96,10 @@ train {
 """
 
 
+def moons(batch: int = 5, optimizer: str = "adam(lr: 0.01)") -> str:
+    return MOONS.replace("BATCH", str(batch)).replace("OPTIMIZER", optimizer)
+
+
 def mpirun(ranks: int, args: list[str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
     command = [MPIEXEC, "-n", str(ranks), sys.executable, *args]
     return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout)
@@ -133,7 +137,7 @@ def moons_alone(tmp_path, monkeypatch):
                  "MV2_COMM_WORLD_SIZE", "MV2_COMM_WORLD_RANK", "SLURM_STEP_NUM_TASKS"):
         monkeypatch.delenv(name, raising=False)
     source = tmp_path / "moons.grad"
-    source.write_text(MOONS.replace("epochs = 3", "epochs = 1"))
+    source.write_text(moons().replace("epochs = 3", "epochs = 1"))
     return lambda *extra: main(["run", str(source), "--quiet", "--json", "--out", str(tmp_path / "p.npz"), *extra])
 
 
@@ -160,17 +164,20 @@ def test_a_launcher_without_mpi4py_is_an_error_that_says_how_to_install_it(moons
 
 def test_mpi_timeout_must_be_positive(tmp_path, capsys):
     source = tmp_path / "moons.grad"
-    source.write_text(MOONS)
+    source.write_text(moons())
     assert main(["run", str(source), "--quiet", "--mpi-timeout", "0"]) == 1
     assert "--mpi-timeout must be a positive number" in capsys.readouterr().err
 
 
 @needs_mpi
-def test_two_ranks_end_with_the_params_of_one_process(tmp_path, capsys):
+# plain SGD, one example a batch: rank 0 computes nothing in any step, and must still read the summed
+# gradients as the other rank made them (SGD's step folds the rate into them)
+@pytest.mark.parametrize("batch, optimizer", [(5, "adam(lr: 0.01)"), (1, "sgd(lr: 0.05)")])
+def test_two_ranks_end_with_the_params_of_one_process(tmp_path, capsys, batch, optimizer):
     """Same seed, same global batch: the same params (float64 makes the agreement tight), the same loss,
     validation and test numbers — with unequal shares and a rank left without examples."""
     source = tmp_path / "moons.grad"
-    source.write_text(MOONS)
+    source.write_text(moons(batch, optimizer))
     assert main(["run", str(source), "--float64", "--quiet", "--json", "--out", str(tmp_path / "one.npz")]) == 0
     alone = json.loads(capsys.readouterr().out)
 
@@ -179,7 +186,7 @@ def test_two_ranks_end_with_the_params_of_one_process(tmp_path, capsys):
     lines = result.stdout.splitlines()
     assert len(lines) == 1, "only rank 0 prints"
     together = json.loads(lines[0])
-    assert together["ranks"] == 2 and together["steps"] == alone["steps"] == 51
+    assert together["ranks"] == 2 and together["steps"] == alone["steps"] == 3 * -(-81 // batch)
     with np.load(tmp_path / "one.npz") as one, np.load(tmp_path / "two.npz") as two:
         assert sorted(one.files) == sorted(two.files)
         for name in one.files:
@@ -194,7 +201,7 @@ def test_two_ranks_end_with_the_params_of_one_process(tmp_path, capsys):
 @needs_mpi
 def test_ranks_that_disagree_about_the_job_stop_it_saying_where(tmp_path):
     """Two ranks told different batch sizes (as machines with different files would be) must not train."""
-    (tmp_path / "moons.grad").write_text(MOONS)
+    (tmp_path / "moons.grad").write_text(moons())
     rank = [sys.executable, *gradlang_args("run", "moons.grad", "--quiet", "--mpi-timeout", "60", "--batch")]
     result = subprocess.run([MPIEXEC, "-n", "1", *rank, "5", ":", "-n", "1", *rank, "6"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
