@@ -289,11 +289,13 @@ def _memory_owner(graph: Graph, call: _Call, owner: dict) -> int:
 
 
 def _reuse_buffers(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
-    """Give every large float result of a kernel that takes `out=` a buffer made once, at schedule
-    time, and shared with other results whose lifetimes do not overlap (a buffer returns to the pool
-    after the last read of anything living in it). The schedule's outputs keep theirs to the end of
-    the step, so each run overwrites the previous run's outputs: only for a caller that consumes them
-    first, as the training step does."""
+    """Give every large float matrix product a buffer made once, at schedule time, and shared with
+    other products whose lifetimes do not overlap (a buffer returns to the pool after the last read
+    of anything living in it). The schedule's outputs keep theirs to the end of the step, so each
+    run overwrites the previous run's outputs: only for a caller that consumes them first, as the
+    training step does. Products only: their result is row-major whatever their operands' layout,
+    while an elementwise ufunc keeps a transposed operand's layout, which a row-major buffer would
+    change (and with it the order of later sums)."""
     owner: dict[int, int] = {}
     last_read: dict[int, int] = {}
     for i, call in enumerate(calls):
@@ -313,8 +315,7 @@ def _reuse_buffers(graph: Graph, calls: list, roots: set, bindings: dict) -> lis
     for i, call in enumerate(calls):
         node, kernel = call.node, call.kernel
         if (owner[node] == node and graph.op(node) not in VIEW_OPS and graph.dtype(node) in ("f32", "f64")
-                and (kernel is np.matmul or isinstance(kernel, SplitK)
-                     or (_accepts_out(kernel) and not isinstance(kernel, InPlace)))):
+                and (kernel is np.matmul or isinstance(kernel, SplitK))):
             key = (resolve(graph.shape(node), bindings), np.dtype(DTYPES[graph.dtype(node)]))
             if int(np.prod(key[0], dtype=np.int64)) * key[1].itemsize >= REUSE_MIN_BYTES:
                 free = pool.get(key)
