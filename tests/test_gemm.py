@@ -1,5 +1,7 @@
 """Matrix-product plans: a split inner dimension computes the same product, and the planner picks a
 split only when it measures faster by a margin, once per shape."""
+import json
+
 import numpy as np
 import pytest
 
@@ -13,9 +15,10 @@ BIG = ((128, 784), (784, 128))     # 12.8 M multiply-adds: over the planning thr
 
 
 @pytest.fixture(autouse=True)
-def fresh_plans(monkeypatch):
+def fresh_plans(monkeypatch, tmp_path):
     monkeypatch.setattr(gemm, "_plans", {})
     monkeypatch.delenv("GRADLANG_MATMUL_TUNING", raising=False)
+    monkeypatch.setenv("GRADLANG_MATMUL_PLANS", str(tmp_path / "plans.json"))
 
 
 @pytest.mark.parametrize("parts", [2, 3, 4])
@@ -65,6 +68,7 @@ def test_small_products_and_short_inner_dimensions_are_not_measured(monkeypatch)
     assert plan_matmul((8, 784), (784, 8), np.float32, False, False, timer=timer) is np.matmul
     assert plan_matmul((4096, 128), (128, 4096), np.float32, False, False, timer=timer) is np.matmul
     assert plan_matmul((10000, 784), (784, 512), np.float32, False, False, timer=timer) is np.matmul
+    assert plan_matmul((1, 512), (512, 50000), np.float32, False, False, timer=timer) is np.matmul   # skinny
     monkeypatch.setenv("GRADLANG_MATMUL_TUNING", "0")
     assert plan_matmul(*BIG, np.float32, False, False, timer=timer) is np.matmul
     assert timer.calls == []
@@ -86,3 +90,30 @@ def test_the_scheduler_runs_a_planned_split_into_a_reused_buffer():
     a, b = rng.random(BIG[0], dtype=np.float32), rng.random(BIG[1], dtype=np.float32) / 100
     (y,) = Executable(sched, g, ["x"], ["w"]).run([a], [b])
     np.testing.assert_allclose(y, np.tanh(a @ b), rtol=1e-5)
+
+
+def test_a_measured_plan_is_kept_in_the_file_and_a_later_process_makes_the_same_choice_without_measuring(
+        monkeypatch, tmp_path):
+    first = plan_matmul(*BIG, np.float32, False, False, timer=fake_timer({1: 2.0, 2: 1.5, 4: 1.0}))
+    assert isinstance(first, SplitK) and len(first.bounds) == 5
+    kept = json.loads((tmp_path / "plans.json").read_text())
+    (machine,) = kept
+    assert "numpy" in machine and kept[machine] == {"128x784 @ 784x128 float32 NN": 4}
+    monkeypatch.setattr(gemm, "_plans", {})                       # a new process
+    timer = fake_timer({1: 1.0, 2: 9.0, 4: 9.0})                  # would now choose one call
+    again = plan_matmul(*BIG, np.float32, False, False, timer=timer)
+    assert isinstance(again, SplitK) and again.bounds == first.bounds and timer.calls == []
+    one = plan_matmul(*BIG, np.float64, False, False, timer=timer)   # another dtype: measured, added
+    assert one is np.matmul and len(json.loads((tmp_path / "plans.json").read_text())[machine]) == 2
+
+
+@pytest.mark.parametrize("content", ["not json", "[1, 2]", '{"x": 3}', None])
+def test_a_damaged_or_unwritable_plan_file_only_costs_a_measurement(monkeypatch, tmp_path, content):
+    path = tmp_path / "plans.json"
+    if content is None:                                           # a folder where the file should be
+        path.mkdir()
+    else:
+        path.write_text(content)
+    timer = fake_timer({1: 2.0, 2: 1.0, 4: 1.5})
+    assert isinstance(plan_matmul(*BIG, np.float32, False, False, timer=timer), SplitK)
+    assert timer.calls
