@@ -7,7 +7,8 @@ Cases: `mlp`, `linreg`, `cnn`, `lstm`, `attention` (training steps), `compile` (
 Each step case alternates the two sides (A B A B …) after a warm-up, so drift in the machine's speed
 hits both; it reports the median time per step of each side, their ratio and the spread (the
 interquartile range as a fraction of the median). References are checked to give the same loss and
-gradients as gradlang before anything is timed.
+gradients as gradlang before anything is timed. With PyTorch installed (`pip install -e '.[bench]'`),
+the MLP and linear regression are also timed against PyTorch eager, in a block of their own.
 """
 from __future__ import annotations
 
@@ -295,6 +296,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     global clock
     clock = CLOCKS[args.clock]
+    if args.clock == "cpu":
+        references_torch.one_thread()   # a thread's CPU time would not count PyTorch's other threads
     results = {"machine": {"python": sys.version.split()[0], "numpy": np.__version__,
                            "platform": platform.platform(), "processor": platform.processor(),
                            "clock": args.clock, "pytorch": references_torch.version()}}

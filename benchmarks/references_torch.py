@@ -24,6 +24,13 @@ def available() -> bool:
     return version() is not None
 
 
+def one_thread() -> None:
+    """Run PyTorch's ops on the calling thread alone (for the CPU-time clock), when it is installed."""
+    if available():
+        import torch
+        torch.set_num_threads(1)
+
+
 class TorchReference:
     """Params as leaf tensors under gradlang's names, plain SGD, and a subclass's `loss(x, y)`."""
 
