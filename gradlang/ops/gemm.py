@@ -4,8 +4,7 @@ BLAS libraries block a product by its inner dimension K, and a library tuned for
 badly on another: NumPy's OpenBLAS (Haswell kernels) on an AMD EPYC runs a float32 [128, 784] @
 [784, 128] at half the speed of the same product computed as two accumulated halves of K, while
 float64, or [256, 784] @ [784, 512], show nothing of the kind. No rule predicts that, so the
-scheduler times the candidates once per shape, layout and dtype, on the machine that will run them,
-and keeps the winner for the life of the process.
+scheduler times the candidates once per shape, layout and dtype, on the machine that will run them.
 
 A split plan sums in a different order, so its results differ from one call's in the last bits.
 So that they do not differ between runs, a plan once measured is kept in a file (FFTW's "wisdom"):
@@ -36,7 +35,7 @@ MIN_PART = 128          # each part of a split inner dimension has at least this
 MARGIN = 1.15           # a split plan must beat one call by this factor, so noise does not flip it
 ROUNDS = 5
 
-_plans: dict[tuple, object] = {}
+_plans: dict[tuple, object] = {}   # this process's plans: (shapes, dtype, layouts) → kernel
 
 
 class SplitK:
