@@ -302,7 +302,6 @@ def _train(args, parallel) -> int:
 
 def _dry_run(args, program, target: Path, checkpoint: Path) -> int:
     """What `run` would read and write, found without reading the data or writing anything."""
-    from .ops.gemm import plans_path, tuning_enabled
     from .runtime.data import paths
     plan = program.plan
     reads = []
@@ -317,8 +316,6 @@ def _dry_run(args, program, target: Path, checkpoint: Path) -> int:
     writes = {"params": str(target.resolve()), "checkpoint": str(Path(checkpoint).resolve())}
     if args.plot is not None:
         writes["plot"] = str(args.plot.resolve())
-    if tuning_enabled():
-        writes["matmul_plans"] = str(plans_path().resolve())   # updated when a new product shape is measured
     if args.json:
         print(json.dumps({"file": str(args.file), "reads": reads, "writes": writes,
                           "params": {n: list(v.shape) for n, v in program.params.items()}}))

@@ -536,8 +536,7 @@ def test_dry_run_reports_data_paths_and_outputs_without_reading_or_writing(tmp_p
     assert out["reads"] == [
         {"data": "d", "source": "csv", "files": [str(tmp_path / "missing.csv")], "used_as": ["data"]},
         {"data": "t", "source": "npz", "files": ["/nowhere/test.npz"], "used_as": ["test"]}]
-    assert out["writes"] == {"params": str(tmp_path / "m.npz"), "checkpoint": str(tmp_path / "ck" / "run.npz"),
-                             "matmul_plans": os.environ["GRADLANG_MATMUL_PLANS"]}
+    assert out["writes"] == {"params": str(tmp_path / "m.npz"), "checkpoint": str(tmp_path / "ck" / "run.npz")}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.grad"]    # nothing read (it is missing), nothing written
     code = main(["run", "m.grad", "--dry-run"])
     text = capsys.readouterr().out

@@ -17,7 +17,6 @@ import numpy as np
 from ..errors import GradError
 from ..ir.graph import Graph
 from ..ops import registry
-from ..ops.gemm import SplitK, plan_matmul
 from ..ops.primitives import SharedSoftmaxCrossEntropy
 from ..ops.registry import RunContext
 from ..ops.shapes import DTYPES, broadcast, resolve
@@ -200,20 +199,6 @@ def _share_softmax_cross_entropy(graph: Graph, calls: list, roots: set, bindings
     return out
 
 
-def _plan_matmuls(graph: Graph, calls: list, bindings: dict) -> list:
-    """Large 2-D products get the kernel `ops/gemm.py` measured fastest for their shapes and layouts."""
-    out = []
-    for call in calls:
-        if graph.op(call.node) == "matmul" and call.kernel is np.matmul:
-            shapes = [resolve(graph.shape(o), bindings) for o in call.operands]
-            if all(len(shape) == 2 for shape in shapes):
-                transposed = [graph.op(o) == "transpose" for o in call.operands]
-                kernel = plan_matmul(*shapes, DTYPES[graph.dtype(call.node)], *transposed)
-                call = _Call(call.node, kernel, call.operands)
-        out.append(call)
-    return out
-
-
 def _in_place(graph: Graph, calls: list, roots: set, bindings: dict, static: dict) -> list:
     """Let a kernel write its result into an operand's buffer when that buffer is dead afterwards: it
     was computed by this schedule (not an input, param or constant), nothing else reads it or any
@@ -315,7 +300,7 @@ def _reuse_buffers(graph: Graph, calls: list, roots: set, bindings: dict) -> lis
     for i, call in enumerate(calls):
         node, kernel = call.node, call.kernel
         if (owner[node] == node and graph.op(node) not in VIEW_OPS and graph.dtype(node) in ("f32", "f64")
-                and (kernel is np.matmul or isinstance(kernel, SplitK))):
+                and kernel is np.matmul):
             key = (resolve(graph.shape(node), bindings), np.dtype(DTYPES[graph.dtype(node)]))
             if int(np.prod(key[0], dtype=np.int64)) * key[1].itemsize >= REUSE_MIN_BYTES:
                 free = pool.get(key)
@@ -369,7 +354,6 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
 
     calls = _share_softmax_cross_entropy(graph, calls, set(roots), bindings)
     calls = _fuse_dot_products(graph, calls, set(roots), bindings)
-    calls = _plan_matmuls(graph, calls, bindings)
     calls = _in_place(graph, calls, set(roots), bindings, static)
     if reuse_buffers:
         calls = _reuse_buffers(graph, calls, set(roots), bindings)
