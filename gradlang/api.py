@@ -339,8 +339,9 @@ class Program:
             owned = exe.owned_gradients
         optimizer, settings = self._optimizer_for_step()
         if self._folded_lr is not None:   # the step computed lr · gradient: the update only subtracts it
-            settings = dict(settings, lr=1.0)
-        optimizer.update(self._param_list, values[1:], owned=owned, **settings)
+            optimizer.subtract(self._param_list, values[1:])
+        else:
+            optimizer.update(self._param_list, values[1:], owned=owned, **settings)
         self.steps_taken += 1
         return float(values[0])
 

@@ -68,13 +68,6 @@ class SGD(Optimizer):
     slots = ("velocity",)
 
     def apply(self, params, grads, owned, lr, momentum=0.0, nesterov=False):
-        if not momentum and lr == 1.0:   # gradients that come scaled by the rate (Program's SGD step)
-            for p, g in zip(params, grads):
-                if p.ndim:
-                    np.subtract(p, g, out=p)
-                else:
-                    p[()] = p[()] - g
-            return
         if not momentum:   # the common case, kept short: it runs once per param per step
             for p, g, tmp, mine in zip(params, grads, self.scratch, owned):
                 if p.ndim:
@@ -96,6 +89,17 @@ class SGD(Optimizer):
                 g = v
             np.multiply(g, t(lr), out=tmp)
             p -= tmp
+
+
+    def subtract(self, params, updates) -> None:
+        """p ← p − u: the step for updates that are already lr·g (plain SGD at a constant rate, whose
+        rate the compiled training step folds into its backward pass); no clipping or decay applies."""
+        self.t += 1
+        for p, u in zip(params, updates):
+            if p.ndim:
+                np.subtract(p, u, out=p)
+            else:   # a scalar: NumPy scalar arithmetic, the same float op without a ufunc call
+                p[()] = p[()] - u
 
 
 class Adam(Optimizer):
