@@ -249,8 +249,8 @@ class Program:
     def _executable(self, graph: Graph, outputs: tuple, arrays: list, training: bool = False,
                     reuse_buffers: bool = False) -> Executable:
         """The compiled executable of `outputs` for these feed shapes. `reuse_buffers` (for a caller
-        that consumes the outputs before the next run, as a training step does) keeps large results
-        in memory allocated once."""
+        that consumes the outputs before the next run, as a training step does) writes large matrix
+        products into memory allocated once."""
         key = (id(graph), outputs, training, reuse_buffers, tuple(None if a is None else a.shape for a in arrays))
         found = self._executables.get(key)
         if found is None:

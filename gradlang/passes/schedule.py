@@ -2,11 +2,13 @@
 
 Done once per (graph, outputs, binding of the symbolic dimensions). Every shape is concrete here, so
 each kernel is specialised to its shapes; nodes that do not depend on inputs or params (constants,
-`size` queries, arithmetic on them) are computed now, once, and become preloaded slots. Two rewrites
-that only pay off once shapes are known follow: `sum(a * b)` becomes one dot product, and kernels
-write into the buffer of an operand that dies with them (what `out=` does in careful hand-written
-NumPy). Liveness analysis frees each buffer after its last use. The training step then does nothing
-but call kernels.
+`size` queries, arithmetic on them) are computed now, once, and become preloaded slots. Rewrites
+that only pay off once shapes are known follow, each a function from the list of calls to a new
+one: a softmax cross-entropy and its gradient share their exponentials, `sum(a * b)` becomes one
+dot product, kernels write into the buffer of an operand that dies with them (what `out=` does in
+careful hand-written NumPy), and for the training step large products get memory allocated once.
+Liveness analysis frees each buffer after its last use. The training step then does nothing but
+call kernels.
 """
 from __future__ import annotations
 
@@ -122,13 +124,19 @@ def _accepts_out(kernel) -> bool:
             or getattr(kernel, "accepts_out", False))
 
 
-def _fuse_dot_products(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
-    """`reduce_sum(mul(a, b))` over every axis, with `a` and `b` of the product's shape and the
-    product read nowhere else, becomes one `vdot(a, b)`: one BLAS call, no temporary array."""
+def _read_counts(calls: list) -> dict[int, int]:
+    """How many calls read each value."""
     reads: dict[int, int] = {}
     for call in calls:
         for o in call.operands:
             reads[o] = reads.get(o, 0) + 1
+    return reads
+
+
+def _fuse_dot_products(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
+    """`reduce_sum(mul(a, b))` over every axis, with `a` and `b` of the product's shape and the
+    product read nowhere else, becomes one `vdot(a, b)`: one BLAS call, no temporary array."""
+    reads = _read_counts(calls)
     producer = {call.node: call for call in calls}
     fused, dropped = {}, set()
     for call in calls:
@@ -165,10 +173,7 @@ def _share_softmax_cross_entropy(graph: Graph, calls: list, roots: set, bindings
             pairs[call.node] = SharedSoftmaxCrossEntropy(resolve(graph.shape(logits), bindings), graph.dtype(logits))
     if not pairs:
         return calls
-    reads: dict[int, int] = {}
-    for call in calls:
-        for o in call.operands:
-            reads[o] = reads.get(o, 0) + 1
+    reads = _read_counts(calls)
     grads = {call.node: call for call in calls if call.node in pairs}
     scaled = {}
     for call in calls:
@@ -299,8 +304,7 @@ def _reuse_buffers(graph: Graph, calls: list, roots: set, bindings: dict) -> lis
     out = []
     for i, call in enumerate(calls):
         node, kernel = call.node, call.kernel
-        if (owner[node] == node and graph.op(node) not in VIEW_OPS and graph.dtype(node) in ("f32", "f64")
-                and kernel is np.matmul):
+        if kernel is np.matmul and graph.dtype(node) in ("f32", "f64"):
             key = (resolve(graph.shape(node), bindings), np.dtype(DTYPES[graph.dtype(node)]))
             if int(np.prod(key[0], dtype=np.int64)) * key[1].itemsize >= REUSE_MIN_BYTES:
                 free = pool.get(key)
@@ -317,8 +321,8 @@ def _reuse_buffers(graph: Graph, calls: list, roots: set, bindings: dict) -> lis
 
 def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
              context: RunContext | None = None, reuse_buffers: bool = False) -> Schedule:
-    """The schedule of `outputs`. With `reuse_buffers`, large results live in memory allocated once
-    (see `_reuse_buffers`): each run then overwrites the outputs of the one before."""
+    """The schedule of `outputs`. With `reuse_buffers`, large matrix products live in memory allocated
+    once (see `_reuse_buffers`): each run then overwrites the outputs of the one before."""
     roots = [graph.outputs[name] for name in outputs]
     order = graph.order(roots=roots)
     slot = {node: i for i, node in enumerate(order)}
