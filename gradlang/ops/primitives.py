@@ -99,6 +99,8 @@ _unary("tanh", np.tanh,
        lambda e, n, g: [lambda: e("mul", g, e("sub", _one(e, n), e("mul", n.id, n.id)))], "hyperbolic tangent")
 _unary("sigmoid", _sigmoid,
        lambda e, n, g: [lambda: e("mul", g, e("mul", n.id, e("sub", _one(e, n), n.id)))], "1 / (1 + e^-x)")
+
+
 def _relu_kernel(attrs, in_shapes, out_shape, dtype):
     # NumPy's maximum against a scalar is not vectorised: 5–8× slower than against an array of the
     # same shape. So each relu compares with zeros made once, at schedule time; np.zeros maps a large
@@ -442,16 +444,7 @@ def _softmax_ce_infer(shapes, dtypes, attrs):
 
 
 def _softmax_ce_kernel(attrs, in_shapes, out_shape, dtype):
-    rows = np.indices(out_shape, sparse=True)   # with the labels, the index of each row's label entry
-
-    def softmax_cross_entropy(logits, labels):
-        shifted = logits - np.maximum.reduce(logits, axis=-1, keepdims=True)
-        picked = shifted[(*rows, labels)]
-        np.exp(shifted, out=shifted)
-        lse = np.log(np.add.reduce(shifted, axis=-1))
-        lse -= picked
-        return lse
-    return softmax_cross_entropy
+    return SoftmaxCrossEntropy(tuple(in_shapes[0])).forward
 
 
 def _vjp_softmax_ce(e, n, g):
@@ -472,28 +465,31 @@ def _softmax_ce_grad_infer(shapes, dtypes, attrs):
     return shapes[0], dtypes[0]
 
 
-class SharedSoftmaxCrossEntropy:
-    """softmax_cross_entropy and its gradient on the same logits and labels, run as a pair (the
-    scheduler pairs them when one step computes both): the forward keeps exp(logits − max) and its
-    sums for the gradient, which then only scales them instead of computing the softmax again. The
-    gradient also takes the upstream per-row cotangent (`scale`: the 1/B of a mean) into that same
-    pass, and the forward's buffer as its result. The forward must run first in each step, as it
-    does in a schedule; should it not have, the gradient computes it.
+class SoftmaxCrossEntropy:
+    """The kernels of softmax_cross_entropy and of its gradient for logits of one shape. When one
+    step computes both on the same logits and labels, the scheduler runs them as a pair (`keep`):
+    the forward keeps exp(logits − max) and its sums, and the gradient only scales them instead of
+    computing the softmax again, taking the upstream per-row cotangent (`scale`: the 1/B of a mean)
+    into that same pass and the forward's buffer as its result. The forward must run first in each
+    step, as it does in a schedule; should it not have, the gradient computes it.
 
     NumPy reduces along short rows slowly (10 µs for the maxima of 128 rows of 10), so with few
     classes the work is done on a class-major copy [C, rows], where every reduction runs down the
     columns, vectorised across the rows; the gradient is returned as a view of it in the logits'
     shape."""
 
-    def __init__(self, logits_shape: tuple, dtype: str):
+    def __init__(self, logits_shape: tuple, keep: bool = False):
         *lead, classes = logits_shape
         self.lead, self.classes = tuple(lead), classes
         self.rows = int(np.prod(lead, dtype=np.int64))
         self.index = np.arange(self.rows)
         self.class_major = classes <= 32
+        self.keep = keep
         self.saved = None
 
-    def forward(self, logits, labels):
+    def _exponentials(self, logits, labels):
+        """exp(logits − row max) (class-major or row-major), its sums, and each row's label entry
+        of logits − row max."""
         z = logits.reshape(self.rows, self.classes)
         labels = labels.reshape(self.rows)
         if self.class_major:
@@ -501,23 +497,26 @@ class SharedSoftmaxCrossEntropy:
             shifted -= np.maximum.reduce(shifted, axis=0)
             picked = shifted[labels, self.index]
             np.exp(shifted, out=shifted)
-            sums = np.add.reduce(shifted, axis=0)
-        else:
-            shifted = np.subtract(z, np.maximum.reduce(z, axis=1, keepdims=True))
-            picked = shifted[self.index, labels]
-            np.exp(shifted, out=shifted)
-            sums = np.add.reduce(shifted, axis=1)
+            return shifted, np.add.reduce(shifted, axis=0), picked
+        shifted = np.subtract(z, np.maximum.reduce(z, axis=1, keepdims=True))
+        picked = shifted[self.index, labels]
+        np.exp(shifted, out=shifted)
+        return shifted, np.add.reduce(shifted, axis=1), picked
+
+    def forward(self, logits, labels):
+        exps, sums, picked = self._exponentials(logits, labels)
         loss = np.log(sums)
         loss -= picked
-        self.saved = shifted, sums
+        if self.keep:
+            self.saved = exps, sums
         return loss.reshape(self.lead)
 
     def gradient(self, logits, labels, scale=None):
         """scale · (softmax(logits) − one_hot(labels)), scale broadcast over the rows (None: 1)."""
         if self.saved is None:
-            self.forward(logits, labels)
-        exps, sums = self.saved
-        self.saved = None
+            exps, sums, _ = self._exponentials(logits, labels)
+        else:
+            (exps, sums), self.saved = self.saved, None
         labels = labels.reshape(self.rows)
         if scale is None:
             picked = 1
@@ -543,18 +542,7 @@ class SharedSoftmaxCrossEntropy:
 
 
 def _softmax_ce_grad_kernel(attrs, in_shapes, out_shape, dtype):
-    # softmax, then 1 taken off each row's label entry in place: what one_hot and a subtraction
-    # would do with two more arrays
-    rows = np.indices(out_shape[:-1], sparse=True)
-
-    def softmax_cross_entropy_grad(logits, labels, out=None):
-        out = np.subtract(logits, np.maximum.reduce(logits, axis=-1, keepdims=True), out=out)
-        np.exp(out, out=out)
-        out /= np.add.reduce(out, axis=-1, keepdims=True)
-        out[(*rows, labels)] -= 1
-        return out
-    softmax_cross_entropy_grad.accepts_out = True
-    return softmax_cross_entropy_grad
+    return SoftmaxCrossEntropy(tuple(out_shape)).gradient
 
 
 def _vjp_softmax_ce_grad(e, n, g):

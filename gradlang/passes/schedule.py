@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import GradError
 from ..ir.graph import Graph
 from ..ops import registry
-from ..ops.primitives import SharedSoftmaxCrossEntropy
+from ..ops.primitives import SoftmaxCrossEntropy
 from ..ops.registry import RunContext
 from ..ops.shapes import DTYPES, broadcast, resolve
 
@@ -158,7 +158,7 @@ def _fuse_dot_products(graph: Graph, calls: list, roots: set, bindings: dict) ->
 
 def _share_softmax_cross_entropy(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
     """A softmax cross-entropy and its gradient on the same logits and labels, the gradient computed
-    later in the step, become one `SharedSoftmaxCrossEntropy`: the gradient reuses the forward's
+    later in the step, share one `SoftmaxCrossEntropy(keep=True)`: the gradient reuses the forward's
     exponentials. A product of that gradient (read nowhere else) with a per-row factor — the
     upstream cotangent, 1/B for a mean — is folded into the gradient's own scaling pass."""
     forwards = {}
@@ -170,7 +170,7 @@ def _share_softmax_cross_entropy(graph: Graph, calls: list, roots: set, bindings
         if graph.op(call.node) == "softmax_cross_entropy_grad" and call.operands in forwards \
                 and forwards[call.operands][0] < i:
             logits = call.operands[0]
-            pairs[call.node] = SharedSoftmaxCrossEntropy(resolve(graph.shape(logits), bindings), graph.dtype(logits))
+            pairs[call.node] = SoftmaxCrossEntropy(resolve(graph.shape(logits), bindings), keep=True)
     if not pairs:
         return calls
     reads = _read_counts(calls)
