@@ -12,6 +12,7 @@ import operator
 from .errors import GradError, Span
 from .ops.shapes import FLOATS, INTS, fmt_type
 from .passes.autodiff import backprop
+from .passes.stability import stable_form
 from .runtime.data import DATA_SOURCES
 from .runtime.optimizers import OPTIMIZERS
 from .values import Builtin, DataSpec, InitSpec, OptimizerSpec, Tensor, describe
@@ -427,7 +428,10 @@ def grad(el, span, f, wrt):
     for t in targets:
         if not isinstance(t, Tensor) or t.graph is not el.graph or t.dtype not in FLOATS:
             raise GradError(f"grad can differentiate with respect to float tensors only, got {describe(t)}", span)
-    grads = [Tensor(el.graph, n) for n in backprop(el.graph, f.node, [t.node for t in targets], span)]
+    wrt_nodes = [t.node for t in targets]
+    # differentiated in its numerically stable form, as the training gradient is (passes/stability.py)
+    stable = stable_form(el.graph, f.node, wrt_nodes)
+    grads = [Tensor(el.graph, n) for n in backprop(el.graph, stable, wrt_nodes, span)]
     return grads if isinstance(wrt, list) else grads[0]
 
 
