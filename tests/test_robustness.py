@@ -471,7 +471,7 @@ def kill_and_resume(tmp_path, kills: int, epochs: int, seed: int) -> None:
 
 
 def test_a_run_killed_at_random_moments_loses_nothing(tmp_path):
-    kill_and_resume(tmp_path, kills=8, epochs=150, seed=0)
+    kill_and_resume(tmp_path, kills=8, epochs=400, seed=0)
 
 
 @pytest.mark.slow
