@@ -155,6 +155,17 @@ class Elaborator:
                      "train": "in a train block"}[context]
             raise GradError(f"{what} is not allowed {where}", stmt.span)
 
+    def check_assertion(self, stmt, scope: Scope) -> None:
+        """`assert cond, "message"`: how a function or layer refuses settings it cannot work with."""
+        cond, message = self.eval(stmt.cond, scope), self.eval(stmt.message, scope)
+        if not isinstance(message, str):
+            raise GradError(f"an assert's message must be a string, got {describe(message)}", stmt.message.span)
+        if isinstance(cond, Tensor) or not isinstance(cond, (bool, int, float)):
+            raise GradError(f"assert needs a condition known at compile time (a number or true/false), got "
+                            f"{describe(cond)}", stmt.cond.span)
+        if not cond:
+            raise GradError(message, stmt.span)
+
     def exec_stmt(self, stmt, scope: Scope, context: str, folder: Path | None, layer: LayerInstance | None):
         if isinstance(stmt, ast.Assign):
             value = self.eval(stmt.value, scope)
@@ -230,6 +241,8 @@ class Elaborator:
         elif isinstance(stmt, ast.ForwardDef):
             self._allowed(stmt, context, "forward", "layer")
             layer.forward = Function("forward", stmt.formals, stmt.body, scope, stmt.span)
+        elif isinstance(stmt, ast.Assert):
+            self.check_assertion(stmt, scope)
         elif isinstance(stmt, ast.Return):
             self._allowed(stmt, context, "return", "function")
             raise _Return(self.eval(stmt.value, scope))

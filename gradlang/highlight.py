@@ -10,7 +10,7 @@ from __future__ import annotations
 KEYWORDS_IMPORT = ("import", "from", "as")
 KEYWORDS_DECLARATION = ("input", "param", "data", "fn", "layer", "forward", "loss", "metric", "output",
                         "train")
-KEYWORDS_CONTROL = ("for", "in", "if", "else", "return")
+KEYWORDS_CONTROL = ("for", "in", "if", "else", "return", "assert")
 CONSTANTS = ("true", "false")
 DTYPES = ("f32", "f64", "i32", "i64", "bool")
 # names the train block and layer bodies define

@@ -203,5 +203,12 @@ class Return(Node):
 
 
 @dataclass
+class Assert(Node):
+    """`assert cond, "message"`: compilation stops with the message unless cond, known at compile time, holds."""
+    cond: Node
+    message: Node
+
+
+@dataclass
 class Module(Node):
     body: list

@@ -589,6 +589,8 @@ class _Formatter:
             return doc
         if kind == "return_stmt":
             return [self.tok(c[0]), " ", self.expr(c[1])]
+        if kind == "assert_stmt":
+            return [self.tok(c[0]), " ", self.expr(c[1]), self.tok(c[2]), " ", self.expr(c[3])]
         if kind in ("fn_def", "layer_def", "forward_def"):
             name = [self.tok(c[0])] if kind == "forward_def" else [self.tok(c[0]), " ", self.tok(c[1])]
             rest = c[1:] if kind == "forward_def" else c[2:]

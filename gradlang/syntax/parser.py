@@ -176,6 +176,9 @@ class ToAst(Transformer_NonRecursive):
     def return_stmt(self, meta, c):
         return ast.Return(self._span(meta), c[0])
 
+    def assert_stmt(self, meta, c):
+        return ast.Assert(self._span(meta), c[0], c[1])
+
     # expressions
     def number(self, meta, c):
         text = str(c[0])
