@@ -22,12 +22,14 @@ from .ir.printer import format_graph
 from .ops.shapes import DTYPES, fmt_shape, fmt_type
 from .passes import differentiate, simplify
 from .ops.registry import RunContext
+from .passes.index_checks import input_index_checks
 from .passes.schedule import schedule
 from .passes.stability import stabilize
 from .runtime import data as data_sources
 from .runtime.interpreter import Executable
 from .runtime.numerics import nonfinite_loss, run_checked
 from .runtime.optimizers import OPTIMIZERS
+from .runtime.params import Params, checked_value
 from .runtime.phases import PhasedTraining, differentiate_phases, loss_name
 from .runtime.train import Reporter, TrainResult, fit, save_params, split_validation
 from .syntax import parse, parse_file
@@ -91,9 +93,13 @@ class Program:
         self.input_names = list(elaborated.inputs)
         self._input_dtypes = {n: np.dtype(DTYPES[s.dtype]) for n, s in elaborated.inputs.items()}
         self.param_names = list(elaborated.params)
+        # inputs holding indices (labels, rows to gather): checked in range on every feed
+        self._fed_indices = [(self.input_names.index(n), checks)
+                             for n, checks in input_index_checks(elaborated.graph).items()]
         self.stats: Counter = Counter()
-        # the model as trained: the elaborated graph with numerical-stability rewrites applied (reported in
-        # `rewrites`; `gradlang check` lists them) — before differentiation, so gradients are stable too
+        # the model as trained: the elaborated graph with numerical-stability rewrites applied — before
+        # differentiation, so gradients are stable too (those of grad(...) in the program were taken from the
+        # stable form during elaboration); `rewrites` lists each once, where it fires, as `gradlang check` does
         self.model_graph, self.rewrites = stabilize(elaborated.graph)
         self.forward_graph = simplify(self.model_graph, stats=self.stats)
         self._grad_graphs: dict[str, Graph] = {}
@@ -102,16 +108,28 @@ class Program:
         self._folded_lr = None   # the SGD learning rate the step's gradients come multiplied by, if any
         self._params = {name: _initialise(spec, self.rng) for name, spec in elaborated.params.items()}
         self._param_list = list(self._params.values())
+        self._live_params = Params(self._params)
         self._optimizer = None
         self._settings_exec = None
         self._phased = None   # the plan's phases, their optimizers (runtime/phases.py), made on first use
         self.steps_taken = 0
         # test every op's result for NaN and infinity, every step (runtime/numerics.py; slow, for diagnosis)
         self.check_numerics = False
-        self.data_dir: Path | None = None   # where named data sets live; None: $GRADLANG_DATA or ~/.cache/gradlang
+        self._data_dir: Path | None = None
         # data-parallel training over MPI (runtime/distributed.py: DataParallel; None: this process trains
         # alone): when set, step and evaluate take this rank's share of each batch and combine the ranks' results
         self.distributed = None
+
+    @property
+    def data_dir(self) -> Path | None:
+        """Where named data sets (mnist, …) live; None: $GRADLANG_DATA, else ~/.cache/gradlang."""
+        return self._data_dir
+
+    @data_dir.setter
+    def data_dir(self, folder) -> None:
+        if folder is not None and not isinstance(folder, (str, Path)):
+            raise TypeError(f"data_dir must be a path (a str or pathlib.Path) or None, not {type(folder).__name__}")
+        self._data_dir = None if folder is None else Path(folder)
 
     # ---- what the program declares ---------------------------------------------------------------
     @property
@@ -119,18 +137,20 @@ class Program:
         return {n: InputInfo(s.shape, s.dtype) for n, s in self.elaborated.inputs.items()}
 
     @property
-    def params(self) -> dict[str, np.ndarray]:
-        """The parameters by qualified name (the live arrays: training updates them in place)."""
-        return self._params
+    def params(self) -> Params:
+        """The parameters by qualified name: the live arrays, which training updates in place.
+        `prog.params[name] = value` copies `value` into the live array (its shape must match)."""
+        return self._live_params
 
     def set_params(self, values: dict) -> None:
-        """Copy new values into the params (shapes must match); unknown names are an error."""
-        for name, value in values.items():
-            if name not in self._params:
-                raise KeyError(f"no param named {name!r}")
-            value = np.asarray(value)
-            if value.shape != self._params[name].shape:
-                raise ValueError(f"param {name}: expected shape {self._params[name].shape}, got {value.shape}")
+        """Copy new values into the params (shapes must match); unknown names are a KeyError. All
+        values are checked before any is written."""
+        unknown = [name for name in values if name not in self._params]
+        if unknown:
+            raise KeyError(f"no param named {unknown[0]!r}; the program's params are {', '.join(self._params)}")
+        checked = {name: checked_value(name, value, self._params[name].shape, self._params[name].dtype)
+                   for name, value in values.items()}
+        for name, value in checked.items():
             self._params[name][...] = value
 
     @property
@@ -244,6 +264,10 @@ class Program:
             if value is not None and (type(value) is not np.ndarray or value.dtype != want):
                 value = _convert(value, want, name, self.elaborated.inputs[name])
             out.append(value)
+        for position, checks in self._fed_indices:
+            if out[position] is not None:
+                for check in checks:
+                    check.check(out[position])
         return out
 
     def _executable(self, graph: Graph, outputs: tuple, arrays: list, training: bool = False,
@@ -254,11 +278,14 @@ class Program:
         key = (id(graph), outputs, training, reuse_buffers, tuple(None if a is None else a.shape for a in arrays))
         found = self._executables.get(key)
         if found is None:
+            needed = graph.reachable([graph.outputs[o] for o in outputs])
+            for name, node in graph.inputs.items():
+                if node in needed and arrays[self.input_names.index(name)] is None:
+                    fed = [n for n, a in zip(self.input_names, arrays) if a is not None]
+                    raise GradError(f"the feed is missing input {name!r} (it has {', '.join(fed) or 'no inputs'})",
+                                    self.elaborated.inputs[name].span)
             bindings = self._bind(arrays)
             sched = schedule(graph, list(outputs), bindings, RunContext(self.rng, training), reuse_buffers)
-            for name in sched.input_slots:
-                if arrays[self.input_names.index(name)] is None:
-                    raise GradError(f"the feed is missing input {name!r}", self.elaborated.inputs[name].span)
             found = self._executables[key] = Executable(sched, graph, self.input_names, self.param_names)
         return found
 
@@ -273,6 +300,9 @@ class Program:
                 raise GradError(f"input {name}: expected {expected}, got an array of shape {fmt_shape(value.shape)}",
                                 spec.span)
             for dim, actual in zip(spec.shape, value.shape):
+                if isinstance(dim, str) and actual == 0:
+                    raise GradError(f"input {name}: dimension {dim} is 0 (an empty batch, shape "
+                                    f"{fmt_shape(value.shape)}); feed at least one example", spec.span)
                 if isinstance(dim, str):
                     if bindings.setdefault(dim, actual) != actual:
                         raise GradError(f"input {name}: dimension {dim} is {bindings[dim]} in another input but "
@@ -285,11 +315,36 @@ class Program:
     def run(self, outputs: list[str], feed: dict, graph: Graph | None = None, training: bool = False) -> list:
         """Evaluate named outputs of the (forward, by default) graph on one feed. `training` switches
         dropout on (evaluation, the default, switches it off)."""
+        graph = graph or self.forward_graph
+        if not all(o in graph.outputs for o in outputs):
+            graph, outputs = self._graph_with_values(graph, outputs)
         arrays = self._feed(feed)
-        exe = self._executable(graph or self.forward_graph, tuple(outputs), arrays, training)
+        exe = self._executable(graph, tuple(outputs), arrays, training)
         if self.check_numerics:
             return run_checked(exe, arrays, self._param_list)
         return exe.run(arrays, self._param_list)
+
+    def _graph_with_values(self, graph: Graph, names: list[str]) -> tuple[Graph, list[str]]:
+        """`graph` with every name in `names` that is not yet an output made one (`value:<name>`): a
+        named value of the program, found before simplification dropped what no output reads."""
+        source = self.model_graph if graph is self.forward_graph else graph
+        key = ("values", id(graph), tuple(names))
+        wanted = [n if n in graph.outputs else f"value:{n}" for n in names]
+        if key not in self._grad_graphs:
+            extended = source.copy()
+            for name in names:
+                if name in graph.outputs:
+                    continue
+                node = source.find_value(name)
+                if node is None:
+                    named = sorted({d["name"] for _, d in source.nx.nodes(data=True)
+                                    if d["name"] and d["role"] == "forward" and d["op"] not in ("input", "param")})
+                    raise GradError(f"no output or named value {name!r}; the program's outputs are "
+                                    f"{', '.join(graph.outputs)}, and its named values "
+                                    f"{', '.join(named) or 'none'}")
+                extended.outputs[f"value:{name}"] = node
+            self._grad_graphs[key] = simplify(extended)
+        return self._grad_graphs[key], wanted
 
     def loss(self, feed: dict, loss: str | None = None) -> float:
         return float(self.run([self._loss_output(loss)], feed)[0])
@@ -308,6 +363,8 @@ class Program:
             raise GradError("the program declares no outputs; add one such as `output probs = softmax(logits)`")
         names = [n for n in self.input_names if n in feed]
         n = data_sources.count_examples(feed, names) if names else 1
+        if n == 0:
+            raise GradError(f"nothing to predict: the inputs ({', '.join(names)}) hold no examples")
         wanted = [f"output:{o}" for o in self.output_names]
         parts: list[list] = [[] for _ in wanted]
         for idx in data_sources.batches(n, min(batch_size, n), None):
@@ -522,6 +579,8 @@ class Program:
         if data is None and not self.input_names and "data" not in self.plan:
             data = {}   # nothing to feed: each step just updates the params
         arrays = data if data is not None else self.load_data()
+        self._check_fields_cover_inputs(arrays, "the training data" if data is not None
+                                        else f"the data {self.plan['data'].source}(…)")
         if epochs is None and steps is None:
             epochs, steps = self._plan_int("epochs", None), self._plan_int("steps", None)
         for key, value in (("epochs", epochs), ("steps", steps)):
@@ -554,6 +613,17 @@ class Program:
         if "test" in self.plan:
             result.test = self.evaluate(self.load_data(setting="test"))
         return result
+
+    def _check_fields_cover_inputs(self, arrays: dict, origin: str) -> None:
+        """Every input that training reads is a field of `arrays` (a named error before any step)."""
+        losses = [p.loss for p in self.phases] if self.phases else [self._loss_output(None)]
+        graph = self.model_graph
+        needed = graph.reachable([graph.outputs[o] for o in losses])
+        for name, node in graph.inputs.items():
+            if node in needed and name not in arrays:
+                raise GradError(f"{origin} is missing input {name!r}: its fields are "
+                                f"{', '.join(map(str, arrays)) or 'none'}, and each input is fed from the field "
+                                "of its name", self.elaborated.inputs[name].span)
 
     def save(self, path: str | Path) -> Path:
         return save_params(self._params, path)
@@ -604,13 +674,39 @@ class _CallbackReporter(Reporter):
 
 
 def _convert(value, dtype, name: str, spec) -> np.ndarray:
-    array = np.asarray(value)
-    if np.issubdtype(dtype, np.integer) and array.dtype.kind == "f":
-        if not np.all(np.equal(np.mod(array, 1), 0)):
+    """`value` as an array of the input's dtype, or a GradError: nothing is cast that changes a value
+    (fractions to integers, integers out of the dtype's range, finite floats that overflow, complex
+    numbers to real ones), and only numbers are accepted."""
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError) as err:   # a ragged nested list, say
+        raise GradError(f"input {name}: cannot make an array of the value fed ({err})", spec.span) from None
+    kind = array.dtype.kind
+    if kind not in "biuf":
+        what = {"c": "complex numbers", "U": "strings", "S": "bytes", "O": "Python objects"}.get(kind, str(array.dtype))
+        raise GradError(f"input {name}: expected {spec.dtype} numbers, got {what}", spec.span)
+    if dtype == np.bool_:
+        if kind != "b":
+            raise GradError(f"input {name}: expected booleans, got {array.dtype}", spec.span)
+        return array
+    if np.issubdtype(dtype, np.integer) and kind in "iuf":
+        if kind == "f" and not np.all(np.isfinite(array)):
+            raise GradError(f"input {name}: expected integers ({spec.dtype}), got NaN or infinity", spec.span)
+        if kind == "f" and not np.all(np.equal(np.mod(array, 1), 0)):
             raise GradError(f"input {name}: expected integers ({spec.dtype}), got fractional values", spec.span)
-    if dtype == np.bool_ and array.dtype != np.bool_:
-        raise GradError(f"input {name}: expected booleans, got {array.dtype}", spec.span)
-    return array.astype(dtype)
+        info = np.iinfo(dtype)
+        if array.size and (array.min() < info.min or array.max() > info.max):
+            bad = array.max() if array.max() > info.max else array.min()
+            raise GradError(f"input {name}: {bad:.16g} does not fit in {spec.dtype} "
+                            f"({info.min} to {info.max})", spec.span)
+    with np.errstate(over="ignore"):
+        converted = array.astype(dtype)
+    if kind == "f" and np.issubdtype(dtype, np.floating):
+        overflow = np.isfinite(array) & ~np.isfinite(converted)
+        if overflow.any():
+            raise GradError(f"input {name}: {float(array[overflow].flat[0]):g} does not fit in {spec.dtype}",
+                            spec.span)
+    return converted
 
 
 def _fans(shape: tuple) -> tuple[int, int]:

@@ -540,16 +540,26 @@ def default_init(shape: tuple) -> InitSpec:
 
 # ---- data sources and optimizers ----------------------------------------------------------------
 
-def _check_setting(source: str, key: str, value, default, span: Span) -> None:
-    """A data-source setting must have its default's type (an int for `n`, a string for a path, …)."""
-    expected = type(default) if default is not inspect.Parameter.empty and default is not None else None
-    ok = {int: lambda v: isinstance(v, int) and not isinstance(v, bool),
-          float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-          bool: lambda v: isinstance(v, bool),
-          str: lambda v: isinstance(v, str)}.get(expected, lambda v: isinstance(v, (int, float, str, bool)))
-    if not ok(value):
-        want = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(expected, "a value")
-        raise GradError(f"{source}({key}: …) must be {want} known at compile time, got {describe(value)}", span)
+_SETTING_TYPES = {"int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+                  "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+                  "bool": (lambda v: isinstance(v, bool), "true or false"),
+                  "str": (lambda v: isinstance(v, str), "a string")}
+
+
+def _check_setting(source: str, param: inspect.Parameter, value, span: Span) -> None:
+    """A data-source setting must have its declared type (`target: int | str`), else its default's
+    (an int for `n`, a string for a path, …)."""
+    annotation = param.annotation if isinstance(param.annotation, str) else ""
+    kinds = [k.strip() for k in annotation.split("|") if k.strip() in _SETTING_TYPES]
+    if not kinds and param.default is not inspect.Parameter.empty and param.default is not None:
+        kinds = [type(param.default).__name__]
+    checks = [_SETTING_TYPES[k] for k in kinds if k in _SETTING_TYPES]
+    if not checks:
+        checks = [(lambda v: isinstance(v, (int, float, str, bool)), "a value")]
+    if not any(ok(value) for ok, _ in checks):
+        want = " or ".join(name for _, name in checks)
+        raise GradError(f"{source}({param.name}: …) must be {want} known at compile time, got {describe(value)}",
+                        span)
 
 
 def _data_builtin(name: str, source):
@@ -563,7 +573,7 @@ def _data_builtin(name: str, source):
         for k, v in kwargs.items():
             if k not in known:
                 raise GradError(f"{name}() has no setting {k!r}; known: {', '.join(sorted(known))}", span)
-            _check_setting(name, k, v, next(p.default for p in params if p.name == k), span)
+            _check_setting(name, next(p for p in params if p.name == k), v, span)
         return DataSpec(name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
                                            for k, v in kwargs.items())), span)
     doc = (source.__doc__ or "").strip().splitlines()[0] if source.__doc__ else ""

@@ -346,10 +346,13 @@ def _check_writable(target: Path, program, args) -> None:
 
 def _load_params(program, path: Path) -> None:
     from .runtime.formats import read_npz
+    values = read_npz(path)   # (a damaged or pickled file is named with its field)
     try:
-        program.set_params(read_npz(path))   # (a damaged or pickled file is named with its field)
-    except (ValueError, KeyError) as err:
-        raise GradError(f"cannot load params from {path}: {err}") from None
+        program.set_params(values)
+    except KeyError as err:
+        raise GradError(f"cannot load params from {path}: {err.args[0]}") from None
+    except (ValueError, GradError) as err:
+        raise GradError(f"cannot load params from {path}: {getattr(err, 'message', err)}") from None
 
 
 def cmd_eval(args) -> int:

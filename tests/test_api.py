@@ -126,7 +126,7 @@ def test_set_params_checks_names_and_shapes():
     np.testing.assert_array_equal(prog.params["w"], [1, 2, 3])
     with pytest.raises(KeyError):
         prog.set_params({"nope": 1.0})
-    with pytest.raises(ValueError):
+    with pytest.raises(GradError, match=r"param w: expected shape \[3\], got \[1\]"):
         prog.set_params({"w": [1.0]})
 
 

@@ -299,3 +299,24 @@ def test_a_rank_that_dies_stops_the_job_and_leaves_the_checkpoint_whole(tmp_path
     assert code != 0
     assert seconds < 20, "the surviving rank waited past its timeout"
     _resume_alone(tmp_path, capsys)
+
+
+@needs_mpi
+@pytest.mark.slow
+def test_the_readme_claim_two_ranks_on_moons_mlp_in_float32_and_float64(tmp_path, capsys):
+    """README and docs/distributed.md: on examples/moons_mlp.grad two ranks end with one process's
+    params to rounding in float64 (7e-16), and up to 0.11 apart in float32, where the chaotic hinge
+    loss amplifies the rounding of a sum made in another order."""
+    example = Path(__file__).resolve().parents[1] / "examples" / "moons_mlp.grad"
+    (tmp_path / "moons_mlp.grad").write_text(example.read_text())
+    apart = {}
+    for precision in ([], ["--float64"]):
+        assert main(["run", str(tmp_path / "moons_mlp.grad"), "--quiet", *precision,
+                     "--out", str(tmp_path / "one.npz")]) == 0
+        result = mpirun(2, gradlang_args("run", "moons_mlp.grad", "--quiet", *precision, "--out", "two.npz"), tmp_path)
+        assert result.returncode == 0, result.stderr
+        with np.load(tmp_path / "one.npz") as one, np.load(tmp_path / "two.npz") as two:
+            apart[bool(precision)] = max(float(np.abs(one[k] - two[k]).max()) for k in one.files)
+    print(f"float32: {apart[False]:.2g} apart, float64: {apart[True]:.2g} apart")
+    assert apart[True] <= 1e-12
+    assert round(apart[False], 2) == 0.11, apart[False]

@@ -330,3 +330,20 @@ def test_train_settings_table_matches_the_compiler():
     from gradlang.elaborate import TRAIN_SETTINGS
     documented = set(re.findall(r"^\|\s*`(\w+)`", _section("Train settings"), re.M))
     assert documented == set(TRAIN_SETTINGS)
+
+
+def _console_samples(command: str):
+    """(file, shown lines) for every indented console sample `$ gradlang COMMAND FILE` in README.md."""
+    text = (ROOT / "README.md").read_text()
+    for match in re.finditer(rf"```\n\s*\$ gradlang {command} (\S+)\n(.*?)\n\s*```", text, re.S):
+        yield match.group(1), [line.strip() for line in match.group(2).splitlines()]
+
+
+def test_readme_backward_pass_sample_is_what_gradlang_grad_prints():
+    samples = list(_console_samples("grad"))
+    assert samples, "README.md shows a `$ gradlang grad …` sample"
+    for file, shown in samples:
+        printed = subprocess.run([sys.executable, "-m", "gradlang.cli", "grad", file], cwd=ROOT,
+                                 capture_output=True, text=True, check=True).stdout.splitlines()
+        start = printed.index(shown[0])
+        assert printed[start:start + len(shown)] == shown, f"README's sample of `gradlang grad {file}` is stale"

@@ -349,17 +349,12 @@ def resolve_outputs(program, graph: Graph, names=None) -> dict[str, int]:
                             "`outputs=[\"logits\"]`)")
     found = {}
     for name in names:
-        for key in (f"output:{name}", name, f"metric:{name}", f"loss:{name}"):
-            if key in graph.outputs:
-                found[name] = graph.outputs[key]
-                break
-        else:
-            bound = [n for n, d in graph.nx.nodes(data=True) if d["name"] == name and d["role"] == "forward"]
-            if not bound:
-                declared = ", ".join(program.output_names) or "none"
-                raise GradError(f"cannot export to ONNX: the program has no output or named value {name!r} "
-                                f"(declared outputs: {declared})")
-            found[name] = max(bound)
+        node = graph.find_value(name)
+        if node is None:
+            declared = ", ".join(program.output_names) or "none"
+            raise GradError(f"cannot export to ONNX: the program has no output or named value {name!r} "
+                            f"(declared outputs: {declared})")
+        found[name] = node
     clash = sorted(set(found) & (set(graph.inputs) | set(graph.params)))
     if clash:
         raise GradError(f"cannot export to ONNX: output name(s) {', '.join(clash)} are also input or param names; "

@@ -158,6 +158,16 @@ class Graph:
     def params(self) -> dict[str, int]:
         return self.leaves("param")
 
+    def find_value(self, name: str) -> int | None:
+        """The node a user means by `name`: a declared output (`output:name`, `metric:name`,
+        `loss:name`, or an output key itself such as `loss` or `grad:W`), else the forward value the
+        program last bound to that name; None if there is none."""
+        for key in (f"output:{name}", name, f"metric:{name}", f"loss:{name}"):
+            if key in self.outputs:
+                return self.outputs[key]
+        bound = [n for n, d in self.nx.nodes(data=True) if d["name"] == name and d["role"] == "forward"]
+        return max(bound) if bound else None
+
     def reachable(self, starts, forward: bool = False) -> set[int]:
         """`starts` and every node they depend on (or, if `forward`, that depends on them), in one
         traversal however many starts there are (nx.ancestors per start would be quadratic)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .registry import define
+from .registry import IndexOperand, define
 from .shapes import DTYPES, FLOATS, INTS, ShapeError, fmt_shape, fmt_type, normalize_axes
 
 
@@ -484,7 +484,8 @@ def _vjp_take(e, n, g):
 
 define("take", 2, _take_infer, _take_kernel, _vjp_take,
        "x's slices along attrs.axis at integer indices: shape x[:axis] + indices + x[axis+1:] "
-       "(an embedding lookup with axis 0); indices get no gradient")
+       "(an embedding lookup with axis 0); indices get no gradient",
+       index=IndexOperand(1, lambda attrs, shapes: shapes[0][attrs["axis"]]))
 
 
 def _scatter_infer(shapes, dtypes, attrs):
@@ -518,7 +519,8 @@ def _scatter_kernel(attrs, in_shapes, out_shape, dtype):
 define("scatter_add", 2, _scatter_infer, _scatter_kernel,
        lambda e, n, u: [lambda: e("take", u, n.operands[1], axis=n.attrs["axis"]), None],
        "zeros of attrs.shape with the updates added at the indices along attrs.axis (repeated indices "
-       "accumulate): the adjoint of take", shape_attrs=("shape",))
+       "accumulate): the adjoint of take", shape_attrs=("shape",),
+       index=IndexOperand(1, lambda attrs, shapes: attrs["shape"][attrs["axis"]]))
 
 
 # ---- joining -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from functools import partial
 
 import numpy as np
 
-from .registry import define
+from .registry import IndexOperand, define
 from .shapes import (DTYPES, FLOATS, INTS, ShapeError, broadcast, fmt_shape, fmt_type, infer_reshape,
                      normalize_axes, reduced)
 
@@ -396,7 +396,8 @@ def _one_hot_kernel(attrs, in_shapes, out_shape, dtype):
     return lambda x: (x[..., None] == classes).astype(target)
 
 
-define("one_hot", 1, _one_hot_infer, _one_hot_kernel, None, "integer labels → one-hot rows (no gradient)")
+define("one_hot", 1, _one_hot_infer, _one_hot_kernel, None, "integer labels → one-hot rows (no gradient)",
+       index=IndexOperand(0, lambda attrs, shapes: int(attrs["depth"]), "label"))
 
 
 # ---- fused for speed and stability ---------------------------------------------------------------
@@ -455,9 +456,10 @@ def _vjp_softmax_ce(e, n, g):
             None]
 
 
+_LABELS = IndexOperand(1, lambda attrs, shapes: shapes[0][-1], "label")   # one of the logits' C classes
 define("softmax_cross_entropy", 2, _softmax_ce_infer, _softmax_ce_kernel, _vjp_softmax_ce,
        "−log softmax(logits)[label] per row: logits [.., C], integer labels [..] → [..]; labels out of "
-       "range are an error at run time")
+       "range are an error at run time", index=_LABELS)
 
 
 def _softmax_ce_grad_infer(shapes, dtypes, attrs):
@@ -554,7 +556,7 @@ def _vjp_softmax_ce_grad(e, n, g):
 
 define("softmax_cross_entropy_grad", 2, _softmax_ce_grad_infer, _softmax_ce_grad_kernel, _vjp_softmax_ce_grad,
        "softmax(logits) − one_hot(labels): the gradient of softmax_cross_entropy with respect to its logits, "
-       "in one pass")
+       "in one pass", index=_LABELS)
 
 
 def _index_tuple(index):
@@ -625,8 +627,10 @@ def _dropout_infer(shapes, dtypes, attrs):
 
 def _dropout_kernel(attrs, in_shapes, out_shape, dtype, context):
     if not context.training or attrs["rate"] == 0.0:
-        ones = np.ones((), dtype=DTYPES[dtype])
-        return lambda x: np.broadcast_to(ones, out_shape)
+        # a fresh array, not a broadcast view of one 1: the schedule may let a later kernel write
+        # its result into this buffer, and a broadcast view is read-only
+        target = DTYPES[dtype]
+        return lambda x: np.ones(out_shape, dtype=target)
     keep, rng, target = 1.0 - attrs["rate"], context.rng, DTYPES[dtype]
     scale = target(1.0 / keep)
 

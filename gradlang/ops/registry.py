@@ -7,6 +7,9 @@
 - `vjp(emit, node, g) -> [cotangent node or None per operand]` builds IR with the same primitives,
   so gradients are graphs that can be differentiated again. `vjp=None` means no gradient flows
   (integer or boolean results, shape queries).
+- `index = IndexOperand(position, bound)` marks an operand holding integer indices (labels, rows to
+  gather): each must lie in [0, bound), never wrapping around as NumPy's negative indices do. The
+  checks are made where the values enter a run (`passes/index_checks.py`), not in the kernel.
 """
 from __future__ import annotations
 
@@ -14,6 +17,16 @@ from dataclasses import dataclass
 from typing import Callable
 
 _REGISTRY: dict[str, "Primitive"] = {}
+
+
+@dataclass(frozen=True)
+class IndexOperand:
+    """Operand `position` holds indices into a dimension of size `bound(attrs, operand_shapes)` (an int
+    or a symbolic dimension name); `noun` names one index in messages ("label", "index")."""
+
+    position: int
+    bound: Callable
+    noun: str = "index"
 
 
 @dataclass(frozen=True)
@@ -27,6 +40,7 @@ class Primitive:
     shape_attrs: tuple[str, ...] = ()   # attrs holding shapes whose symbolic dims bind at schedule time
     random: bool = False   # draws from the run's generator: the kernel factory also gets a RunContext,
                            # and the op is never folded, merged or computed at schedule time
+    index: IndexOperand | None = None
 
 
 @dataclass(frozen=True)
@@ -38,10 +52,10 @@ class RunContext:
 
 
 def define(name: str, arity: int | None, infer, kernel, vjp, doc: str = "", shape_attrs=(),
-           random: bool = False) -> Primitive:
+           random: bool = False, index: IndexOperand | None = None) -> Primitive:
     if name in _REGISTRY:
         raise ValueError(f"primitive {name!r} defined twice")
-    prim = Primitive(name, arity, infer, kernel, vjp, doc, tuple(shape_attrs), random)
+    prim = Primitive(name, arity, infer, kernel, vjp, doc, tuple(shape_attrs), random, index)
     _REGISTRY[name] = prim
     return prim
 

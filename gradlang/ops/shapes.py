@@ -53,6 +53,10 @@ def infer_reshape(old: Shape, new: Shape) -> Shape:
     n_old, sym_old = size_of(old)
     known = tuple(d for d in new if d != -1)
     n_new, sym_new = size_of(known)
+    negative = next((d for d in new if isinstance(d, int) and d < -1), None)
+    if negative is not None:
+        raise ShapeError(f"reshape: dimension {negative} in {fmt_shape(new)} is negative (only -1, "
+                         "inferred from the others, may be)")
     if list(new).count(-1) > 1:
         raise ShapeError("reshape: at most one dimension may be -1")
     if -1 in new:

@@ -22,6 +22,7 @@ from ..ops import registry
 from ..ops.primitives import SoftmaxCrossEntropy
 from ..ops.registry import RunContext
 from ..ops.shapes import DTYPES, broadcast, resolve
+from .index_checks import IndexGuard, guarded
 
 
 @dataclass
@@ -327,6 +328,7 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     order = graph.order(roots=roots)
     slot = {node: i for i, node in enumerate(order)}
     static: dict[int, np.ndarray] = {}
+    guards: dict[int, tuple] = {}   # node → its IndexGuard's settings (indices not checked on entry)
     input_slots, param_slots = {}, {}
     calls = []
     for node in order:
@@ -346,6 +348,9 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
             kernel = prim.kernel(attrs, in_shapes, out_shape, d["dtype"], context or RunContext(None, False))
         else:
             kernel = prim.kernel(attrs, in_shapes, out_shape, d["dtype"])
+        if guarded(graph, node):
+            guards[node] = (prim.index.position, prim.index.bound(attrs, in_shapes), prim.index.noun)
+            kernel = IndexGuard(kernel, *guards[node])
         static_op = op == "const" or op == "size" or d["operands"] and all(o in static for o in d["operands"])
         if static_op and not prim.random:
             try:
@@ -358,6 +363,8 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
 
     calls = _share_softmax_cross_entropy(graph, calls, set(roots), bindings)
     calls = _fuse_dot_products(graph, calls, set(roots), bindings)
+    calls = [_Call(c.node, IndexGuard(c.kernel, *guards[c.node]), c.operands)   # a fused kernel checks too
+             if c.node in guards and not isinstance(c.kernel, IndexGuard) else c for c in calls]
     calls = _in_place(graph, calls, set(roots), bindings, static)
     if reuse_buffers:
         calls = _reuse_buffers(graph, calls, set(roots), bindings)

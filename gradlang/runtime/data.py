@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GradError, Span
+from ..passes.index_checks import input_index_checks
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def npz(ctx: DataContext, path: str) -> dict:
         raise GradError(err.message, ctx.span) from None
 
 
-def csv(ctx: DataContext, path: str, target=-1, header: bool = True, delimiter: str = ",",
+def csv(ctx: DataContext, path: str, target: int | str = -1, header: bool = True, delimiter: str = ",",
         standardize: bool = False) -> dict:
     """A numeric CSV file: x = the other columns [n, k], y = the `target` column (name or index) [n]."""
     from .formats import read_csv
@@ -298,13 +299,6 @@ def load(spec, folder: Path, data_dir: Path | None = None) -> dict:
     return DATA_SOURCES[spec.source](DataContext(folder, spec.span, data_dir), **dict(spec.kwargs))
 
 
-# ops that read integer labels or indices: (operand holding them, how to find their exclusive upper bound)
-_INDEX_OPERANDS = {"one_hot": (0, lambda g, n: g.attrs(n)["depth"]),
-                   "softmax_cross_entropy": (1, lambda g, n: g.shape(g.operands(n)[0])[-1]),
-                   "take": (1, lambda g, n: g.shape(g.operands(n)[0])[g.attrs(n)["axis"]])}
-_SAME_VALUES = frozenset({"cast", "reshape", "stop_gradient"})   # ops that pass every value through
-
-
 def check_fields(arrays: dict, inputs: dict, graph, origin: str, span: Span | None = None) -> None:
     """Check data against the program before training on it, naming `origin` (the file) and the field:
     each field the program declares as an input has the declared rank and fixed dimensions, and every
@@ -322,28 +316,10 @@ def check_fields(arrays: dict, inputs: dict, graph, origin: str, span: Span | No
                    "; ".join(f"dimension {i + 1} is {shape[i]}, not {d}" for i, d in fixed if shape[i] != d))
             raise GradError(f"input {name}: expected {fmt_type(spec.shape, spec.dtype)}, but field {name!r} of "
                             f"{origin} has shape {fmt_shape(shape)} ({why})", spec.span, notes)
-    for node in graph.nx.nodes:
-        op = graph.op(node)
-        if op not in _INDEX_OPERANDS:
-            continue
-        position, bound = _INDEX_OPERANDS[op]
-        source = graph.operands(node)[position]
-        while graph.op(source) in _SAME_VALUES:
-            source = graph.operands(source)[0]
-        if graph.op(source) != "input":
-            continue
-        name, limit = graph.attrs(source)["name"], bound(graph, node)
-        values = arrays.get(name)
-        if values is None or not isinstance(limit, int) or np.asarray(values).dtype.kind not in "iuf":
-            continue
-        values = np.asarray(values)
-        outside = (values < 0) | (values >= limit)
-        if outside.any():
-            flat = int(np.argmax(outside.reshape(len(values), -1).any(axis=1))) if values.ndim else 0
-            value = values.reshape(len(values), -1)[flat][outside.reshape(len(values), -1)[flat]][0] \
-                if values.ndim else values
-            raise GradError(f"{origin}: field {name!r}, example {flat} (counting from 0): value {value:g} is out of "
-                            f"range 0..{limit - 1} for {op} here", graph.location(node), notes)
+    for name, checks in input_index_checks(graph).items():
+        if name in arrays:
+            for check in checks:
+                check.check(np.asarray(arrays[name]), origin, notes)
 
 
 def count_examples(arrays: dict, names: list[str], span: Span | None = None) -> int:
