@@ -270,3 +270,17 @@ def test_attention_heads_that_do_not_divide_d_model(heads, message):
     with pytest.raises(GradError, match=rf"<string>:3:9: error: multi_head_attention.*{message}"):
         gradlang.compile(f"import attention as att\ninput x : f32[B, 4, 16]\nblock = att.multi_head_attention(16, {heads})\n"
                          "loss = sum(block(x))\n")
+
+
+def test_csv_target_by_column_name(tmp_path):
+    """docs/language.md: `csv(path: "train.csv", target: "passed")` — the target named by its header."""
+    (tmp_path / "train.csv").write_text("hours,passed,score\n1,0,3\n2,1,4\n3,1,5\n")
+    (tmp_path / "m.grad").write_text('data d = csv(path: "train.csv", target: "passed")\ninput x : f32[B, 2]\n'
+                                     'input y : i32[B]\nparam w : [2, 2] = 0\nloss = mean(cross_entropy(x @ w, y))\n'
+                                     'train {\n  data = d\n}\n')
+    data = gradlang.compile(tmp_path / "m.grad").load_data()
+    np.testing.assert_array_equal(data["y"], [0, 1, 1])
+    np.testing.assert_array_equal(data["x"], [[1, 3], [2, 4], [3, 5]])
+    (tmp_path / "m.grad").write_text((tmp_path / "m.grad").read_text().replace('"passed"', "1.5"))
+    with pytest.raises(GradError, match=r"csv\(target: …\) must be an integer or a string"):
+        gradlang.compile(tmp_path / "m.grad")
