@@ -298,11 +298,15 @@ def main(argv=None) -> int:
     clock = CLOCKS[args.clock]
     if args.clock == "cpu":
         references_torch.one_thread()   # a thread's CPU time would not count PyTorch's other threads
-    results = {"machine": {"python": sys.version.split()[0], "numpy": np.__version__,
+    results = {"machine": {"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
+                           "python": sys.version.split()[0], "numpy": np.__version__,
                            "platform": platform.platform(), "processor": platform.processor(),
                            "clock": args.clock, "pytorch": references_torch.version()}}
     for name in args.only or CASES:
         results[name] = CASES[name](args.rounds)
+    m = results["machine"]
+    print(f"{m['date']}, {m['cores']} cores, {m['processor'] or m['platform']}, NumPy {m['numpy']}, "
+          f"{args.clock} clock, {os.environ.get('OPENBLAS_NUM_THREADS', 'default')} BLAS threads\n")
     print(table(results))
     args.json.write_text(json.dumps(results, indent=2))
     print(f"\nwritten to {args.json}")
