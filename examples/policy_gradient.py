@@ -4,9 +4,11 @@ The environment is the classic cart-pole of Barto, Sutton & Anderson (1983) with
 termination rule of Gym's CartPole-v0, written here in NumPy and stepped for many episodes at once.
 The policy and value networks, the loss and the optimizer are the gradlang program
 examples/policy_gradient.grad; this script runs episodes with `Program.predict` and makes one update
-per batch of episodes with `Program.step`.
+per batch of episodes with `Program.step`, as many updates as the train block's `steps` (over which
+its learning rate decays to 0).
 
     python examples/policy_gradient.py            # trains, then reports the average return of 100 episodes
+    python examples/policy_gradient.py --seed 1   # another seed for the initial weights and the episodes
 
 CartPole-v0 counts as solved at an average return of 195 over 100 episodes (an episode ends after
 200 steps at most).
@@ -81,9 +83,11 @@ def discounted_returns(alive: np.ndarray, gamma: float) -> np.ndarray:
     return returns
 
 
-def train(prog, updates: int = 150, episodes: int = 16, gamma: float = 0.99, seed: int = 0, log=None):
-    """`updates` REINFORCE updates, each on a batch of `episodes` episodes. Returns the episode lengths."""
+def train(prog, updates: int | None = None, episodes: int = 16, gamma: float = 0.99, seed: int = 0, log=None):
+    """`updates` REINFORCE updates (by default the train block's `steps`), each on a batch of `episodes`
+    episodes. Returns the episode lengths."""
     rng = np.random.default_rng(seed)
+    updates = prog.plan["steps"] if updates is None else updates
     lengths = []
     for update in range(updates):
         obs, actions, alive = run_episodes(prog, episodes, rng)
@@ -98,17 +102,19 @@ def train(prog, updates: int = 150, episodes: int = 16, gamma: float = 0.99, see
 
 
 def evaluate(prog, episodes: int = 100, seed: int = 1, greedy: bool = False) -> float:
-    """The average return over `episodes` new episodes (sampling actions, unless greedy)."""
+    """The average return over `episodes` new episodes (sampling actions, unless greedy); the same
+    episodes (initial states and random numbers) whatever the training seed."""
     _, _, alive = run_episodes(prog, episodes, np.random.default_rng(seed), greedy)
     return float(alive.sum(axis=0).mean())
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--updates", type=int, default=150)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--updates", type=int, default=None,
+                        help="updates to make (default: the train block's steps, over which the learning rate decays)")
+    parser.add_argument("--seed", type=int, default=0, help="seeds the initial weights and the training episodes")
     args = parser.parse_args(argv)
-    prog = gradlang.compile(PROGRAM)
+    prog = gradlang.compile(PROGRAM, seed=args.seed)
     train(prog, args.updates, seed=args.seed,
           log=lambda u, avg: print(f"update {u + 1:4d}: average return {avg:6.1f}") if (u + 1) % 10 == 0 else None)
     print(f"average return over 100 episodes: {evaluate(prog):.1f} (sampled actions), "

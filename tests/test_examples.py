@@ -310,10 +310,17 @@ def test_policy_gradient_smoke():
 
 @pytest.mark.slow
 def test_policy_gradient_solves_cartpole():
+    """docs/policy_gradient.md's claim, as `python examples/policy_gradient.py --seed S` computes it: the
+    average return of 100 episodes with sampled actions is ≥ 195 at seed 0 and on average over seeds 0-2."""
     pg = _policy_gradient()
-    prog = gradlang.compile(EXAMPLES / "policy_gradient.grad")
-    pg.train(prog)
-    assert pg.evaluate(prog) >= 195 and pg.evaluate(prog, greedy=True) >= 195
+    sampled, greedy = {}, {}
+    for seed in (0, 1, 2):                    # each seeds the initial weights and the training episodes
+        prog = gradlang.compile(EXAMPLES / "policy_gradient.grad", seed=seed)
+        pg.train(prog, seed=seed)
+        sampled[seed], greedy[seed] = pg.evaluate(prog), pg.evaluate(prog, greedy=True)
+    report = f"sampled {sampled}, greedy {greedy}"
+    assert sampled[0] >= 195, report
+    assert np.mean(list(sampled.values())) >= 195, report
 
 
 def gan_modes(samples: np.ndarray, modes: int = 8, radius: float = 2.0, near: float = 0.2):
