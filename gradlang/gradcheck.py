@@ -9,10 +9,18 @@ gradient happens to come out close.
 
 Errors are relative: |analytic − numeric| / max(|analytic|, |numeric|, floor). Rounding makes a
 difference quotient uncertain by about ε·|loss|/h, so entries far smaller than the param's largest
-gradient entry cannot be resolved: `floor` is a thousandth of that largest entry. Values under
-stop_gradient are held fixed, as the compiler's derivative holds them. Where a one-sided difference from
-the left and one from the right disagree, the function has a kink there (relu at 0, a tie in max)
-and the comparison is skipped rather than failed.
+gradient entry cannot be resolved: `floor` is a thousandth of that largest entry. Random draws (with
+dropout on, as in training) and values under stop_gradient are held fixed, as the compiler's
+derivative holds them.
+
+Kinks (relu at 0, the maximum of a pooling window changing hands) make central differences wrong
+wherever one lies within the step, however small its effect on the slope. So the step is not fixed:
+along each probe the loss is evaluated at ±h for h = 1e-3, 1e-4, … 1e-7, and the central difference at
+h is used once the slope and the curvature measured at h and at 10h agree — on a smooth function they
+differ only by O(h²) and rounding; a kink between h and 10h changes one of them by about its slope
+jump, and the error it leaves in the slope at h is at most that change. A point where no step
+qualifies has a kink at the point itself (relu at exactly 0, a tie in max): its comparison is skipped
+rather than failed.
 """
 from __future__ import annotations
 
@@ -31,12 +39,13 @@ from .runtime.interpreter import Executable
 
 DEFAULT_TOLERANCE = 1e-4
 DEFAULT_BATCH = 8
-STEP = 1e-5           # the finite-difference step h
+STEPS = (1e-3, 1e-4, 1e-5, 1e-6, 1e-7)   # finite-difference steps h, tried in turn (see above)
 RESOLUTION = 1e-3     # entries below this fraction of the largest are compared on its scale (see above)
 FLOOR = 1e-6          # and none below this times 1 + |loss|: rounding alone is ε·|loss|/h
 DIRECTIONS = 2        # random directions per param
 ELEMENTS = 4          # random single elements per param, besides the one with the largest gradient
-KINK = 1e-2           # left and right differences further apart than this (relatively) mark a kink
+SMOOTHNESS = 1e-5     # a slope is trusted when what can spoil it (a kink, rounding) is below this
+                      # fraction of it: a tenth of the default tolerance
 
 
 @dataclass
@@ -88,6 +97,10 @@ class Report:
         width = max([len(p.name) for p in self.params] + [5])
         lines.append(f"  {'param':<{width}}  max rel. error")
         for p in self.params:
+            if not p.compared:
+                lines.append(f"  {p.name:<{width}}  {'—':<8}  not compared: a kink at this point along each of "
+                             f"its {p.skipped} probes")
+                continue
             verdict = "ok" if p.error <= self.tolerance else "WRONG"
             note = f"  ({p.skipped} comparisons skipped at kinks)" if p.skipped else ""
             lines.append(f"  {p.name:<{width}}  {p.error:.2e}  {verdict}{note}")
@@ -159,17 +172,30 @@ def _direction(rng, shape) -> np.ndarray:
     return d / max(np.linalg.norm(d), 1e-300)
 
 
+def _slope(f, base: float, floor: float) -> float | None:
+    """The derivative at 0 of f (a function of the step, f(0) = base): the central difference at the
+    first step h of STEPS whose slope and curvature agree with those at 10h, so that f is smooth over
+    [−10h, 10h] as far as the comparison can tell; None where no step does (a kink at 0)."""
+    coarser = None
+    for h in STEPS:
+        up, down = f(h), f(-h)
+        if not np.isfinite([up, down]).all():
+            coarser = None   # the step leaves the function's domain: a smaller one may not
+            continue
+        slope, curvature = (up - down) / (2 * h), (up + down - 2 * base) / h ** 2
+        if coarser is not None:
+            departure = max(abs(slope - coarser[0]), h * abs(curvature - coarser[1]))
+            rounding = np.finfo(np.float64).eps * (1 + abs(base)) / h
+            if max(departure, rounding) <= SMOOTHNESS * max(abs(slope), floor):
+                return slope
+        coarser = slope, curvature
+    return None
+
+
 def _compare(f, base: float, analytic: float, floor: float) -> float | None:
-    """The relative error of `analytic` against central differences of f(h) (a function of the step,
-    f(0) = base); None at a kink."""
-    up, down = f(STEP), f(-STEP)
-    if not np.isfinite([up, down]).all():
-        return None   # the step leaves the function's domain
-    numeric = (up - down) / (2 * STEP)
-    right, left = (up - base) / STEP, (base - down) / STEP
-    if abs(right - left) > KINK * max(abs(right), abs(left), floor):
-        return None
-    return _relative(analytic, numeric, floor)
+    """The relative error of `analytic` against the numeric slope of f; None at a kink."""
+    numeric = _slope(f, base, floor)
+    return None if numeric is None else _relative(analytic, numeric, floor)
 
 
 def _bindings_of_feed(program, feed: dict) -> dict:
@@ -179,9 +205,10 @@ def _bindings_of_feed(program, feed: dict) -> dict:
 
 class FrozenLoss:
     """The training loss on one feed as a function of the params' current values, with every random
-    draw and every stop_gradient value fixed at what one run of the program gives — the function whose
-    derivative the compiler computes (finite differences would otherwise see through stop_gradient,
-    and fresh noise at every evaluation). `loss()` evaluates it, `gradients()` its compiled gradient."""
+    draw and every stop_gradient value fixed at what one training run of the program gives (dropout
+    on) — the function whose derivative the compiler computes (finite differences would otherwise see
+    through stop_gradient, and fresh noise at every evaluation). `loss()` evaluates it, `gradients()`
+    its compiled gradient."""
 
     def __init__(self, program, feed: dict):
         graph = program.elaborated.graph.copy()
@@ -190,7 +217,7 @@ class FrozenLoss:
                   if graph.op(n) == "stop_gradient" or registry.get(graph.op(n)).random]
         for n in frozen:
             graph.outputs[f"frozen:{n}"] = n
-        values = program.run([f"frozen:{n}" for n in frozen], feed, graph) if frozen else []
+        values = program.run([f"frozen:{n}" for n in frozen], feed, graph, training=True) if frozen else []
         names = list(program.input_names)
         for n in frozen:
             leaf = graph.add("input", (), {"name": f"frozen:{n}", "shape": graph.shape(n), "dtype": graph.dtype(n)})
@@ -324,7 +351,7 @@ def check_ops(program, feed: dict, rng: np.random.Generator,
     for n in {n for node in nodes for n in (node, *graph.operands(node))}:
         graph.outputs[f"value:{n}"] = n
     wanted = sorted({n for node in nodes for n in (node, *graph.operands(node))})
-    values = dict(zip(wanted, program.run([f"value:{n}" for n in wanted], feed, graph)))
+    values = dict(zip(wanted, program.run([f"value:{n}" for n in wanted], feed, graph, training=True)))
     failures = []
     for node in nodes:
         failures += check_op(graph, node, values, rng, active, tolerance)
