@@ -616,9 +616,8 @@ class Program:
 
     def _check_fields_cover_inputs(self, arrays: dict, origin: str) -> None:
         """Every input that training reads is a field of `arrays` (a named error before any step)."""
-        losses = [p.loss for p in self.phases] if self.phases else [self._loss_output(None)]
         graph = self.model_graph
-        needed = graph.reachable([graph.outputs[o] for o in losses])
+        needed = graph.reachable([graph.outputs[o] for o in self._evaluated_losses()])
         for name, node in graph.inputs.items():
             if node in needed and name not in arrays:
                 raise GradError(f"{origin} is missing input {name!r}: its fields are "

@@ -42,9 +42,8 @@ class IndexCheck:
             return
         if values.min() >= 0 and values.max() < self.bound:
             return
-        flat = values.reshape(-1)
-        position = int(np.flatnonzero((flat < 0) | (flat >= self.bound))[0])
-        value = flat[position]
+        position = _first_outside(values, self.bound)
+        value = values.reshape(-1)[position]
         if origin is not None:
             example = position // max(1, int(np.prod(values.shape[1:], dtype=np.int64))) if values.ndim else 0
             raise GradError(f"{origin}: field {self.input!r}, example {example} (counting from 0): value "
@@ -52,6 +51,12 @@ class IndexCheck:
         kind = "negative" if value < 0 else "too large"
         raise GradError(f"input {self.input}: {self.noun} {value:g} is {kind} for {self.op}, which needs "
                         f"0 ≤ {self.noun} < {self.bound}", self.span, notes)
+
+
+def _first_outside(values: np.ndarray, bound: int) -> int:
+    """The flat position of the first value outside [0, bound) (there is one)."""
+    flat = values.reshape(-1)
+    return int(np.flatnonzero((flat < 0) | (flat >= bound))[0])
 
 
 def _source_input(graph: Graph, node: int) -> str | None:
@@ -108,7 +113,6 @@ class IndexGuard:
     def __call__(self, *operands):
         values = operands[self.position]
         if values.size and (values.min() < 0 or values.max() >= self.bound):
-            flat = values.reshape(-1)
-            value = int(flat[np.flatnonzero((flat < 0) | (flat >= self.bound))[0]])
+            value = int(values.reshape(-1)[_first_outside(values, self.bound)])
             raise IndexError(f"{self.noun} {value} is out of range: it must be ≥ 0 and < {self.bound}")
         return self.kernel(*operands)
