@@ -29,6 +29,7 @@ from .runtime import data as data_sources
 from .runtime.interpreter import Executable
 from .runtime.numerics import nonfinite_loss, run_checked
 from .runtime.optimizers import OPTIMIZERS
+from .runtime.outputs import OUTPUT_SETTINGS, resolve_output
 from .runtime.params import Params, checked_value
 from .runtime.phases import PhasedTraining, differentiate_phases, loss_name
 from .runtime.train import Reporter, TrainResult, fit, save_params, split_validation
@@ -63,7 +64,10 @@ def compile(source: str | Path, dtype: str = "float32", seed: int | None = None)
     else:
         module, folder, name = parse(source, "<string>"), Path.cwd(), "<string>"
     elaborated = elaborate_source(module, folder, _DTYPE_NAMES[dtype])
-    return Program(elaborated, folder, seed, name)
+    program = Program(elaborated, folder, seed, name)
+    for setting in OUTPUT_SETTINGS:   # refused now, not after an hour of training
+        program.plan_output(setting)
+    return program
 
 
 def _constant_sgd_rate(kind: str, static: dict, dynamic: dict) -> float | None:
@@ -498,6 +502,12 @@ class Program:
         return totals, n
 
     # ---- training ----------------------------------------------------------------------------
+    def plan_output(self, setting: str) -> Path | None:
+        """The file the plan's `save` or `checkpoint` names, resolved below the program's folder
+        (runtime/outputs.py), or None when the plan names none."""
+        value = self.plan.get(setting)
+        return None if value is None else resolve_output(self.folder, setting, value, self._plan_span(setting))
+
     def _plan_span(self, key: str):
         return self.elaborated.plan.spans.get(key) if self.elaborated.plan else None
 
@@ -603,8 +613,8 @@ class Program:
         if early_stopping and validation is None:
             raise GradError("early_stopping needs a validation set (validation = 0.1, say)",
                             self._plan_span("early_stopping"))
-        if checkpoint is None and self.plan.get("checkpoint") is not None:
-            checkpoint = self.folder / self.plan["checkpoint"]
+        if checkpoint is None:
+            checkpoint = self.plan_output("checkpoint")
         if reporter is None and log is not None:
             reporter = _CallbackReporter(log)
         result = fit(self, arrays, epochs, steps, batch_size, validation, early_stopping, reporter,

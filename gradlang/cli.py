@@ -191,12 +191,7 @@ def _parser() -> argparse.ArgumentParser:
 def _params_path(args, program) -> Path:
     if args.out is not None:
         return args.out
-    save = program.plan.get("save")
-    if save is not None:
-        if not isinstance(save, str):
-            raise GradError("save must be a file name in quotes", program.elaborated.plan.spans["save"])
-        return program.folder / save
-    return Path(args.file.stem + ".npz")
+    return program.plan_output("save") or Path(args.file.stem + ".npz")
 
 
 def _check_readable(path: Path) -> None:
@@ -254,8 +249,7 @@ def _train(args, parallel) -> int:
     if not args.quiet and root:
         _warn(program)
     target = _params_path(args, program)
-    checkpoint = args.checkpoint or (program.folder / program.plan["checkpoint"] if "checkpoint" in program.plan
-                                     else target.with_suffix(".ckpt.npz"))
+    checkpoint = args.checkpoint or program.plan_output("checkpoint") or target.with_suffix(".ckpt.npz")
     if args.dry_run:
         return _dry_run(args, program, target, checkpoint)
     program.check_numerics = args.check_numerics
@@ -314,10 +308,13 @@ def _dry_run(args, program, target: Path, checkpoint: Path) -> int:
         files = [str(p.resolve()) for p in paths(spec, program.folder, program.data_dir)]
         reads.append({"data": name, "source": spec.source, "files": files, "used_as": roles})
     writes = {"params": str(target.resolve()), "checkpoint": str(Path(checkpoint).resolve())}
+    why = {"params": _why_there(args.out, "--out", program, "save", "the default: the file's name, in the current folder"),
+           "checkpoint": _why_there(args.checkpoint, "--checkpoint", program, "checkpoint",
+                                    "the default: beside the params")}
     if args.plot is not None:
-        writes["plot"] = str(args.plot.resolve())
+        writes["plot"], why["plot"] = str(args.plot.resolve()), "--plot on the command line"
     if args.json:
-        print(json.dumps({"file": str(args.file), "reads": reads, "writes": writes,
+        print(json.dumps({"file": str(args.file), "reads": reads, "writes": writes, "write_reasons": why,
                           "params": {n: list(v.shape) for n, v in program.params.items()}}))
         return 0
     n_values = sum(v.size for v in program.params.values())
@@ -328,8 +325,20 @@ def _dry_run(args, program, target: Path, checkpoint: Path) -> int:
         print(f"  data {r['data']} = {r['source']}(…){' as ' + '/'.join(r['used_as']) if r['used_as'] else ''}: {files}")
     print("would write:")
     for what, path in writes.items():
-        print(f"  {what:<10} {path}")
+        print(f"  {what:<10} {path}  ({why[what]})")
     return 0
+
+
+def _why_there(given, option: str, program, setting: str, default: str) -> str:
+    """Why a file goes where `--dry-run` says: the command line (yours to choose), the program's setting
+    (checked to stay below its folder, links followed), or the default."""
+    if given is not None:
+        return f"{option} on the command line"
+    if setting in program.plan:
+        span = program.elaborated.plan.spans.get(setting)
+        where = f" at line {span.line}" if span is not None else ""
+        return f"{setting} = {program.plan[setting]!r}{where}: inside the program's folder, links followed"
+    return default
 
 
 def _check_writable(target: Path, program, args) -> None:

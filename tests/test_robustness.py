@@ -525,6 +525,48 @@ def test_files_written_by_a_program_stay_in_its_folder(setting):
     assert at(err) == (3, col) and "would write outside the program's folder" in err.message
 
 
+PLAN_WITH_OUTPUT = ("input x : f32[B, 1]\ninput y : f32[B, 1]\nparam w : [1, 1] = 0.5\nloss = mean((x @ w - y) ** 2)\n"
+                    "train {{\n  data = line(n: 8)\n  optimizer = sgd(lr: 0.1)\n  steps = 2\n  {setting}\n}}\n")
+
+
+@pytest.mark.parametrize("setting", ['save = "escape/owned.npz"', 'checkpoint = "escape/run.ckpt.npz"',
+                                     'save = "link.npz"'])
+def test_a_link_beside_the_program_does_not_let_it_write_outside(tmp_path, capsys, setting):
+    """A folder or file shipped as a symbolic link out of the program's folder is followed, and refused."""
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "prog").mkdir()
+    (tmp_path / "prog" / "escape").symlink_to(tmp_path / "outside", target_is_directory=True)
+    (tmp_path / "prog" / "link.npz").symlink_to(tmp_path / "outside" / "victim.npz")
+    (tmp_path / "prog" / "m.grad").write_text(PLAN_WITH_OUTPUT.format(setting=setting))
+    for command in (["run"], ["run", "--dry-run"], ["check"]):
+        code = main([*command, str(tmp_path / "prog" / "m.grad")])
+        err = capsys.readouterr().err
+        assert code == 1 and ":9:" in err and "outside the program's folder" in err and str(tmp_path / "outside") in err
+    assert list((tmp_path / "outside").iterdir()) == []
+
+
+@pytest.mark.parametrize("value", [".", "sub", "sub/"])
+def test_a_program_output_naming_a_folder_is_refused(tmp_path, capsys, value):
+    """`save = "."` once wrote `<folder>.ckpt.npz` into the folder above."""
+    (tmp_path / "prog" / "sub").mkdir(parents=True)
+    (tmp_path / "prog" / "m.grad").write_text(PLAN_WITH_OUTPUT.format(setting=f'save = "{value}"'))
+    code = main(["run", str(tmp_path / "prog" / "m.grad")])
+    assert code == 1 and "names the folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["prog"]
+
+
+def test_dry_run_says_why_each_file_is_written_where_it_is(tmp_path, capsys, monkeypatch):
+    (tmp_path / "m.grad").write_text(PLAN_WITH_OUTPUT.format(setting='save = "out/p.npz"'))
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "m.grad", "--dry-run", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["writes"]["params"] == str(tmp_path / "out" / "p.npz")
+    assert out["write_reasons"]["params"].startswith("save = 'out/p.npz' at line 9: inside the program's folder")
+    assert out["write_reasons"]["checkpoint"] == "the default: beside the params"
+    assert main(["run", "m.grad", "--dry-run", "--json", "--out", str(tmp_path / "elsewhere.npz")]) == 0
+    assert json.loads(capsys.readouterr().out)["write_reasons"]["params"] == "--out on the command line"
+
+
 def test_dry_run_reports_data_paths_and_outputs_without_reading_or_writing(tmp_path, capsys, monkeypatch):
     (tmp_path / "m.grad").write_text('data d = csv(path: "missing.csv")\ndata t = npz(path: "/nowhere/test.npz")\n'
                                      "input x : f32[B, 2]\ninput y : f32[B]\nloss = mean(x) + mean(y)\n"
