@@ -706,7 +706,8 @@ def _convert(value, dtype, name: str, spec) -> np.ndarray:
         info = np.iinfo(dtype)
         if array.size and (array.min() < info.min or array.max() > info.max):
             bad = array.max() if array.max() > info.max else array.min()
-            raise GradError(f"input {name}: {bad:.16g} does not fit in {spec.dtype} "
+            shown = int(bad) if kind in "iu" else f"{bad:.16g}"
+            raise GradError(f"input {name}: {shown} does not fit in {spec.dtype} "
                             f"({info.min} to {info.max})", spec.span)
     with np.errstate(over="ignore"):
         converted = array.astype(dtype)

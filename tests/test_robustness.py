@@ -583,3 +583,33 @@ def test_dry_run_reports_data_paths_and_outputs_without_reading_or_writing(tmp_p
     code = main(["run", "m.grad", "--dry-run"])
     text = capsys.readouterr().out
     assert code == 0 and "nothing was read or trained" in text and str(tmp_path / "missing.csv") in text
+
+
+def test_a_batch_too_big_for_memory_is_refused_at_the_op_before_allocating(tmp_path, capsys):
+    """`x @ transpose(x)` on 100,000 examples once died in the buffer planner with a MemoryError
+    (37 GiB) that named no op; now the op and its line are named, before anything is allocated."""
+    (tmp_path / "m.grad").write_text(
+        "data d = two_moons(n: 100000)\ninput x : f32[B, 2]\nparam w : [2, 2] = 0.5\n"
+        "loss = mean(x @ transpose(x)) + mean(x @ w)\n"
+        "train {\n  data = d\n  optimizer = sgd(lr: 0.1)\n  steps = 1\n}\n")
+    assert main(["run", str(tmp_path / "m.grad"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "m.grad:4:13: error: the result of matmul of type f32[100000,100000] would need 40,000,000,000 bytes" in err
+
+
+def test_intermediates_that_together_exceed_the_limit_are_refused(monkeypatch):
+    """Each value fits alone (4 MB), the two alive together at once do not (the limit is 6 MB)."""
+    program = gradlang.compile("input x : f32[B, 1000]\nloss = mean(exp(x) * sin(x) + cos(x) * tanh(x))\n")
+    feed = {"x": np.ones((1000, 1000), np.float32)}
+    monkeypatch.setenv("GRADLANG_MAX_BYTES", str(6 * 10 ** 6))
+    with pytest.raises(GradError, match=r"the intermediate values of one step would need 8,000,000 bytes at this "):
+        program.loss(feed)
+    monkeypatch.setenv("GRADLANG_MAX_BYTES", str(10 ** 8))
+    assert program.loss(feed) == pytest.approx(np.mean(np.exp(1) * np.sin(1) + np.cos(1) * np.tanh(1)), rel=1e-6)
+
+
+def test_an_overflow_reports_the_operand_as_it_was_before_an_in_place_kernel_overwrote_it():
+    program = gradlang.compile("param w : [3] = 10.0\nloss = sum(exp(w * w))\n")
+    with pytest.raises(GradError, match=r"exp produced inf \(3 of 3 values\) at step 1, from finite operands; "
+                                        r"the largest operand magnitude was 100;"):
+        program.step({})

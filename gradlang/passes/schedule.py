@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import GradError
-from ..ir.graph import Graph
+from ..ir.graph import Graph, check_size, memory_limit
 from ..ops import registry
 from ..ops.primitives import SoftmaxCrossEntropy
 from ..ops.registry import RunContext
@@ -343,6 +343,8 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
         prim = registry.get(op)
         in_shapes = [resolve(graph.shape(o), bindings) for o in d["operands"]]
         out_shape = resolve(d["shape"], bindings)
+        if op not in VIEW_OPS:   # refused before a kernel allocates it, naming the op and its line
+            check_size(out_shape, d["dtype"], f"the result of {op}", d.get("site") or d["span"])
         attrs = _resolved_attrs(prim, d["attrs"], bindings)
         if prim.random:
             kernel = prim.kernel(attrs, in_shapes, out_shape, d["dtype"], context or RunContext(None, False))
@@ -377,10 +379,31 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     for node, i in last_use.items():
         if node not in keep and graph.op(node) not in ("input", "param"):
             frees[i].append(slot[node])
+    _check_peak_memory(graph, calls, frees, slot, bindings)
     steps = [(call.kernel, tuple(slot[o] for o in call.operands), slot[call.node], tuple(frees[i]))
              for i, call in enumerate(calls)]
     return Schedule(steps, len(order), {slot[n]: v for n, v in static.items()}, input_slots, param_slots,
                     [slot[r] for r in roots], [call.node for call in calls], _fresh(graph, calls, roots))
+
+
+def _check_peak_memory(graph: Graph, calls: list, frees: list, slot: dict, bindings: dict) -> None:
+    """Refuse a schedule whose live results would together need more than the memory limit, naming the
+    op at which they would: every value may fit alone while a batch's intermediates do not. Counts the
+    memory each kernel allocates (not views, nor results written into an operand), freed after last use."""
+    limit, live, owner = memory_limit(), 0, {}
+    size: dict[int, int] = {}
+    for i, call in enumerate(calls):
+        owner[call.node] = _memory_owner(graph, call, owner)
+        if owner[call.node] == call.node:
+            shape = resolve(graph.shape(call.node), bindings)
+            size[slot[call.node]] = int(np.prod(shape, dtype=np.int64)) * np.dtype(DTYPES[graph.dtype(call.node)]).itemsize
+            live += size[slot[call.node]]
+            if live > limit:
+                d = graph.data(call.node)
+                raise GradError(f"the intermediate values of one step would need {live:,} bytes at this "
+                                f"{d['op']}, more than the limit of {limit:,} bytes (the machine's memory, or "
+                                f"$GRADLANG_MAX_BYTES); use a smaller batch", d.get("site") or d["span"])
+        live -= sum(size.pop(freed, 0) for freed in frees[i])
 
 
 def _fresh(graph: Graph, calls: list, roots: list) -> tuple:

@@ -42,9 +42,21 @@ def _at(step: int | None) -> str:
     return f" at step {step}" if step is not None else ""
 
 
-def _largest(values: list) -> str:
-    sizes = [float(np.max(np.abs(v))) for v in values if _float(v) and np.size(v)]
+def _magnitude(value) -> float | None:
+    return float(np.max(np.abs(value))) if _float(value) and np.size(value) else None
+
+
+def _largest(sizes: list) -> str:
+    sizes = [s for s in sizes if s is not None]
     return f"; the largest operand magnitude was {max(sizes):.4g}" if sizes else ""
+
+
+def _overwritten_operand(kernel) -> int | None:
+    """The operand a kernel writes its result into (schedule.py's InPlace and WhereInto, perhaps inside
+    an IndexGuard): its value is gone once the kernel has run, so it is measured before."""
+    while not hasattr(kernel, "index") and hasattr(kernel, "kernel"):
+        kernel = kernel.kernel
+    return getattr(kernel, "index", None)
 
 
 def run_checked(exe, inputs: list, params: list, step: int | None = None) -> list:
@@ -67,6 +79,8 @@ def run_checked(exe, inputs: list, params: list, step: int | None = None) -> lis
     for i, entry in enumerate(sched.steps):
         kernel, operands, result = entry[0], entry[1], entry[2]
         args = [env[o] for o in operands]
+        overwritten = _overwritten_operand(kernel)
+        before = _magnitude(args[overwritten]) if overwritten is not None else None
         with np.errstate(all="ignore"):
             value = kernel(*args)
         if _float(value) and not np.isfinite(value).all():
@@ -77,7 +91,8 @@ def run_checked(exe, inputs: list, params: list, step: int | None = None) -> lis
             bad = [k for k, o in enumerate(operands) if o in sched.preloaded and _float(sched.preloaded[o])
                    and not np.isfinite(sched.preloaded[o]).all()]
             origin = (f"from its non-finite operand {bad[0] + 1} (a constant computed at compile time)" if bad
-                      else "from finite operands" + _largest(args))
+                      else "from finite operands" + _largest(
+                          [before if k == overwritten else _magnitude(a) for k, a in enumerate(args)]))
             part = " in the backward pass" if graph.data(node).get("role") == "grad" else ""
             raise NonFiniteError(f"{op} produced {_what(value)}{_at(step)}{part}, {origin}",
                                  graph.location(node), step, op, node)
