@@ -197,17 +197,29 @@ def test_every_output_block_follows_an_error_snippet():
                 assert before.lang == "grad" and "error" in before.directives, block.id
 
 
-# ---- Python snippets (docs/python-api.md): run in order, in one namespace, from the repository root ----
+# ---- Python snippets (docs/python-api.md): each runs after the ones before it, in one namespace, ----
+# ---- from the repository root, as a reader would run them ------------------------------------------
 
-_NAMESPACE: dict = {}
+# the namespace after the first `done` snippets; a snippet run alone (or after a failure) replays the
+# ones before it in a fresh namespace, so no case depends on another having run
+_SNIPPETS_RUN = {"done": 0, "namespace": {"__name__": "__docs__"}}
+
+
+def _run_snippet(block: Block, namespace: dict) -> None:
+    exec(compile(block.text, f"{block.page.name}:{block.line}", "exec"), namespace)
 
 
 @pytest.mark.parametrize("block", PYTHON_BLOCKS, ids=lambda b: b.id)
 def test_python_snippet(block: Block, monkeypatch):
     monkeypatch.chdir(ROOT)
-    _NAMESPACE.setdefault("__name__", "__docs__")
-    code = compile(block.text, f"{block.page.name}:{block.line}", "exec")
-    exec(code, _NAMESPACE)
+    position = PYTHON_BLOCKS.index(block)
+    if _SNIPPETS_RUN["done"] != position:
+        _SNIPPETS_RUN.update(done=0, namespace={"__name__": "__docs__"})
+        for earlier in PYTHON_BLOCKS[:position]:
+            _run_snippet(earlier, _SNIPPETS_RUN["namespace"])
+    _SNIPPETS_RUN["done"] = -1          # until this one succeeds
+    _run_snippet(block, _SNIPPETS_RUN["namespace"])
+    _SNIPPETS_RUN["done"] = position + 1
 
 
 def test_embed_python_example_runs():

@@ -312,8 +312,10 @@ class Client:
     """A minimal LSP client: Content-Length framed JSON-RPC over the server's stdin and stdout."""
 
     def __init__(self, command: list[str], cwd: Path):
+        # the checkout's gradlang, not whichever one is installed (the server runs in another folder)
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
         self.proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, cwd=cwd)
+                                     stderr=subprocess.PIPE, cwd=cwd, env=env)
         self.messages: queue.Queue = queue.Queue()
         self.next_id = 0
         threading.Thread(target=self._read, daemon=True).start()
