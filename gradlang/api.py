@@ -655,11 +655,11 @@ class Program:
 
     def _repr_html_(self) -> str:
         """Jupyter's display: inputs, params with their shapes, losses, metrics, the plan, the IR folded."""
-        from .notebook import program_html
+        from .display import program_html
         return program_html(self)
 
     def _repr_markdown_(self) -> str:
-        from .notebook import program_markdown
+        from .display import program_markdown
         return program_markdown(self)
 
 

@@ -10,7 +10,8 @@ import pytest
 
 import gradlang
 from gradlang.ir.dot import graph_to_dot
-from gradlang.notebook import CellError, TrainSummary, compile_cell, program_html, program_markdown
+from gradlang.display import TrainSummary, program_html, program_markdown
+from gradlang.notebook import CellError, compile_cell
 
 ROOT = Path(__file__).resolve().parent.parent
 MOONS = (ROOT / "examples" / "moons_mlp.grad").read_text()
