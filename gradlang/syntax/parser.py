@@ -252,13 +252,13 @@ _TOKEN_WORDS = {
     "_NL": "end of line", "$END": "end of file", "NAME": "a name", "NUMBER": "a number",
     "STRING": "a string", "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'",
     "LBRACE": "'{'", "RBRACE": "'}'", "COMMA": "','", "COLON": "':'", "EQUAL": "'='",
-    "DOT": "'.'", "COMP_OP": "a comparison", "MINUS": "'-'", "PLUS": "'+'", "__ANON_0": "'**'",
+    "DOT": "'.'", "COMP_OP": "a comparison", "MINUS": "'-'", "PLUS": "'+'", "_POW": "'**'",
 }
 # the keywords a statement can start with; several of them expected at once read as "a statement"
 _STATEMENT_STARTS = {"IMPORT", "FROM", "INPUT", "PARAM", "DATA", "FN", "LAYER", "FORWARD", "LOSS", "METRIC",
                      "TRAIN", "FOR", "IF", "RETURN"}
 # what may follow a complete expression; several of them expected at once read as "an operator"
-_OPERATORS = {"ADD_OP", "MUL_OP", "COMP_OP", "__ANON_0", "DOT", "LPAR", "LSQB"}
+_OPERATORS = {"ADD_OP", "MUL_OP", "COMP_OP", "_POW", "DOT", "LPAR", "LSQB"}
 # an operator token that stands for several operators is expected as each of them
 _OPERATOR_WORDS = {"ADD_OP": ["'+'", "'-'"], "MUL_OP": ["'*'", "'/'", "'@'"]}
 # keywords that start a statement and so cannot name a variable (`data = 3`)
@@ -296,7 +296,7 @@ def _expected(types: set[str]) -> list[str]:
         summaries.append("an operator")
     if "_NL" in types:   # the end of the file is also the end of a line
         types.discard("$END")
-    words = sorted({w for t in types if not t.startswith("_") or t in ("_NL", "__ANON_0")
+    words = sorted({w for t in types if not t.startswith("_") or t in ("_NL", "_POW")
                     for w in _OPERATOR_WORDS.get(t, [_describe(t)])} - {"end of line", "end of file"})
     tail = [w for w in ("end of line", "end of file") if {"end of line": "_NL", "end of file": "$END"}[w] in types]
     return summaries + words + tail
