@@ -228,7 +228,7 @@ CASES = [
     case("optimizer-is-not-an-optimizer", MOONS + XY.replace("3]", "2]") + "loss = mean(x)\ntrain {\n"
          "  data = d\n  optimizer = 3\n}\n", 7, 15, "3", "optimizer", cmd="run"),
     case("data-file-missing", 'data d = npz(path: "no_such.npz")\n' + XY + "loss = mean(x)\ntrain {\n"
-         "  data = d\n}\n", 1, 10, 'npz(path: "no_such.npz")', "cannot load", cmd="run"),
+         "  data = d\n}\n", 1, 10, 'npz(path: "no_such.npz")', "cannot read", cmd="run"),
     case("train-data-is-a-number", XY.replace("3]", "2]") + "loss = mean(x)\ntrain {\n  data = 3\n}\n",
          5, 10, "3", "must be a data source", cmd="run"),
     case("params-file-cannot-be-written", MOONS + XY.replace("3]", "2]") + "loss = mean(x)\ntrain {\n"
@@ -325,12 +325,16 @@ def test_a_binary_file_is_not_a_program(tmp_path, capsys):
     assert err.startswith(f"{program}:2:1: error: not a UTF-8 text file") and "Traceback" not in err
 
 
-def test_training_data_without_examples_names_the_file(tmp_path, capsys):
+def test_training_data_without_examples_is_refused_where_it_is_declared(tmp_path, capsys):
     program = tmp_path / "prog.grad"
-    program.write_text("data d = two_moons(n: 0)\ninput x : f32[B, 2]\ninput y : f32[B]\n"
-                       "loss = mean(x) + mean(y)\ntrain { data = d }\n")
+    rest = "input x : f32[B, 2]\ninput y : f32[B]\nloss = mean(x) + mean(y)\ntrain { data = d }\n"
+    program.write_text("data d = two_moons(n: 0)\n" + rest)
     code, _, err = run_main(["run", str(program), "--quiet", "--out", str(tmp_path / "p.npz")], capsys)
-    assert code == 1 and err.startswith(f"{program}: error:") and "no examples" in err
+    assert code == 1 and err.startswith(f"{program}:1:20: error: two_moons(n: 0): n must be ≥ 1")
+    (tmp_path / "empty.csv").write_text("a,b,y\n")
+    program.write_text('data d = csv(path: "empty.csv", target: "y")\n' + rest)
+    code, _, err = run_main(["run", str(program), "--quiet", "--out", str(tmp_path / "p.npz")], capsys)
+    assert code == 1 and err.startswith(f"{program}:1:10: error: {tmp_path / 'empty.csv'}: no data rows")
 
 
 def test_matmul_of_integer_tensors_is_computed_in_floats(tmp_path, capsys):

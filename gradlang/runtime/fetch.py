@@ -24,6 +24,10 @@ DATASETS = {
             "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
             "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
         },
+        # each file's size: a download that goes past it is stopped, so a wrong or hostile server cannot
+        # fill the disk before the checksum is checked
+        "bytes": {"train-images-idx3-ubyte.gz": 9912422, "train-labels-idx1-ubyte.gz": 28881,
+                  "t10k-images-idx3-ubyte.gz": 1648877, "t10k-labels-idx1-ubyte.gz": 4542},
     },
 }
 
@@ -53,6 +57,7 @@ def fetch(name: str, root: Path, url: str | None = None, log=print, timeout: flo
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for filename, digest in spec["files"].items():
+        most = spec.get("bytes", {}).get(filename)
         target = folder / filename
         if target.exists() and sha256(target) == digest:
             log(f"{target}: present, checksum ok")
@@ -63,6 +68,9 @@ def fetch(name: str, root: Path, url: str | None = None, log=print, timeout: flo
         try:
             with os.fdopen(fd, "wb") as out, urllib.request.urlopen(base + filename, timeout=timeout) as response:
                 while block := response.read(1 << 20):
+                    if most is not None and out.tell() + len(block) > most:
+                        raise GradError(f"{filename}: the download is longer than the file's {most:,} bytes; the "
+                                        "URL serves other files")
                     out.write(block)
             got = sha256(Path(tmp))
             if got != digest:
