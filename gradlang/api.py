@@ -90,8 +90,9 @@ class Program:
         self.folder = folder
         plan = elaborated.plan.settings if elaborated.plan else {}
         self.seed = seed if seed is not None else plan.get("seed", 0)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise GradError("seed must be an integer", elaborated.plan.spans.get("seed"))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            span = elaborated.plan.spans.get("seed") if seed is None and elaborated.plan else None
+            raise GradError(f"seed must be a non-negative integer, got {describe(self.seed)}", span)
         self.rng = np.random.default_rng(self.seed)
         self.float_dtype = elaborated.float_dtype
         self.input_names = list(elaborated.inputs)

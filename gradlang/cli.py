@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import traceback
 import warnings
@@ -188,6 +189,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _json(value) -> str:
+    """`value` as strict JSON: a NaN or infinite number (a loss that diverged) becomes null, which
+    every JSON reader accepts, rather than the bare NaN that Python's json writes."""
+    def strict(v):
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {k: strict(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [strict(x) for x in v]
+        return v
+    return json.dumps(strict(value), allow_nan=False)
+
+
 def _params_path(args, program) -> Path:
     if args.out is not None:
         return args.out
@@ -274,7 +289,7 @@ def _train(args, parallel) -> int:
         from .plot import plot_curves
         plot = plot_curves(result, args.plot, args.file.name)
     if args.json:
-        print(json.dumps({**result.as_dict(), "params_file": str(path), "checkpoint": str(checkpoint),
+        print(_json({**result.as_dict(), "params_file": str(path), "checkpoint": str(checkpoint),
                           **({"plot": str(plot)} if plot else {}), **({"ranks": parallel.size} if parallel else {})}))
         return 0
     print(f"trained {result.steps} steps ({result.epochs:g} epochs) in {result.seconds:.2f} s"
@@ -291,6 +306,11 @@ def _train(args, parallel) -> int:
     if result.skipped:
         print(f"{args.file}: warning: skipped {len(result.skipped)} step(s) whose loss was not finite "
               f"(on_nonfinite = \"skip\"); the first:\n{result.skipped[0]}", file=sys.stderr)
+    nonfinite = [r["epoch"] for r in result.epoch_log if not math.isfinite(r.get("val_loss", 0.0))]
+    if nonfinite:
+        print(f"{args.file}: warning: the loss on the validation set was not finite after {len(nonfinite)} "
+              f"epoch(s), the first after epoch {nonfinite[0]} (on_nonfinite = \"skip\"; such epochs never "
+              "count as an improvement for early stopping)", file=sys.stderr)
     return 0
 
 
@@ -314,7 +334,7 @@ def _dry_run(args, program, target: Path, checkpoint: Path) -> int:
     if args.plot is not None:
         writes["plot"], why["plot"] = str(args.plot.resolve()), "--plot on the command line"
     if args.json:
-        print(json.dumps({"file": str(args.file), "reads": reads, "writes": writes, "write_reasons": why,
+        print(_json({"file": str(args.file), "reads": reads, "writes": writes, "write_reasons": why,
                           "params": {n: list(v.shape) for n, v in program.params.items()}}))
         return 0
     n_values = sum(v.size for v in program.params.values())
@@ -373,7 +393,7 @@ def cmd_eval(args) -> int:
         arrays = program.load_data(setting="test" if "test" in program.plan else "data")
     numbers = program.evaluate(arrays)
     if args.json:
-        print(json.dumps(numbers))
+        print(_json(numbers))
     else:
         _print_numbers(f"{args.data or ('test set' if 'test' in program.plan else 'training set')}", numbers)
     return 0
@@ -406,7 +426,7 @@ def cmd_predict(args) -> int:
         save_params(outputs, args.out)
         print(f"outputs {', '.join(outputs)} written to {args.out}")
     elif args.json:
-        print(json.dumps({k: np.asarray(v).tolist() for k, v in outputs.items()}))
+        print(_json({k: np.asarray(v).tolist() for k, v in outputs.items()}))
     else:
         with np.printoptions(threshold=200, edgeitems=5, precision=5, suppress=True):
             for name, value in outputs.items():
@@ -492,11 +512,11 @@ def cmd_ir(args) -> int:
         raise GradError("--grad applies to the optimized stage; the gradient before simplification is --stage grad")
     if args.stats:
         stats = stage_stats(program)
-        sys.stdout.write(json.dumps(stats) + "\n" if args.format == "json" else format_stats(stats))
+        sys.stdout.write(_json(stats) + "\n" if args.format == "json" else format_stats(stats))
     elif args.cost:
         from .passes.cost import format_cost, training_step_cost
         cost = training_step_cost(program, args.batch or program.plan.get("batch"))
-        sys.stdout.write(json.dumps(cost.as_dict()) + "\n" if args.format == "json" else format_cost(cost))
+        sys.stdout.write(_json(cost.as_dict()) + "\n" if args.format == "json" else format_cost(cost))
     elif args.png or args.svg:
         from .ir.dot import graph_to_dot, render
         if args.stage == "parsed":
@@ -521,7 +541,7 @@ def cmd_gradcheck(args) -> int:
     _check_readable(args.file)
     report = gradcheck(args.file, batch=args.batch, tolerance=args.tolerance, per_op=args.per_op,
                        use_data=not args.random, seed=args.seed, data_dir=args.data_dir)
-    sys.stdout.write(json.dumps(report.as_dict()) + "\n" if args.json else report.format())
+    sys.stdout.write(_json(report.as_dict()) + "\n" if args.json else report.format())
     return 0 if report.ok else 1
 
 
@@ -532,7 +552,7 @@ def cmd_check(args) -> int:
     warnings_found = lint(program)
     _, rewrites = stabilize(program.elaborated.graph)
     if args.json:
-        print(json.dumps({"warnings": [w.as_dict() for w in warnings_found],
+        print(_json({"warnings": [w.as_dict() for w in warnings_found],
                           "stability_rewrites": [r.as_dict() for r in rewrites]}))
         return 0
     for w in warnings_found:

@@ -3,6 +3,8 @@ the output is a file or a pipe, one line per epoch with the training and validat
 loss curves drawn compactly in text at the end."""
 from __future__ import annotations
 
+import math
+
 import sys
 import time
 
@@ -19,9 +21,11 @@ def sparkline(values: list[float], width: int = 60) -> str:
         step = len(values) / width
         values = [sum(values[int(i * step):int((i + 1) * step)]) / len(values[int(i * step):int((i + 1) * step)])
                   for i in range(width)]
-    low, high = min(values), max(values)
+    finite = [v for v in values if math.isfinite(v)]   # a NaN or infinite loss is drawn as a gap
+    low, high = (min(finite), max(finite)) if finite else (0.0, 0.0)
     span = (high - low) or 1.0
-    return "".join(_BARS[min(len(_BARS) - 1, int((v - low) / span * len(_BARS)))] for v in values)
+    return "".join(_BARS[min(len(_BARS) - 1, int((v - low) / span * len(_BARS)))] if math.isfinite(v) else " "
+                   for v in values)
 
 
 def _fmt_time(seconds: float) -> str:

@@ -302,6 +302,30 @@ def test_a_rank_that_dies_stops_the_job_and_leaves_the_checkpoint_whole(tmp_path
 
 
 @needs_mpi
+def test_a_rank_stopped_during_start_up_stops_the_job_within_the_timeout(tmp_path):
+    """Rank 1 stops before it joins MPI's start-up (MPI_Init, which rank 0 waits in holding the GIL, out
+    of reach of the collectives' deadline): rank 0's watchdog ends it after --mpi-timeout, saying why,
+    and the launcher ends the job. Before, rank 0 waited for ever."""
+    (tmp_path / "long.grad").write_text(LONG)
+    stopped = [sys.executable, "-c", "import os, signal; os.kill(os.getpid(), signal.SIGSTOP)"]
+    started = time.monotonic()
+    launcher = subprocess.Popen(
+        [MPIEXEC, "-n", "1", sys.executable, *gradlang_args("run", "long.grad", "--quiet", "--mpi-timeout", "2"),
+         ":", "-n", "1", *stopped], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        _, stderr = launcher.communicate(timeout=60)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+    assert launcher.returncode != 0
+    assert "error: rank 0 of 2: the other ranks did not join MPI's start-up within 2 s" in stderr, stderr
+    assert time.monotonic() - started < 30, "the job outlived the timeout by far"
+    assert not (tmp_path / "long.ckpt.npz").exists()
+
+
+@needs_mpi
 @pytest.mark.slow
 def test_the_readme_claim_two_ranks_on_moons_mlp_in_float32_and_float64(tmp_path, capsys):
     """README and docs/distributed.md: on examples/moons_mlp.grad two ranks end with one process's

@@ -466,8 +466,9 @@ def kill_and_resume(tmp_path, kills: int, epochs: int, seed: int) -> None:
         assert sorted(ref.files) == sorted(run.files)
         for k in ref.files:
             np.testing.assert_array_equal(ref[k], run[k], err_msg=k)
+    # a kill while a checkpoint was being written leaves its temporary file; the next write removes it
     leftovers = {p.name for p in tmp_path.iterdir()} - {"m.grad", "ref.npz", "ref.ckpt.npz", "run.npz", checkpoint.name}
-    assert all(name.startswith(f".{checkpoint.name}.") and name.endswith(".tmp") for name in leftovers), leftovers
+    assert not leftovers, leftovers
 
 
 def test_a_run_killed_at_random_moments_loses_nothing(tmp_path):

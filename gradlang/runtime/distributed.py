@@ -17,7 +17,9 @@ seed, the rank and the step, so the common generator that orders the batches nev
 
 Every collective is non-blocking and polled against a deadline (`timeout`): a rank that died or hangs
 makes the others raise `CollectiveFailure` instead of waiting forever; `gradlang run` then prints it
-and aborts the whole job. Only rank 0 writes checkpoints (atomically), so the last one stays valid.
+and aborts the whole job. Start-up (MPI_Init, when mpi4py.MPI is first imported) cannot be polled, so
+a watchdog process bounds it by the same deadline. Only rank 0 writes checkpoints (atomically), so the
+last one stays valid.
 
 Importing this module does not import mpi4py; `from_environment` does, and only under an MPI
 launcher or when asked to.
@@ -26,9 +28,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +60,59 @@ def launcher_size(environ=None) -> int | None:
     if sizes:
         return max(sizes)
     return 0 if any(v in environ for v in _RANK_VARIABLES) else None
+
+
+def launcher_rank(environ=None) -> int | None:
+    """This process's rank as the MPI launcher set it in the environment; None when it does not say."""
+    environ = os.environ if environ is None else environ
+    ranks = [int(environ[v]) for v in _RANK_VARIABLES if environ.get(v, "").isdigit()]
+    return ranks[0] if ranks else None
+
+
+# The start-up watchdog, a separate Python process: it waits for end of file on its stdin — the rank
+# closes the pipe once MPI has started, or dies — and past the deadline prints the message and kills
+# the rank, whose launcher then ends the job.
+_WATCHDOG = """
+import os, signal, sys, threading, time
+pid, seconds, message = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+waiting = threading.Thread(target=sys.stdin.buffer.read, daemon=True)
+waiting.start()
+waiting.join(seconds)
+if waiting.is_alive():
+    sys.stderr.write(message + "\\n")
+    sys.stderr.flush()
+    time.sleep(0.5)   # let the launcher relay the message before the job is torn down
+    os.kill(pid, getattr(signal, "SIGKILL", signal.SIGTERM))
+"""
+
+
+@contextmanager
+def _start_up_deadline(timeout: float):
+    """End this process, saying why, if the block (MPI's start-up) takes longer than `timeout`.
+
+    MPI_Init waits for every rank to start, in C and holding the GIL: no thread of this process runs
+    meanwhile, and no signal handler either, so a rank stopped or lost during start-up would leave the
+    others waiting for ever. A watchdog process (a fresh Python, a few milliseconds) keeps the time."""
+    rank, size = launcher_rank(), launcher_size()
+    who = f"rank {rank} of {size}" if rank is not None and size else "this rank"
+    message = (f"error: {who}: the other ranks did not join MPI's start-up within {timeout:g} s; a rank has died "
+               f"or hangs, so the job stops (--mpi-timeout or ${TIMEOUT_VARIABLE} sets the wait)")
+    watchdog = subprocess.Popen([sys.executable, "-I", "-S", "-c", _WATCHDOG, str(os.getpid()), repr(timeout), message],
+                                stdin=subprocess.PIPE)
+    try:
+        yield
+    finally:
+        watchdog.stdin.close()
+        watchdog.wait()
+
+
+def _import_mpi(timeout: float):
+    """mpi4py's MPI module. Importing it the first time starts MPI, which waits for every rank: that
+    wait is bounded by `timeout`, as a collective's is."""
+    started = "mpi4py.MPI" in sys.modules
+    with nullcontext() if started else _start_up_deadline(timeout):
+        from mpi4py import MPI
+    return MPI
 
 
 def find_mpiexec() -> str | None:
@@ -90,14 +146,15 @@ def from_environment(requested: bool | None = None, timeout: float | None = None
     size = launcher_size()
     if requested is None and (size is None or size == 1):
         return None
+    timeout = default_timeout() if timeout is None else timeout
     try:
-        from mpi4py import MPI
+        MPI = _import_mpi(timeout)
     except ImportError:
         why = "--distributed was given" if requested else \
             f"an MPI launcher started {size or 'several'} processes"
         raise GradError(f"{why}, but mpi4py is not installed: {INSTALL_HINT}; or pass --no-distributed "
                         "to train in each process alone") from None
-    parallel = DataParallel(MPI.COMM_WORLD, default_timeout() if timeout is None else timeout)
+    parallel = DataParallel(MPI.COMM_WORLD, timeout)
     if size and parallel.size != size:
         raise GradError(f"the launcher started {size} processes but MPI sees {parallel.size}: mpi4py uses a "
                         "different MPI than the launcher, or under Slurm srun was not told how (srun --mpi=pmix or "
@@ -112,14 +169,14 @@ class DataParallel:
     start-up broadcast and reductions of evaluation sums. Set `program.distributed` to one."""
 
     def __init__(self, comm=None, timeout: float = DEFAULT_TIMEOUT, poll_interval: float = 0.0001):
-        from mpi4py import MPI
+        if not timeout > 0:
+            raise ValueError(f"timeout must be positive, got {timeout}")
+        self.timeout = float(timeout)
+        MPI = _import_mpi(self.timeout)
         self._mpi = MPI
         self.comm = MPI.COMM_WORLD if comm is None else comm
         self.rank = self.comm.Get_rank()
         self.size = self.comm.Get_size()
-        if not timeout > 0:
-            raise ValueError(f"timeout must be positive, got {timeout}")
-        self.timeout = float(timeout)
         # seconds between polls of a collective: sleeping, not spinning, lets the other ranks on a busy
         # machine run, which made a 2 MB all-reduce between two ranks on 2 loaded cores faster than MPI's
         # own blocking call (4.3 ms against 6-8 ms; spinning: 31 ms)

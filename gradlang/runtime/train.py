@@ -8,9 +8,14 @@ with the same params as one that was never interrupted.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import tempfile
 import time
+import tokenize
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +24,11 @@ import numpy as np
 from ..errors import GradError
 from .data import batches, count_examples
 from .numerics import NonFiniteError
+
+try:
+    import fcntl  # file locks tell a live writer's temporary file from one a killed writer left (POSIX)
+except ImportError:   # pragma: no cover - Windows
+    fcntl = None
 
 
 @dataclass
@@ -152,7 +162,7 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
                 if program.steps_taken >= end:
                     break
             _end_epoch(program, run, float(np.mean(epoch_losses)) if epoch_losses else float("nan"), validation,
-                       early_stopping)
+                       early_stopping, on_nonfinite)
             reporter.epoch(run.epoch_log[-1])
             finished = program.steps_taken >= end or run.stopped_early
             writer = parallel is None or parallel.is_root   # one checkpoint per job: rank 0's
@@ -162,21 +172,29 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
     if run.stopped_early and run.best_params is not None:
         program.set_params(run.best_params)
     seconds = time.perf_counter() - start
-    final = program.evaluate(arrays)
-    val = program.evaluate(validation) if validation is not None else {}
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a non-finite result is reported, not warned
+        final = program.evaluate(arrays)
+        val = program.evaluate(validation) if validation is not None else {}
     done = program.steps_taken - run.first_step
     return TrainResult(final.pop("loss"), final, done, done / per_epoch, seconds,
                        run.history, run.epoch_log, val, run.stopped_early, skipped=run.skipped)
 
 
-def _end_epoch(program, run: _Run, train_loss: float, validation: dict | None, patience: int) -> None:
+def _end_epoch(program, run: _Run, train_loss: float, validation: dict | None, patience: int,
+               on_nonfinite: str) -> None:
+    """Log the epoch, evaluate the validation set and decide early stopping. A validation loss that is
+    NaN or infinite follows `on_nonfinite` as a training loss does: "stop" raises, naming the first op
+    that produced a non-finite value; "skip" logs it, and it never counts as an improvement."""
     run.epoch += 1
     record = {"epoch": run.epoch, "step": program.steps_taken, "loss": train_loss}
     if validation is not None:
         record.update({f"val_{k}": v for k, v in program.evaluate(validation).items()})
+        val_loss = record["val_loss"]
+        if not math.isfinite(val_loss) and on_nonfinite != "skip":
+            raise _nonfinite_validation(program, validation, val_loss, run.epoch)
         if patience:
-            if run.best is None or record["val_loss"] < run.best:
-                run.best, run.since_best = record["val_loss"], 0
+            if math.isfinite(val_loss) and (run.best is None or val_loss < run.best):
+                run.best, run.since_best = val_loss, 0
                 run.best_params = {k: v.copy() for k, v in program.params.items()}
             else:
                 run.since_best += 1
@@ -184,11 +202,33 @@ def _end_epoch(program, run: _Run, train_loss: float, validation: dict | None, p
     run.epoch_log.append(record)
 
 
+def _nonfinite_validation(program, validation: dict, loss: float, epoch: int) -> NonFiniteError:
+    """The error for a validation loss that came out `loss` (NaN or ±inf): this process evaluates the
+    validation set's loss again op by op (runtime/numerics.py) to locate the first non-finite value.
+    Under MPI every rank sees the same reduced loss and checks the whole set alike, without a collective."""
+    step = program.steps_taken
+    head = f"the loss on the validation set became {loss} after epoch {epoch} (step {step})"
+    names = [n for n in program.input_names if n in validation]
+    n = count_examples(validation, names) if names else 1
+    checking, program.check_numerics = program.check_numerics, True
+    try:
+        for idx in batches(n, min(n, 10_000), None):   # in batches of Program.evaluate's size
+            program.run(program._evaluated_losses(), {k: validation[k][idx] for k in names})
+    except NonFiniteError as found:
+        return NonFiniteError(f"{head}; the first non-finite value: {found.message}", found.span, step,
+                              found.op, found.node)
+    finally:
+        program.check_numerics = checking
+    return NonFiniteError(f"{head}, but evaluating it again op by op gave finite values", None, step)
+
+
 def _atomic_savez(path: Path, arrays: dict) -> Path:
-    """Write an .npz atomically: a reader sees the old file or the new one, never half of one."""
+    """Write an .npz atomically: a reader sees the old file or the new one, never half of one. The
+    temporary files of `path` that killed writers left in its folder are removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    _remove_stale_temporaries(path)
+    fd, tmp = _locked_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
@@ -200,6 +240,55 @@ def _atomic_savez(path: Path, arrays: dict) -> Path:
         raise
     _fsync_directory(path.parent)
     return path
+
+
+def _temporary_affixes(target: Path) -> tuple[str, str]:
+    """What the name of a temporary file of `target` starts and ends with (tempfile.mkstemp puts eight
+    random characters from [a-z0-9_] between them)."""
+    return f".{target.name}.", ".tmp"
+
+
+def _locked_temporary(target: Path) -> tuple[int, str]:
+    """A new temporary file beside `target`, open for writing and locked until it is closed, so that
+    another writer of `target` never takes it for one left behind (see _remove_stale_temporaries)."""
+    prefix, suffix = _temporary_affixes(target)
+    while True:
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=prefix, suffix=suffix)
+        if fcntl is None:
+            return fd, tmp
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:   # a file system without locks: then no writer removes any temporary file
+            return fd, tmp
+        if os.fstat(fd).st_nlink:
+            return fd, tmp
+        os.close(fd)   # another writer removed it between its creation and the lock: take another
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Remove the temporary files of `target` that a writer killed mid-write (SIGKILL, a power cut)
+    left behind: files named exactly as its temporary files are that no live writer holds locked.
+    Where locks are not available (Windows, some network file systems) nothing is removed."""
+    if fcntl is None:
+        return
+    prefix, suffix = _temporary_affixes(target)
+    pattern = re.compile(re.escape(prefix) + "[a-z0-9_]{8}" + re.escape(suffix))
+    try:
+        found = [e.path for e in os.scandir(target.parent) if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+    except OSError:
+        return
+    for leftover in found:
+        try:
+            fd = os.open(leftover, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:   # removed meanwhile, or not ours to open
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)   # held: a live writer's; an error: cannot tell
+            os.unlink(leftover)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
 
 def _fsync_directory(folder: Path) -> None:
@@ -236,18 +325,170 @@ def save_checkpoint(program, path: Path, run: _Run) -> Path:
         raise GradError(f"cannot write the checkpoint {path}: {err.strerror or err}") from None
 
 
+_FOREIGN = "written by another program, or before this one changed?"
+_DAMAGED = "the file is damaged"
+_AFRESH = "delete it to start afresh"
+
+
+class _Refused(Exception):
+    """What is wrong with a checkpoint, why that may be, and what to do; load_checkpoint names the file."""
+
+    def __init__(self, problem: str, why: str = _DAMAGED, remedy: str = _AFRESH):
+        super().__init__(problem)
+        self.problem, self.why, self.remedy = problem, why, remedy
+
+
 def load_checkpoint(program, path: Path) -> _Run:
-    def part(archive, prefix):
-        return {k[len(prefix):]: archive[k] for k in archive.files if k.startswith(prefix)}
+    """The run a checkpoint saved, applied to `program` (params, optimizer state, random generator, step
+    count) once the whole file has been checked: a damaged checkpoint, or one that another program
+    wrote, is refused with an error naming the file and what is wrong, and changes nothing."""
+    arrays = _read_checkpoint(path)
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            meta = json.loads(str(archive["meta"]))
-            program.set_params(part(archive, "param/"))
-            program.load_optimizer_state(part(archive, "optimizer/"))
-            best_params = part(archive, "best/") or None
-    except (OSError, ValueError, KeyError) as err:
-        raise GradError(f"cannot resume from {path}: {err}") from None
+        meta, params, optimizer, best = _checked_checkpoint(arrays, program)
+    except _Refused as refused:
+        raise GradError(f"cannot resume: checkpoint {path} {refused.problem} ({refused.why}); {refused.remedy}") from None
+    # every check passed: only now is anything changed
+    program.set_params(params)
+    program.load_optimizer_state(optimizer)
     program.rng.bit_generator.state = meta["rng"]
     program.steps_taken = meta["steps_taken"]
-    return _Run(meta["first_step"], meta["epoch"], [tuple(h) for h in meta["history"]], meta["epoch_log"], meta["best"],
-                meta["since_best"], best_params, meta["stopped_early"])
+    return _Run(meta["first_step"], meta["epoch"], [tuple(h) for h in meta["history"]], meta["epoch_log"],
+                meta["best"], meta["since_best"], best or None, meta["stopped_early"])
+
+
+def _read_checkpoint(path: Path) -> dict:
+    """Every array of a checkpoint by name, read without pickles; a file that is not an NPZ archive, or
+    damaged anywhere (a zip header, an array's header, its data's CRC), is a GradError naming it."""
+    try:
+        with open(path, "rb") as file:
+            if file.read(2) != b"PK":   # np.load would read a lone .npy array, or try to unpickle the rest
+                raise GradError(f"cannot resume: checkpoint {path} is not an NPZ file (a zip archive); {_AFRESH}")
+            file.seek(0)
+            with np.load(file, allow_pickle=False) as archive:
+                return {name: archive[name] for name in archive.files}
+    except (OSError, EOFError, ValueError, SyntaxError, RuntimeError, NotImplementedError, MemoryError,
+            zipfile.BadZipFile, zlib.error, tokenize.TokenError) as err:
+        raise GradError(f"cannot resume: checkpoint {path} cannot be read ({type(err).__name__}: {err}); "
+                        f"{_AFRESH}") from None
+
+
+def _checked_checkpoint(arrays: dict, program) -> tuple[dict, dict, dict, dict]:
+    """A checkpoint's metadata, params, optimizer state and best params (empty without), each checked
+    against `program`; or _Refused."""
+    parts: dict[str, dict] = {"param": {}, "optimizer": {}, "best": {}}
+    for key, value in arrays.items():
+        kind, _, name = key.partition("/")
+        if key != "meta":
+            if kind not in parts or not name:
+                raise _Refused(f"holds {key!r}, which no checkpoint holds", _FOREIGN)
+            parts[kind][name] = value
+    meta = _checked_meta(arrays.get("meta"), program)
+    _check_params(parts["param"], program, "param")
+    _check_optimizer_state(parts["optimizer"], program.optimizer_state())
+    if (meta["best"] is None) != (not parts["best"]):
+        raise _Refused("holds a best validation loss without the params that reached it, or the reverse")
+    if parts["best"]:
+        _check_params(parts["best"], program, "best param")
+    return meta, parts["param"], parts["optimizer"], parts["best"]
+
+
+def _count(value) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _number(value) -> bool:
+    return type(value) in (int, float)
+
+
+# what each key of a checkpoint's metadata must hold (JSON), and how to say it
+_META_KEYS = {
+    "first_step": (_count, "a whole number ≥ 0"),
+    "epoch": (_count, "a whole number ≥ 0"),
+    "steps_taken": (_count, "a whole number ≥ 0"),
+    "rng": (lambda v: isinstance(v, dict), "the state of a random generator"),
+    "history": (lambda v: isinstance(v, list) and all(isinstance(h, list) and len(h) == 2 and _count(h[0])
+                                                       and _number(h[1]) for h in v), "a list of [step, loss] pairs"),
+    "epoch_log": (lambda v: isinstance(v, list) and all(isinstance(r, dict) and all(map(_number, r.values()))
+                                                         for r in v), "a list of records of numbers, one per epoch"),
+    "best": (lambda v: v is None or _number(v) and math.isfinite(v), "null or a finite number"),
+    "since_best": (_count, "a whole number ≥ 0"),
+    "stopped_early": (lambda v: type(v) is bool, "true or false"),
+}
+
+
+def _checked_meta(stored: np.ndarray | None, program) -> dict:
+    """The checkpoint's metadata (JSON text), every key present and of its type."""
+    if stored is None:
+        raise _Refused("has no metadata ('meta')", _FOREIGN)
+    if stored.dtype.kind != "U" or stored.ndim != 0:
+        raise _Refused(f"holds metadata of {stored.dtype} values, not JSON text")
+    try:
+        meta = json.loads(str(stored))
+    except (ValueError, RecursionError) as err:
+        raise _Refused(f"holds metadata that is not JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise _Refused("holds metadata that is not a JSON object")
+    for key, (valid, what) in _META_KEYS.items():
+        if key not in meta:
+            raise _Refused(f"has no {key!r} in its metadata", _FOREIGN)
+        if not valid(meta[key]):
+            raise _Refused(f"has a {key!r} in its metadata that is not {what}: {_excerpt(meta[key])}")
+    unknown = sorted(set(meta) - set(_META_KEYS))
+    if unknown:
+        raise _Refused(f"has {unknown[0]!r} in its metadata, which no checkpoint has", _FOREIGN)
+    if meta["first_step"] > meta["steps_taken"]:
+        raise _Refused(f"says its run began at step {meta['first_step']}, after the {meta['steps_taken']} it took")
+    generator = type(program.rng.bit_generator)(0)
+    try:
+        generator.state = meta["rng"]
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError, AttributeError) as err:
+        raise _Refused(f"holds a random generator state that {type(generator).__name__} refuses ({err})") from None
+    if generator.state != meta["rng"]:
+        raise _Refused(f"holds a random generator state that is not one of {type(generator).__name__}'s")
+    return meta
+
+
+def _excerpt(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_params(found: dict, program, what: str) -> None:
+    """Every param of the program is in `found`, with its exact shape and dtype and finite values, and
+    nothing else is."""
+    for name, live in program.params.items():
+        if name not in found:
+            raise _Refused(f"lacks {what} {name!r}", _FOREIGN)
+        value = found[name]
+        if value.shape != live.shape:
+            raise _Refused(f"holds {what} {name!r} of shape {list(value.shape)}, and the program's is "
+                           f"{list(live.shape)}", _FOREIGN)
+        if value.dtype != live.dtype:
+            raise _Refused(f"holds {what} {name!r} in {value.dtype}, and this run computes in {live.dtype}",
+                           "written by a run in the other precision?",
+                           f"resume in the precision it began with (--float64 or not), or {_AFRESH}")
+        if not np.isfinite(value).all():
+            raise _Refused(f"holds {what} {name!r} with NaN or infinite values")
+    unknown = sorted(set(found) - set(program.params))
+    if unknown:
+        raise _Refused(f"holds {what} {unknown[0]!r}, which the program does not declare", _FOREIGN)
+
+
+def _check_optimizer_state(found: dict, expected: dict) -> None:
+    """The optimizer state has exactly the arrays of the program's optimizer (`expected`), each of its
+    shape: float arrays of its dtype and finite, counters whole numbers ≥ 0."""
+    for key, want in expected.items():
+        if key not in found:
+            raise _Refused(f"lacks the optimizer's {key!r}", _FOREIGN)
+        value = found[key]
+        if value.shape != want.shape:
+            raise _Refused(f"holds the optimizer's {key!r} of shape {list(value.shape)}, not {list(want.shape)}",
+                           _FOREIGN)
+        if want.dtype.kind == "f" and (value.dtype != want.dtype or not np.isfinite(value).all()):
+            raise _Refused(f"holds the optimizer's {key!r} as {value.dtype} values, not finite {want.dtype} ones")
+        if want.dtype.kind in "iu" and (value.dtype.kind not in "iu" or (value < 0).any()):
+            raise _Refused(f"holds the optimizer's {key!r} as {value.dtype} values, not whole numbers ≥ 0")
+    unknown = sorted(set(found) - set(expected))
+    if unknown:
+        raise _Refused(f"holds the optimizer's {unknown[0]!r}, which the program's optimizer does not have",
+                       _FOREIGN)
