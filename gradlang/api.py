@@ -599,15 +599,15 @@ class Program:
                 raise GradError(f"{key} must be a positive integer, got {_show(value)}", self._plan_span(key))
         batch_size = self._plan_int("batch", batch_size)
         early_stopping = self._plan_int("early_stopping", early_stopping, minimum=0) or 0
+        setting_span = self._plan_span("validation") if validation is None else None
         validation = self.plan.get("validation") if validation is None else validation
         names = [n for n in self.input_names if n in arrays]
-        if isinstance(validation, DataSpec):
-            validation = data_sources.load(validation, self.folder, self.data_dir)
+        if isinstance(validation, DataSpec):   # checked as the training data is: shapes, labels, NaN
+            validation = self.load_data(setting="validation")
         elif isinstance(validation, (int, float)) and not isinstance(validation, bool):
             if not 0 < validation < 1:
-                raise GradError(f"validation must be a fraction between 0 and 1, got {validation}",
-                                self._plan_span("validation"))
-            arrays, validation = split_validation(arrays, names, float(validation), self.rng)
+                raise GradError(f"validation must be a fraction between 0 and 1, got {validation}", setting_span)
+            arrays, validation = split_validation(arrays, names, float(validation), self.rng, setting_span)
         elif validation is not None and not isinstance(validation, dict):
             raise GradError(f"validation must be a fraction or a data source, got {describe(validation)}",
                             self._plan_span("validation"))

@@ -418,7 +418,12 @@ def cmd_predict(args) -> int:
     import numpy as np
     program = _compile(args)
     _load_params(program, args.params)
-    feed = program.load_data(_data_name(program, args.data)) if args.data else _read_inputs(args.input)
+    if args.data:
+        feed = program.load_data(_data_name(program, args.data))
+    else:   # checked as a data set is: a field per input, one entry per example, no NaN, labels in range
+        from .runtime.data import check_fields
+        feed = _read_inputs(args.input)
+        check_fields(feed, program.elaborated.inputs, program.model_graph, str(args.input))
     feed = {k: v for k, v in feed.items() if k in program.input_names}
     outputs = program.predict(feed)
     if args.out is not None:

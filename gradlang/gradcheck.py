@@ -249,6 +249,8 @@ def check_params(program, feed: dict, rng: np.random.Generator) -> list[ParamRes
     base = loss()
     results = []
     for name, value in program.params.items():
+        if value.size == 0:   # no value to nudge, no gradient to compare
+            continue
         g = grads[name]
         original = value.copy()
         floor = max(RESOLUTION * float(np.max(np.abs(g), initial=0.0)), FLOOR * (1 + abs(base)))

@@ -614,3 +614,37 @@ def test_an_overflow_reports_the_operand_as_it_was_before_an_in_place_kernel_ove
     with pytest.raises(GradError, match=r"exp produced inf \(3 of 3 values\) at step 1, from finite operands; "
                                         r"the largest operand magnitude was 100;"):
         program.step({})
+
+
+@pytest.mark.parametrize("program, command, expected", [
+    # a validation fraction that leaves no example on one side, at the setting
+    ("data d = two_moons(n: 8)\ninput x : f32[B, 2]\nparam w : [2] = 0.5\nloss = mean(x @ w)\n"
+     "train {\n  data = d\n  validation = 1e-300\n  steps = 1\n}\n", ["run"], ":7:16: error: a validation fraction"),
+    # a file name the system cannot hold
+    ("loss = 1.0\ntrain {\n  checkpoint = \"" + "a" * 300 + ".npz\"\n}\n", ["check"],
+     ":3:16: error: checkpoint = 'aaa"),
+    # a loss computed at compile time that is not finite: the loss's line, not a guess about random draws
+    ("r = log(0)\nloss = mean(r)\ntrain {\n  steps = 1\n}\n", ["run"],
+     ":2:8: error: the loss is -inf: it depends on no input or param"),
+    # a param without values is left out of the gradient check
+    ("param p : [0] = 1.0\nparam q : [2] = 1.0\nloss = sum(p) + sum(q * q)\n", ["gradcheck", "--random"], None),
+])
+def test_hostile_cases_end_in_a_located_error(tmp_path, capsys, program, command, expected):
+    (tmp_path / "m.grad").write_text(program)
+    code = main([*command, str(tmp_path / "m.grad"), *(["--quiet"] if command == ["run"] else [])])
+    err = capsys.readouterr().err
+    if expected is None:
+        assert code == 0, err
+    else:
+        assert code == 1 and expected in err and "internal error" not in err, err
+
+
+def test_predict_inputs_are_checked_as_data_naming_the_file(tmp_path, capsys):
+    (tmp_path / "m.grad").write_text("input x : f32[B, 2]\nparam w : [2] = 0.5\noutput y = x @ w\nloss = mean(y)\n")
+    np.savez(tmp_path / "p.npz", w=np.full(2, 0.5, np.float32))
+    for field in (np.float32(1.0), np.array([[1.0, np.nan]], np.float32)):
+        np.savez(tmp_path / "in.npz", x=field)
+        code = main(["predict", str(tmp_path / "m.grad"), "--params", str(tmp_path / "p.npz"),
+                     "--input", str(tmp_path / "in.npz")])
+        err = capsys.readouterr().err
+        assert code == 1 and str(tmp_path / "in.npz") in err and "internal error" not in err, err

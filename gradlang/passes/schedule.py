@@ -37,6 +37,7 @@ class Schedule:
     # per output: its memory belongs to this step alone (a kernel's fresh result, no view, constant,
     # input or param, shared with no other output), so a caller may overwrite it once it is done
     fresh_outputs: tuple = ()
+    output_nodes: tuple = ()   # the node of each requested output, in order
 
 
 @dataclass
@@ -383,7 +384,8 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     steps = [(call.kernel, tuple(slot[o] for o in call.operands), slot[call.node], tuple(frees[i]))
              for i, call in enumerate(calls)]
     return Schedule(steps, len(order), {slot[n]: v for n, v in static.items()}, input_slots, param_slots,
-                    [slot[r] for r in roots], [call.node for call in calls], _fresh(graph, calls, roots))
+                    [slot[r] for r in roots], [call.node for call in calls], _fresh(graph, calls, roots),
+                    tuple(roots))
 
 
 def _check_peak_memory(graph: Graph, calls: list, frees: list, slot: dict, bindings: dict) -> None:

@@ -106,6 +106,11 @@ def nonfinite_loss(exe, inputs: list, params: list, step: int, loss: float) -> N
     """The error for a step whose loss came out `loss` (NaN or ±inf): the step is re-run checked to find
     the first op that produced a non-finite value, and the error is located there."""
     advice = "try a smaller learning rate or gradient clipping (clip_norm)"
+    sched = exe.schedule
+    if sched.output_slots[0] in sched.preloaded:   # folded at compile time: no step to re-run
+        node = sched.output_nodes[0]
+        return NonFiniteError(f"the loss is {loss}: it depends on no input or param, so it was computed when the "
+                              "program was compiled", exe.graph.location(node), step, exe.graph.op(node), node)
     try:
         run_checked(exe, inputs, params, step)
     except NonFiniteError as found:

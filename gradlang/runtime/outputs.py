@@ -21,9 +21,11 @@ def resolve_output(folder: Path, setting: str, value: str, span: Span | None) ->
     root = folder.resolve()
     try:
         path = (root / value).resolve()
-    except (OSError, RuntimeError, ValueError) as err:   # a NUL byte, a loop of links
-        raise GradError(f"{setting} = {value!r} is not a usable file name: {err}", span) from None
-    if path.is_dir():
+        is_folder = path.is_dir()
+    except (OSError, RuntimeError, ValueError) as err:   # a NUL byte, a loop of links, a name too long
+        raise GradError(f"{setting} = {value!r} is not a usable file name: {getattr(err, 'strerror', None) or err}",
+                        span) from None
+    if is_folder:
         example = "model.npz" if path == root else f"{value.rstrip('/')}/model.npz"
         raise GradError(f"{setting} = {value!r} names the folder {path}; give a file name, such as {example!r}", span)
     if not path.is_relative_to(root):

@@ -69,13 +69,14 @@ class Reporter:
         pass
 
 
-def split_validation(arrays: dict, names: list[str], fraction: float, rng: np.random.Generator):
-    """Hold out a random `fraction` of the examples (drawn from the program's generator)."""
+def split_validation(arrays: dict, names: list[str], fraction: float, rng: np.random.Generator, span=None):
+    """Hold out a random `fraction` of the examples (drawn from the program's generator); `span` is the
+    setting's, for the error when the fraction leaves one side empty."""
     n = count_examples(arrays, names)
     n_val = int(round(n * fraction))
     if not 0 < n_val < n:
         raise GradError(f"a validation fraction of {fraction} leaves no examples to train or validate on "
-                        f"({n} examples)")
+                        f"({n} examples)", span)
     order = rng.permutation(n)
     train_idx, val_idx = np.sort(order[n_val:]), np.sort(order[:n_val])
     return ({k: arrays[k][train_idx] for k in names}, {k: arrays[k][val_idx] for k in names})
