@@ -732,6 +732,8 @@ def _fans(shape: tuple) -> tuple[int, int]:
 
 def _initialise(spec, rng: np.random.Generator) -> np.ndarray:
     shape, dtype, init = spec.shape, DTYPES[spec.dtype], spec.init
+    if 0 in shape:   # no values to draw (and fans of 0 would divide by zero)
+        return np.zeros(shape, dtype)
     fan_in, fan_out = _fans(shape)
     kind, args = init.kind, init.args
     if kind == "zeros":
