@@ -403,3 +403,21 @@ def test_a_scaled_cross_entropy_gradient_summed_whole_is_not_taken_for_a_product
     feed = {"x": np.random.default_rng(0).normal(size=(4, 3)), "y": np.array([0, 2, 1, 2])}
     assert prog.gradients(feed)["s"] == pytest.approx(0.0, abs=1e-15)   # softmax − one_hot sums to 0
     assert prog.step(feed) == pytest.approx(prog.loss(feed), rel=1e-12)   # a step does not move the loss
+
+
+def test_no_pass_keeps_its_own_list_of_ops():
+    """Which ops a generic rule applies to is a trait on the op record (ops/registry.py), read by every
+    pass: a literal collection of three or more primitive names in a pass is a list that will drift
+    from the records (per-op tables, dicts keyed by op, are fine)."""
+    import ast as python_ast
+    from gradlang.ops import all_primitives
+    names = set(all_primitives())
+    root = Path(gradlang.__file__).parent
+    found = []
+    for path in [*root.glob("passes/*.py"), *root.glob("runtime/*.py"), *root.glob("ir/*.py"), root / "gradcheck.py"]:
+        for node in python_ast.walk(python_ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (python_ast.Set, python_ast.Tuple, python_ast.List)):
+                ops = [e.value for e in node.elts if isinstance(e, python_ast.Constant) and e.value in names]
+                if len(ops) >= 3:
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {ops}")
+    assert not found, "\n".join(found)

@@ -111,7 +111,7 @@ def _gradient_pairs(graph: Graph, order: list[int]) -> dict[int, int]:
     grads: dict[str, list[int]] = {}
     for node in order:
         name = _base_name(graph, node)
-        if name is None or graph.op(node) in ("input", "param", "const"):
+        if name is None or not graph.operands(node):   # leaves: fed, trained or constant, not computed
             continue
         (grads if graph.data(node)["role"] == "grad" else forward).setdefault(name, []).append(node)
     pairs = {}

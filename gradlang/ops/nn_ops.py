@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from .registry import IndexOperand, define
+from .registry import MOVES_DATA, REDUCTION, IndexOperand, define
 from .shapes import DTYPES, FLOATS, INTS, ShapeError, fmt_shape, fmt_type, normalize_axes
 
 
@@ -317,7 +317,7 @@ def _vjp_patches(e, n, g):
 
 define("patches2d", 1, _patches_infer, _patches_kernel, _vjp_patches,
        "every window of x [N, C, H, W] on two new axes: [N, C, OH, OW, KH, KW] (attrs: kernel, stride, "
-       "padding, pad_value — what padding holds; it gets no gradient)")
+       "padding, pad_value — what padding holds; it gets no gradient)", traits=(MOVES_DATA,))
 
 
 def _unpatches_infer(shapes, dtypes, attrs):
@@ -351,7 +351,7 @@ def _vjp_unpatches(e, n, u):
 
 define("patches2d_transpose", 1, _unpatches_infer, _unpatches_kernel, _vjp_unpatches,
        "the adjoint of patches2d: windows [N, C, OH, OW, KH, KW] added back into an [N, C, H, W] image "
-       "(attrs: kernel, stride, padding, size = (H, W))")
+       "(attrs: kernel, stride, padding, size = (H, W))", traits=(MOVES_DATA,))
 
 
 # ---- max pooling ---------------------------------------------------------------------------------
@@ -450,7 +450,7 @@ def _pool_attrs(n):
 define("max_pool2d", 1, _pool_infer("max_pool2d", 1), _max_pool_kernel,
        lambda e, n, g: [lambda: e("max_pool2d_grad", n.operands[0], g, **_pool_attrs(n))],
        "the largest value of each window of x [N, C, H, W] → [N, C, OH, OW] (attrs: kernel, stride, padding "
-       "— padding never wins)")
+       "— padding never wins)", traits=(REDUCTION,))
 define("max_pool2d_grad", 2, _pool_infer("max_pool2d_grad", 1), _max_pool_grad_kernel,
        lambda e, n, u: [None, lambda: e("max_pool2d_select", n.operands[0], u, **_pool_attrs(n))],
        "the VJP of max_pool2d: g [N, C, OH, OW] sent to the first maximum of each window of x [N, C, H, W] "
@@ -485,7 +485,7 @@ def _vjp_take(e, n, g):
 define("take", 2, _take_infer, _take_kernel, _vjp_take,
        "x's slices along attrs.axis at integer indices: shape x[:axis] + indices + x[axis+1:] "
        "(an embedding lookup with axis 0); indices get no gradient",
-       index=IndexOperand(1, lambda attrs, shapes: shapes[0][attrs["axis"]]))
+       index=IndexOperand(1, lambda attrs, shapes: shapes[0][attrs["axis"]]), traits=(MOVES_DATA,))
 
 
 def _scatter_infer(shapes, dtypes, attrs):
@@ -564,7 +564,7 @@ def _vjp_concat(e, n, g):
 
 
 define("concat", None, _concat_infer, _concat_kernel, _vjp_concat,
-       "the operands joined along attrs.axis (their other dimensions agree)")
+       "the operands joined along attrs.axis (their other dimensions agree)", traits=(MOVES_DATA,))
 
 
 # ---- noise ---------------------------------------------------------------------------------------

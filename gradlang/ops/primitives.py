@@ -11,7 +11,8 @@ from functools import partial
 
 import numpy as np
 
-from .registry import IndexOperand, define
+from .registry import (COMMUTATIVE, COMPARISON, ELEMENTWISE, MOVES_DATA, NO_GRADIENT_BY_DESIGN, REDUCTION,
+                       SAME_VALUES, VIEW, IndexOperand, define)
 from .shapes import (DTYPES, FLOATS, INTS, ShapeError, broadcast, fmt_shape, fmt_type, infer_reshape,
                      normalize_axes, reduced)
 
@@ -57,8 +58,8 @@ def _leaf_kernel(attrs, in_shapes, out_shape, dtype):
     raise RuntimeError("inputs and params are bound to slots, never computed")
 
 
-define("input", 0, _leaf_infer, _leaf_kernel, None, "A value fed per batch (attrs: name, shape, dtype).")
-define("param", 0, _leaf_infer, _leaf_kernel, None, "A trainable value (attrs: name, shape, dtype).")
+define("input", 0, _leaf_infer, _leaf_kernel, None, "A value fed per batch (attrs: name, shape, dtype).", traits=(MOVES_DATA,))
+define("param", 0, _leaf_infer, _leaf_kernel, None, "A trainable value (attrs: name, shape, dtype).", traits=(MOVES_DATA,))
 
 
 def _const_infer(shapes, dtypes, attrs):
@@ -66,17 +67,17 @@ def _const_infer(shapes, dtypes, attrs):
     return value.shape, next(k for k, v in DTYPES.items() if v == value.dtype)
 
 
-define("const", 0, _const_infer, lambda attrs, *_: (lambda v=attrs["value"]: v), None, "A literal.")
+define("const", 0, _const_infer, lambda attrs, *_: (lambda v=attrs["value"]: v), None, "A literal.", traits=(MOVES_DATA,))
 
 
 # ---- elementwise unary ---------------------------------------------------------------------------
 
-def _unary(name, kernel, vjp, doc, floats_only=True, factory=None):
+def _unary(name, kernel, vjp, doc, floats_only=True, factory=None, traits=(ELEMENTWISE,)):
     """An elementwise op: `kernel` itself, or what `factory` makes of the concrete shapes."""
     def infer(shapes, dtypes, attrs):
         (_need_float if floats_only else _need_numeric)(name, shapes, dtypes)
         return shapes[0], dtypes[0]
-    define(name, 1, infer, factory or _fixed(kernel), vjp, doc)
+    define(name, 1, infer, factory or _fixed(kernel), vjp, doc, traits=traits)
 
 
 def _one(e, n):
@@ -123,17 +124,18 @@ _unary("sin", np.sin, lambda e, n, g: [lambda: e("mul", g, e("cos", n.operands[0
 _unary("cos", np.cos, lambda e, n, g: [lambda: e("neg", e("mul", g, e("sin", n.operands[0])))], "cosine")
 _unary("sign", np.sign, None, "-1, 0 or 1 (no gradient)", floats_only=False)
 _unary("floor", np.floor, None, "largest integer ≤ x, as a float (no gradient: it is flat almost everywhere)")
-_unary("stop_gradient", lambda x: x, None, "x, through which no gradient flows", floats_only=False)
+_unary("stop_gradient", lambda x: x, None, "x, through which no gradient flows", floats_only=False,
+       traits=(VIEW, SAME_VALUES, MOVES_DATA, NO_GRADIENT_BY_DESIGN))
 
 
 # ---- elementwise binary --------------------------------------------------------------------------
 
-def _binary(name, kernel, vjp, doc, floats_only=False):
+def _binary(name, kernel, vjp, doc, floats_only=False, traits=(ELEMENTWISE,)):
     def infer(shapes, dtypes, attrs):
         (_need_float if floats_only else _need_numeric)(name, shapes, dtypes)
         dtype = _same_dtype(name, shapes, dtypes)
         return broadcast(*shapes), dtype
-    define(name, 2, infer, _fixed(kernel), vjp, doc)
+    define(name, 2, infer, _fixed(kernel), vjp, doc, traits=traits)
 
 
 def _vjp_add(e, n, g):
@@ -171,27 +173,27 @@ def _vjp_maximum(e, n, g):
             lambda: e.sum_to_shape(e("where", first, _zero(e, n), g), e.shape(b))]
 
 
-_binary("add", np.add, _vjp_add, "a + b")
+_binary("add", np.add, _vjp_add, "a + b", traits=(ELEMENTWISE, COMMUTATIVE))
 _binary("sub", np.subtract, _vjp_sub, "a - b")
-_binary("mul", np.multiply, _vjp_mul, "a * b")
+_binary("mul", np.multiply, _vjp_mul, "a * b", traits=(ELEMENTWISE, COMMUTATIVE))
 _binary("div", np.divide, _vjp_div, "a / b", floats_only=True)
 _binary("pow", np.power, _vjp_pow, "a ** b", floats_only=True)
 _binary("maximum", np.maximum, _vjp_maximum, "elementwise max; ties send the gradient to a")
 
 
-def _compare(name, kernel, symbol):
+def _compare(name, kernel, symbol, traits=(ELEMENTWISE, COMPARISON)):
     def infer(shapes, dtypes, attrs):
         _same_dtype(name, shapes, dtypes)
         return broadcast(*shapes), "bool"
-    define(name, 2, infer, _fixed(kernel), None, f"a {symbol} b (boolean; no gradient)")
+    define(name, 2, infer, _fixed(kernel), None, f"a {symbol} b (boolean; no gradient)", traits=traits)
 
 
 _compare("lt", np.less, "<")
 _compare("le", np.less_equal, "<=")
 _compare("gt", np.greater, ">")
 _compare("ge", np.greater_equal, ">=")
-_compare("eq", np.equal, "==")
-_compare("ne", np.not_equal, "!=")
+_compare("eq", np.equal, "==", traits=(ELEMENTWISE, COMPARISON, COMMUTATIVE))
+_compare("ne", np.not_equal, "!=", traits=(ELEMENTWISE, COMPARISON, COMMUTATIVE))
 
 
 def _where_infer(shapes, dtypes, attrs):
@@ -208,7 +210,7 @@ def _vjp_where(e, n, g):
             lambda: e.sum_to_shape(e("where", c, _zero(e, n), g), e.shape(b))]
 
 
-define("where", 3, _where_infer, _fixed(np.where), _vjp_where, "where(c, a, b): a where c holds, else b")
+define("where", 3, _where_infer, _fixed(np.where), _vjp_where, "where(c, a, b): a where c holds, else b", traits=(ELEMENTWISE,))
 
 
 def _cast_infer(shapes, dtypes, attrs):
@@ -227,7 +229,7 @@ def _vjp_cast(e, n, g):
     return [(lambda: e("cast", g, dtype=src)) if src in FLOATS and n.dtype in FLOATS else None]
 
 
-define("cast", 1, _cast_infer, _cast_kernel, _vjp_cast, "convert to attrs.dtype; gradient only float → float")
+define("cast", 1, _cast_infer, _cast_kernel, _vjp_cast, "convert to attrs.dtype; gradient only float → float", traits=(ELEMENTWISE, MOVES_DATA,))
 
 
 # ---- linear algebra ------------------------------------------------------------------------------
@@ -299,11 +301,11 @@ def _vjp_logsumexp(e, n, g):
 
 
 define("reduce_sum", 1, _reduction_infer("reduce_sum"), _sum_kernel,
-       lambda e, n, g: [lambda: e.expand_reduced(g, n)], "sum over attrs.axes")
+       lambda e, n, g: [lambda: e.expand_reduced(g, n)], "sum over attrs.axes", traits=(REDUCTION,))
 define("reduce_max", 1, _reduction_infer("reduce_max"), _max_kernel, _vjp_max,
-       "max over attrs.axes; tied maxima share the gradient")
+       "max over attrs.axes; tied maxima share the gradient", traits=(REDUCTION,))
 define("logsumexp", 1, _reduction_infer("logsumexp", floats_only=True), _logsumexp_kernel, _vjp_logsumexp,
-       "log(sum(exp(x))) over attrs.axes, computed stably")
+       "log(sum(exp(x))) over attrs.axes, computed stably", traits=(REDUCTION,))
 
 
 def _argmax_infer(shapes, dtypes, attrs):
@@ -330,7 +332,7 @@ def _size_kernel(attrs, in_shapes, out_shape, dtype):
     return lambda x: count
 
 
-define("size", 1, _size_infer, _size_kernel, None, "number of elements over attrs.axes (known once B is bound)")
+define("size", 1, _size_infer, _size_kernel, None, "number of elements over attrs.axes (known once B is bound)", traits=(MOVES_DATA, NO_GRADIENT_BY_DESIGN,))
 
 
 # ---- shape manipulation --------------------------------------------------------------------------
@@ -346,7 +348,7 @@ def _reshape_kernel(attrs, in_shapes, out_shape, dtype):
 
 define("reshape", 1, _reshape_infer, _reshape_kernel,
        lambda e, n, g: [lambda: e("reshape", g, shape=e.shape(n.operands[0]))], "same elements, new shape",
-       shape_attrs=("shape",))
+       shape_attrs=("shape",), traits=(VIEW, SAME_VALUES, MOVES_DATA,))
 
 
 def _transpose_infer(shapes, dtypes, attrs):
@@ -364,7 +366,7 @@ def _transpose_kernel(attrs, in_shapes, out_shape, dtype):
 
 define("transpose", 1, _transpose_infer, _transpose_kernel,
        lambda e, n, g: [lambda: e("transpose", g, perm=tuple(np.argsort(n.attrs["perm"]).tolist()))],
-       "permute axes")
+       "permute axes", traits=(VIEW, SAME_VALUES, MOVES_DATA,))
 
 
 def _broadcast_infer(shapes, dtypes, attrs):
@@ -381,7 +383,7 @@ def _broadcast_kernel(attrs, in_shapes, out_shape, dtype):
 
 define("broadcast_to", 1, _broadcast_infer, _broadcast_kernel,
        lambda e, n, g: [lambda: e.sum_to_shape(g, e.shape(n.operands[0]))], "repeat along broadcast axes",
-       shape_attrs=("shape",))
+       shape_attrs=("shape",), traits=(VIEW, SAME_VALUES, MOVES_DATA,))
 
 
 def _one_hot_infer(shapes, dtypes, attrs):
@@ -397,7 +399,7 @@ def _one_hot_kernel(attrs, in_shapes, out_shape, dtype):
 
 
 define("one_hot", 1, _one_hot_infer, _one_hot_kernel, None, "integer labels → one-hot rows (no gradient)",
-       index=IndexOperand(0, lambda attrs, shapes: int(attrs["depth"]), "label"))
+       index=IndexOperand(0, lambda attrs, shapes: int(attrs["depth"]), "label"), traits=(MOVES_DATA,))
 
 
 # ---- fused for speed and stability ---------------------------------------------------------------
@@ -610,10 +612,10 @@ def _unslice_kernel(attrs, in_shapes, out_shape, dtype):
 
 define("slice", 1, _slice_infer, _slice_kernel,
        lambda e, n, g: [lambda: e("unslice", g, index=n.attrs["index"], shape=e.shape(n.operands[0]))],
-       "x[index] with static ints and slices")
+       "x[index] with static ints and slices", traits=(VIEW, MOVES_DATA,))
 define("unslice", 1, _unslice_infer, _unslice_kernel,
        lambda e, n, g: [lambda: e("slice", g, index=n.attrs["index"])],
-       "zeros of attrs.shape with g written at attrs.index (the transpose of slice)", shape_attrs=("shape",))
+       "zeros of attrs.shape with g written at attrs.index (the transpose of slice)", shape_attrs=("shape",), traits=(MOVES_DATA,))
 
 
 # ---- randomness ----------------------------------------------------------------------------------
@@ -642,4 +644,4 @@ def _dropout_kernel(attrs, in_shapes, out_shape, dtype, context):
 define("dropout_mask", 1, _dropout_infer, _dropout_kernel, None,
        "inverted-dropout mask of x's shape: 0 with probability attrs.rate, else 1/(1 − rate), drawn anew "
        "each training step from the run's generator; all ones when evaluating (attrs.key keeps masks apart)",
-       random=True)
+       random=True, traits=(NO_GRADIENT_BY_DESIGN,))

@@ -7,6 +7,8 @@
 - `vjp(emit, node, g) -> [cotangent node or None per operand]` builds IR with the same primitives,
   so gradients are graphs that can be differentiated again. `vjp=None` means no gradient flows
   (integer or boolean results, shape queries).
+- `traits` say what generic passes need to know of an op (below); a pass asks the record, and never
+  keeps a list of op names of its own.
 - `index = IndexOperand(position, bound)` marks an operand holding integer indices (labels, rows to
   gather): each must lie in [0, bound), never wrapping around as NumPy's negative indices do. The
   checks are made where the values enter a run (`passes/index_checks.py`), not in the kernel.
@@ -17,6 +19,29 @@ from dataclasses import dataclass
 from typing import Callable
 
 _REGISTRY: dict[str, "Primitive"] = {}
+
+# ---- traits --------------------------------------------------------------------------------------
+# Each result element depends only on the operands' elements at the same position (after broadcasting).
+ELEMENTWISE = "elementwise"
+# The result is the first operand's memory seen another way (reshaped, transposed, broadcast, sliced),
+# not a copy: the scheduler never writes into it, and it allocates nothing.
+VIEW = "view"
+# The result holds only values of the first operand, rearranged or repeated: a check of the operand's
+# values (indices in range) covers the result.
+SAME_VALUES = "same_values"
+# f(a, b) equals f(b, a) bit for bit.
+COMMUTATIVE = "commutative"
+# A boolean comparison of its operands.
+COMPARISON = "comparison"
+# Combines the values along some axes into fewer (one number per window, for pooling).
+REDUCTION = "reduction"
+# Moves, copies or creates values without arithmetic on them: no floating-point work.
+MOVES_DATA = "moves_data"
+# Passes no gradient by design (or its value depends only on its operand's shape): a param reaching the
+# loss only through it is not reported as a gradient that was lost.
+NO_GRADIENT_BY_DESIGN = "no_gradient_by_design"
+TRAITS = frozenset({ELEMENTWISE, VIEW, SAME_VALUES, COMMUTATIVE, COMPARISON, REDUCTION, MOVES_DATA,
+                    NO_GRADIENT_BY_DESIGN})
 
 
 @dataclass(frozen=True)
@@ -41,6 +66,10 @@ class Primitive:
     random: bool = False   # draws from the run's generator: the kernel factory also gets a RunContext,
                            # and the op is never folded, merged or computed at schedule time
     index: IndexOperand | None = None
+    traits: frozenset = frozenset()
+
+    def has(self, trait: str) -> bool:
+        return trait in self.traits
 
 
 @dataclass(frozen=True)
@@ -52,12 +81,26 @@ class RunContext:
 
 
 def define(name: str, arity: int | None, infer, kernel, vjp, doc: str = "", shape_attrs=(),
-           random: bool = False, index: IndexOperand | None = None) -> Primitive:
+           random: bool = False, index: IndexOperand | None = None, traits=()) -> Primitive:
     if name in _REGISTRY:
         raise ValueError(f"primitive {name!r} defined twice")
-    prim = Primitive(name, arity, infer, kernel, vjp, doc, tuple(shape_attrs), random, index)
+    if set(traits) - TRAITS:
+        raise ValueError(f"primitive {name!r}: unknown traits {sorted(set(traits) - TRAITS)}")
+    prim = Primitive(name, arity, infer, kernel, vjp, doc, tuple(shape_attrs), random, index, frozenset(traits))
     _REGISTRY[name] = prim
     return prim
+
+
+def has(op: str, trait: str) -> bool:
+    """Whether primitive `op` has `trait`."""
+    return trait in get(op).traits
+
+
+def ops_with(trait: str, arity: int | None = None) -> frozenset[str]:
+    """The primitives with `trait` (and, if given, taking `arity` operands): for passes that index
+    rules by op."""
+    return frozenset(name for name, prim in _REGISTRY.items()
+                     if trait in prim.traits and (arity is None or prim.arity == arity))
 
 
 def get(name: str) -> Primitive:

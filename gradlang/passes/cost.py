@@ -19,13 +19,11 @@ import numpy as np
 
 from ..errors import GradError
 from ..ir.graph import Graph
+from ..ops import registry
+from ..ops.registry import MOVES_DATA, REDUCTION, VIEW
 from ..ops.shapes import DTYPES, resolve
 from .schedule import schedule
 
-_MOVES = frozenset({"input", "param", "const", "reshape", "transpose", "broadcast_to", "slice", "unslice", "size",
-                    "cast", "one_hot", "stop_gradient", "patches2d", "patches2d_transpose", "concat", "take"})
-_VIEWS = frozenset({"reshape", "transpose", "broadcast_to", "slice"})
-_REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "logsumexp", "max_pool2d"})
 
 
 def node_flops(graph: Graph, node: int, bindings: dict) -> int:
@@ -33,7 +31,7 @@ def node_flops(graph: Graph, node: int, bindings: dict) -> int:
     op = graph.op(node)
     size = lambda n: prod(resolve(graph.shape(n), bindings))   # noqa: E731
     operands = graph.operands(node)
-    if op in _MOVES:
+    if registry.has(op, MOVES_DATA):
         return 0
     if op == "matmul":
         return 2 * size(node) * resolve(graph.shape(operands[0]), bindings)[-1]
@@ -45,7 +43,7 @@ def node_flops(graph: Graph, node: int, bindings: dict) -> int:
         return 2 * size(operands[1]) * size(node) // graph.shape(node)[0]
     if op in ("softmax", "softmax_cross_entropy"):
         return 5 * size(operands[0])
-    if op in _REDUCTIONS:
+    if registry.has(op, REDUCTION):
         return size(operands[0])
     return size(node)
 
@@ -87,9 +85,9 @@ def _peak_bytes(graph: Graph, outputs: list[str], bindings: dict) -> int:
     size: dict[int, int] = {}
     live = peak = 0
     for (_, operand_slots, result, frees), node in zip(sched.steps, sched.nodes):
-        if graph.op(node) in _VIEWS and operand_slots[0] in buffer_of:
+        if registry.has(graph.op(node), VIEW) and operand_slots[0] in buffer_of:
             owner = buffer_of[operand_slots[0]]
-        elif graph.op(node) in _VIEWS:
+        elif registry.has(graph.op(node), VIEW):
             owner = None   # a view of an input, param or constant: no new memory
         else:
             owner = node

@@ -19,10 +19,9 @@ import numpy as np
 from ..errors import GradError, Span
 from ..ir.graph import Graph
 from ..ops import registry
+from ..ops.registry import SAME_VALUES
 from ..ops.shapes import INTS
 
-# ops whose result holds exactly the operand's values, so a check of the operand covers the result
-_SAME_VALUES = frozenset({"reshape", "transpose", "broadcast_to", "stop_gradient"})
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ def _source_input(graph: Graph, node: int) -> str | None:
             return graph.attrs(node)["name"]
         if op == "cast" and graph.dtype(node) in INTS and graph.dtype(graph.operands(node)[0]) in INTS:
             node = graph.operands(node)[0]
-        elif op in _SAME_VALUES:
+        elif registry.has(op, SAME_VALUES):
             node = graph.operands(node)[0]
         else:
             return None

@@ -15,12 +15,9 @@ from dataclasses import dataclass
 from ..errors import GradError, Span
 from ..ir.graph import Emit, Graph
 from ..ops import registry
+from ..ops.registry import COMPARISON, NO_GRADIENT_BY_DESIGN
 from ..ops.shapes import FLOATS
 from .simplify import filled_with
-
-# Ops that pass no gradient on purpose, or whose value depends only on their operand's shape.
-_QUIET = frozenset({"stop_gradient", "size", "dropout_mask"})
-_COMPARISONS = frozenset({"lt", "le", "gt", "ge", "eq", "ne"})
 
 
 @dataclass(frozen=True)
@@ -59,10 +56,10 @@ def blocked_paths(graph: Graph, loss: int) -> list[Diagnostic]:
     warnings, seen = [], set()
     for node in graph.order(roots=[loss]):
         d = graph.data(node)
-        if d["role"] != "forward" or d["op"] in _QUIET or not any(
+        if d["role"] != "forward" or registry.has(d["op"], NO_GRADIENT_BY_DESIGN) or not any(
                 o in downstream and graph.dtype(o) in FLOATS for o in d["operands"]):
             continue
-        if d["op"] in _COMPARISONS and all(graph.op(u) == "where" and graph.operands(u)[0] == node
+        if registry.has(d["op"], COMPARISON) and all(graph.op(u) == "where" and graph.operands(u)[0] == node
                                            for u in graph.users(node)):
             continue   # a condition choosing between branches: piecewise, not a dead path
         blocked = [o for o, passes in zip(d["operands"], _passes_gradient(scratch, node))
@@ -94,11 +91,12 @@ def params_without_gradient(program) -> list[Diagnostic]:
     graph = program.gradient_graph()
     loss = program.loss_output()
     upstream = graph.reachable([graph.outputs[loss]])
+    trained = graph.params   # (a scan of the whole graph: once, not once per param)
     out = []
     for name, node in program.elaborated.graph.params.items():
         if filled_with(graph, graph.outputs[f"grad:{name}"]) != 0.0:
             continue
-        why = "does not depend on it" if graph.params[name] not in upstream else \
+        why = "does not depend on it" if trained[name] not in upstream else \
             "depends on it only through ops that pass no gradient"
         which = "the loss" if loss == "loss" else f"the loss {loss.split(':', 1)[1]}"
         out.append(Diagnostic("no-gradient", f"param {name} receives no gradient: {which} {why}, so training "

@@ -20,7 +20,7 @@ from ..errors import GradError
 from ..ir.graph import Graph, check_size, memory_limit
 from ..ops import registry
 from ..ops.primitives import SoftmaxCrossEntropy
-from ..ops.registry import RunContext
+from ..ops.registry import VIEW, RunContext
 from ..ops.shapes import DTYPES, broadcast, resolve
 from .index_checks import IndexGuard, guarded
 
@@ -113,10 +113,6 @@ def _resolved_attrs(prim, attrs: dict, bindings: dict) -> dict:
     for key in prim.shape_attrs:
         out[key] = resolve(attrs[key], bindings)
     return out
-
-
-# Ops whose kernels may return a view of (memory shared with) their first operand.
-VIEW_OPS = frozenset({"reshape", "transpose", "broadcast_to", "slice", "stop_gradient"})
 
 
 def _accepts_out(kernel) -> bool:
@@ -215,7 +211,7 @@ def _in_place(graph: Graph, calls: list, roots: set, bindings: dict, static: dic
     buffer = {}                  # node → the node whose kernel allocated the memory it lives in
     for call in calls:
         ops = call.operands
-        buffer[call.node] = buffer.get(ops[0], ops[0]) if graph.op(call.node) in VIEW_OPS else call.node
+        buffer[call.node] = buffer.get(ops[0], ops[0]) if registry.has(graph.op(call.node), VIEW) else call.node
     last_read: dict[int, int] = {}
     for i, call in enumerate(calls):
         for o in call.operands:
@@ -232,7 +228,7 @@ def _in_place(graph: Graph, calls: list, roots: set, bindings: dict, static: dic
 
     def dead_here(o, i, like) -> bool:
         """Whether `o`'s buffer may take the result of step i, a value typed like node `like`."""
-        if o not in position or graph.op(o) in VIEW_OPS:
+        if o not in position or registry.has(graph.op(o), VIEW):
             return False
         owner = buffer[o]   # o itself, or the operand whose buffer o's kernel already wrote into
         return (owner not in pinned and last_read.get(owner) == i
@@ -273,7 +269,7 @@ REUSE_MIN_BYTES = 64 * 1024
 def _memory_owner(graph: Graph, call: _Call, owner: dict) -> int:
     """The node whose kernel allocated the memory `call`'s result lives in."""
     kernel, ops = call.kernel, call.operands
-    if graph.op(call.node) in VIEW_OPS:
+    if registry.has(graph.op(call.node), VIEW):
         return owner.get(ops[0], ops[0])
     if isinstance(kernel, (InPlace, WhereInto)):
         return owner.get(ops[kernel.index], ops[kernel.index])
@@ -344,7 +340,7 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
         prim = registry.get(op)
         in_shapes = [resolve(graph.shape(o), bindings) for o in d["operands"]]
         out_shape = resolve(d["shape"], bindings)
-        if op not in VIEW_OPS:   # refused before a kernel allocates it, naming the op and its line
+        if not registry.has(op, VIEW):   # refused before a kernel allocates it, naming the op and its line
             check_size(out_shape, d["dtype"], f"the result of {op}", d.get("site") or d["span"])
         attrs = _resolved_attrs(prim, d["attrs"], bindings)
         if prim.random:
@@ -414,5 +410,5 @@ def _fresh(graph: Graph, calls: list, roots: list) -> tuple:
     for call in calls:
         owner[call.node] = _memory_owner(graph, call, owner)
     memory = [owner.get(r) for r in roots]
-    return tuple(m is not None and graph.op(r) not in VIEW_OPS and memory.count(m) == 1
+    return tuple(m is not None and not registry.has(graph.op(r), VIEW) and memory.count(m) == 1
                  for r, m in zip(roots, memory))

@@ -20,17 +20,15 @@ import numpy as np
 
 from ..ir.graph import Emit, Graph
 from ..ops import registry
+from ..ops.registry import COMMUTATIVE, ELEMENTWISE
 from ..ops.shapes import ShapeError, broadcast, reduced
 
 _FOLD_LIMIT = 4096   # elements: fold small constants only
 
-# Ops that broadcast their operands against each other, elementwise, as NumPy does.
-_BROADCASTING = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "lt", "le", "gt", "ge", "eq", "ne",
-                           "where"})
-# Elementwise functions of one operand (the value at each element depends on that element only).
-_ELEMENTWISE_UNARY = ("neg", "exp", "log", "tanh", "sigmoid", "relu", "abs", "sign", "sin", "cos", "floor", "cast")
-# Ops whose value does not depend on the order of their two operands (bit for bit).
-_COMMUTATIVE = frozenset({"add", "mul", "eq", "ne"})
+# the op records' traits, for rules indexed by op: elementwise functions of one operand, and the
+# elementwise ops of several, which broadcast their operands against each other as NumPy does
+_ELEMENTWISE_UNARY = registry.ops_with(ELEMENTWISE, arity=1)
+_BROADCASTING = registry.ops_with(ELEMENTWISE) - _ELEMENTWISE_UNARY
 
 
 @dataclass(frozen=True)
@@ -268,7 +266,7 @@ def _product_with_ones(graph, node):
     return None
 
 
-@_rule("f(broadcast(x)) → broadcast(f(x)) for elementwise f", *_ELEMENTWISE_UNARY)
+@_rule("f(broadcast(x)) → broadcast(f(x)) for elementwise f", *sorted(_ELEMENTWISE_UNARY))
 def _unary_of_broadcast(graph, node):
     """Compute an elementwise function before broadcasting, on fewer elements."""
     (b,) = graph.operands(node)
@@ -330,7 +328,7 @@ def _sum_of_broadcast(graph, node):
     return e("mul", count, x)
 
 
-@_rule("implicit broadcast: op(broadcast(x), y) → op(x, y)", *_BROADCASTING)
+@_rule("implicit broadcast: op(broadcast(x), y) → op(x, y)", *sorted(_BROADCASTING))
 def _implicit_broadcast(graph, node):
     """An operand broadcast (or given leading 1s) only to meet the others: the op broadcasts anyway."""
     d = graph.data(node)
@@ -452,7 +450,7 @@ def _key(graph: Graph, node: int):
     if d["op"] == "const":
         v = d["attrs"]["value"]
         return ("const", d["dtype"], v.shape, v.tobytes())
-    operands = tuple(sorted(d["operands"])) if d["op"] in _COMMUTATIVE else d["operands"]
+    operands = tuple(sorted(d["operands"])) if registry.has(d["op"], COMMUTATIVE) else d["operands"]
     return (d["op"], operands, tuple(sorted((k, repr(v)) for k, v in d["attrs"].items())))
 
 

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 
 from ..errors import Span
 from ..ir.graph import Emit, Graph
+from ..ops import registry
+from ..ops.registry import ELEMENTWISE
 from .simplify import filled_with
 
-# Elementwise ops whose operands line up with their result position by position.
-_ELEMENTWISE = frozenset({"add", "sub", "mul", "div", "pow", "maximum", "neg", "exp", "log", "tanh", "sigmoid",
-                          "relu", "abs", "sin", "cos", "cast"})
 
 
 @dataclass(frozen=True)
@@ -110,7 +109,7 @@ def _branch_nodes(graph: Graph, branch: int, shape: tuple, kept: frozenset) -> l
         n, operands_done = stack.pop()
         if operands_done:
             found.append(n)
-        elif n not in seen and n not in kept and graph.op(n) in _ELEMENTWISE and graph.shape(n) == shape:
+        elif n not in seen and n not in kept and registry.has(graph.op(n), ELEMENTWISE) and graph.shape(n) == shape:
             seen.add(n)
             stack.append((n, True))
             stack += [(o, False) for o in graph.operands(n)]
