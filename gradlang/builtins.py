@@ -7,15 +7,18 @@ in gradlang in `stdlib/`.
 from __future__ import annotations
 
 import inspect
+import math
 import operator
+from dataclasses import dataclass
 
 from .errors import GradError, Span
-from .ops.shapes import FLOATS, INTS, fmt_type
+from .ir.graph import check_size
+from .ops.shapes import FLOATS, INTS, MAX_RANK, fmt_type
 from .passes.autodiff import backprop
 from .passes.stability import stable_form
-from .runtime.data import DATA_SOURCES
+from .runtime.data import DATA_SOURCES, HALF_MAX, SCALE, Range, setting_span
 from .runtime.optimizers import OPTIMIZERS
-from .values import Builtin, DataSpec, InitSpec, OptimizerSpec, Tensor, describe
+from .values import Builtin, DataSpec, InitSpec, OptimizerSpec, Tensor, describe, show
 
 BUILTINS: dict[str, Builtin] = {}
 
@@ -112,6 +115,8 @@ def _bounded(fn, op: str, a, b, span: Span):
         raise GradError(f"joining these would make {describe(a)} of {len(a) + len(b):,} items, more than the "
                         f"limit of {MAX_STATIC_LENGTH:,}", span)
     out = fn(a, b)
+    if isinstance(out, complex):   # a negative number to a fractional power
+        raise GradError(f"({show(a)}) {op} {show(b)} is not a real number", span)
     if type(out) is int and out.bit_length() > MAX_STATIC_BITS:
         raise GradError(f"the result of {op} has {out.bit_length():,} bits; no type holds it", span)
     return out
@@ -124,12 +129,14 @@ def binary(el, op: str, a, b, span: Span):
         if isinstance(a, list) and isinstance(b, list) and op == "+" \
                 or type(a) in (int, float, bool) and type(b) in (int, float, bool) \
                 or isinstance(a, str) and isinstance(b, str) and op in ("+", "==", "!="):
+            if isinstance(a, (list, str)):   # joined or compared item by item
+                el.spend_items(span, len(a) + len(b))
             try:
                 return _bounded(_STATIC_OPS[op], op, a, b, span)
             except ZeroDivisionError:
                 raise GradError("division by zero", span) from None
             except (OverflowError, ValueError) as err:
-                raise GradError(f"cannot compute {a!r} {op} {b!r}: {err}", span) from None
+                raise GradError(f"cannot compute {show(a)} {op} {show(b)}: {err}", span) from None
         if not (isinstance(a, list) or isinstance(b, list)):
             raise GradError(f"cannot apply {op} to {describe(a)} and {describe(b)}", span)
     if op == "@":
@@ -226,13 +233,16 @@ def dropout_mask(el, span, x, rate):
     return el.emit("dropout_mask", [_float_tensor(el, x, span)], span, rate=float(rate), key=el.random_keys)
 
 
+_FLOAT_MAX = 1.7976931348623157e308   # the largest float64; a larger integer has no float
+
+
 @builtin("float")
 def float_(el, span, x):
     """convert to the program's float type"""
     if not isinstance(x, Tensor):
-        if isinstance(x, (int, float)):
+        if isinstance(x, float) or isinstance(x, int) and abs(x) <= _FLOAT_MAX:
             return float(x)
-        raise GradError(f"float() needs a number or a tensor, got {describe(x)}", span)
+        raise GradError(f"float() needs a number that fits in a float, or a tensor, got {show(x)}", span)
     return el.cast(x, el.float, span)
 
 
@@ -240,9 +250,9 @@ def float_(el, span, x):
 def int_(el, span, x):
     """convert to a 64-bit integer (truncating)"""
     if not isinstance(x, Tensor):
-        if isinstance(x, (int, float)):
+        if isinstance(x, (int, float)) and math.isfinite(x):
             return int(x)
-        raise GradError(f"int() needs a number or a tensor, got {describe(x)}", span)
+        raise GradError(f"int() needs a finite number or a tensor, got {show(x)}", span)
     return el.cast(x, "i64", span)
 
 
@@ -295,20 +305,30 @@ def transpose(el, span, x, axes=None):
     return el.emit("transpose", [x], span, perm=perm)
 
 
+def _dimensions(shape, name: str, span: Span) -> tuple:
+    """A shape given as a list: integers and symbolic dimensions (`x.shape[0]` may be `B`); the shape
+    rule of the op then says which integers it takes."""
+    if not isinstance(shape, list):
+        raise GradError(f"{name} needs a list of dimensions, got {describe(shape)}", span)
+    if len(shape) > MAX_RANK:
+        raise GradError(f"{name}: a tensor has at most {MAX_RANK} dimensions (NumPy's limit), got {len(shape)}", span)
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, (int, str)):
+            raise GradError(f"{name} needs a list of dimensions (integers or symbolic sizes), got a list holding "
+                            f"{describe(d)}", span)
+    return tuple(shape)
+
+
 @builtin()
 def reshape(el, span, x, shape):
     """same elements, new shape (one entry may be -1)"""
-    if not isinstance(shape, list) or not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape):
-        raise GradError(f"reshape needs a list of dimensions, got {describe(shape)}", span)
-    return el.emit("reshape", [_tensor(el, x, span)], span, shape=tuple(shape))
+    return el.emit("reshape", [_tensor(el, x, span)], span, shape=_dimensions(shape, "reshape", span))
 
 
 @builtin()
 def broadcast_to(el, span, x, shape):
     """repeat x along new or size-1 axes to `shape`"""
-    if not isinstance(shape, list):
-        raise GradError(f"broadcast_to needs a list of dimensions, got {describe(shape)}", span)
-    return el.emit("broadcast_to", [_tensor(el, x, span)], span, shape=tuple(shape))
+    return el.emit("broadcast_to", [_tensor(el, x, span)], span, shape=_dimensions(shape, "broadcast_to", span))
 
 
 # ---- reductions ----------------------------------------------------------------------------------
@@ -319,6 +339,7 @@ def _fold(el, span, items: list, op: str, axis=None, keepdims=False):
                         "sum(sum(xs), axis: 1)", span)
     if not items:
         raise GradError(f"{'sum' if op == '+' else op} of an empty list", span)
+    el.spend(span, len(items))   # a node per item: counted before they are made
     total = items[0]
     for item in items[1:]:
         total = binary(el, op, total, item, span)
@@ -354,6 +375,7 @@ def max_(el, span, x, axis=None, keepdims=False):
     _not_two_values(x, axis, "max", "maximum", span)
     if isinstance(x, list):
         _fold(el, span, x[:1], "max", axis, keepdims)   # only its checks (no axis, not empty): nothing to fold
+        el.spend_items(span, len(x))
         if all(type(v) in (int, float) for v in x):
             return max(x)
         return _fold_max(el, span, x)
@@ -371,6 +393,7 @@ def _not_two_values(x, axis, name: str, elementwise: str, span: Span) -> None:
 
 
 def _fold_max(el, span, items):
+    el.spend(span, len(items))   # a node per item: counted before they are made
     total = items[0]
     for item in items[1:]:
         total = maximum(el, span, total, item)
@@ -380,10 +403,14 @@ def _fold_max(el, span, items):
 @builtin("min")
 def min_(el, span, x, axis=None, keepdims=False):
     """smallest element (over `axis`), or smallest item of a list"""
+    if isinstance(x, list):
+        el.spend_items(span, len(x))
     if isinstance(x, list) and all(type(v) in (int, float) for v in x):
         _fold(el, span, x[:1], "min", axis, keepdims)   # only its checks (no axis, not empty): nothing to fold
         return min(x)
     _not_two_values(x, axis, "min", "minimum", span)
+    if isinstance(x, list):
+        el.spend(span, len(x))   # a node per item
     negated = binary(el, "*", x, -1, span) if not isinstance(x, list) else [binary(el, "*", v, -1, span) for v in x]
     return el.emit("neg", [max_(el, span, negated, axis, keepdims)], span)
 
@@ -419,6 +446,9 @@ def logsumexp(el, span, x, axis=None, keepdims=False):
 
 # ---- gradients -----------------------------------------------------------------------------------
 
+GRAD_STEPS_PER_NODE = 10
+
+
 @builtin()
 def grad(el, span, f, wrt):
     """d f / d wrt, as a tensor of wrt's shape (a list of them for a list); f must be a float scalar"""
@@ -428,6 +458,9 @@ def grad(el, span, f, wrt):
     for t in targets:
         if not isinstance(t, Tensor) or t.graph is not el.graph or t.dtype not in FLOATS:
             raise GradError(f"grad can differentiate with respect to float tensors only, got {describe(t)}", span)
+    # a gradient is made by rewriting and differentiating every node f depends on, at several times the cost
+    # of making one: counted as such against the compile-time work (elaborate.MAX_WORK), before it is done
+    el.spend(span, GRAD_STEPS_PER_NODE * len(el.graph.reachable([f.node])) + len(targets))
     wrt_nodes = [t.node for t in targets]
     # differentiated in its numerically stable form, as the training gradient is (passes/stability.py)
     stable = stable_form(el.graph, f.node, wrt_nodes)
@@ -452,6 +485,7 @@ def range_(el, span, start, stop=None, step=1):
     count = (r.stop - r.start + r.step - (1 if r.step > 0 else -1)) // r.step   # len(r) overflows past 2**63
     if count > MAX_RANGE:
         raise GradError(f"range of {count} items is larger than the limit of {MAX_RANGE}", span)
+    el.spend_items(span, max(count, 0))
     return list(r)
 
 
@@ -473,7 +507,9 @@ def index(el, span, value, items: list):
             raise GradError("a list takes one index", span)
         item = items[0]
         if isinstance(item, slice):
-            return value[item]
+            part = value[item]
+            el.spend_items(span, len(part))
+            return part
         if isinstance(item, bool) or not isinstance(item, int):
             raise GradError(f"a list index must be an integer known at compile time, got {describe(item)}", span)
         if not -len(value) <= item < len(value):
@@ -501,36 +537,68 @@ INITIALIZERS = ("zeros", "ones", "constant", "normal", "uniform", "glorot_unifor
                 "xavier_uniform", "xavier_normal", "he_uniform", "he_normal")
 
 
-def _number(value, name: str, span: Span) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise GradError(f"{name} must be a number, got {describe(value)}", span)
-    return float(value)
+@dataclass(frozen=True)
+class Static:
+    """What a setting known at compile time may be: its kind, and the range a number must lie in (a
+    data source's `Range`: finite, between bounds that may name another setting, as uniform's
+    `high ≥ low`). Initialisers, optimizers and the train block declare theirs in tables."""
+
+    kind: str = "number"      # "integer", "number" or "boolean"
+    range: Range = Range()
+
+    def refusal(self, value, settings: dict) -> str | None:
+        """What the value must be, in words, when it is not of this kind and range; else None."""
+        if self.kind == "boolean":
+            return None if isinstance(value, bool) else "true or false"
+        if isinstance(value, bool) or not isinstance(value, int if self.kind == "integer" else (int, float)):
+            return f"an {self.kind}" if self.kind == "integer" else f"a {self.kind}"
+        return self.range.refusal(value, settings)
 
 
-def _init(kind: str, doc: str, *names_defaults):
+NUMBER = Static()
+SCALE_SETTING = Static("number", SCALE)
+FRACTION_BELOW_1 = Static("number", Range(0, 1, below=True))   # a decay rate: 1 would never forget
+
+
+def check_statics(owner: str, rules: dict, settings: dict, span: Span) -> None:
+    """Refuse the first of `settings` that its rule in `rules` does not admit, at the setting in the
+    call `owner(…)` at `span`."""
+    for name, value in settings.items():
+        requirement = rules[name].refusal(value, settings)
+        if requirement is not None:
+            raise GradError(f"{owner}({name}: {show(value)}): {name} must be {requirement}",
+                            setting_span(span, name))
+
+
+def _init(kind: str, doc: str, **rules: tuple):
+    """An initialiser builtin; `rules` maps each setting, in order, to its (default, Static)."""
+    names = list(rules)
+
     def impl(el, span, *args, **kwargs):
-        values = list(args)
-        for name, default in names_defaults[len(args):]:
-            values.append(kwargs.pop(name, default))
-        if kwargs or len(args) > len(names_defaults):
-            raise GradError(f"{kind}({', '.join(n for n, _ in names_defaults)}): unexpected arguments", span)
-        if any(v is None for v in values):
-            raise GradError(f"{kind} needs a value for {names_defaults[values.index(None)][0]}", span)
-        return InitSpec(kind.replace("xavier", "glorot"), tuple(_number(v, n, span)
-                                                              for v, (n, _) in zip(values, names_defaults)))
+        if len(args) > len(names) or set(kwargs) - set(names[len(args):]):
+            raise GradError(f"{kind}({', '.join(names)}): unexpected arguments", span)
+        settings = {name: rules[name][0] for name in names} | dict(zip(names, args)) | kwargs
+        missing = [name for name in names if settings[name] is None]
+        if missing:
+            raise GradError(f"{kind} needs a value for {missing[0]}", span)
+        check_statics(kind, {name: rule for name, (_, rule) in rules.items()}, settings, span)
+        return InitSpec(kind.replace("xavier", "glorot"), tuple(float(settings[name]) for name in names))
     impl.__doc__ = doc
     BUILTINS[kind] = Builtin(kind, impl, doc)
 
 
+# the ends of a uniform draw: finite, in order, and a finite width apart (numpy refuses an infinite one)
+_UNIFORM_END = Range(-HALF_MAX, HALF_MAX)
 _init("zeros", "all zeros")
 _init("ones", "all ones")
-_init("constant", "every element `value`", ("value", None))
-_init("normal", "drawn from N(mean, std²)", ("mean", 0.0), ("std", 1.0))
-_init("uniform", "drawn uniformly from [low, high)", ("low", -0.05), ("high", 0.05))
+_init("constant", "every element `value`", value=(None, NUMBER))
+_init("normal", "drawn from N(mean, std²)", mean=(0.0, NUMBER), std=(1.0, SCALE_SETTING))
+_init("uniform", "drawn uniformly from [low, high)", low=(-0.05, Static("number", _UNIFORM_END)),
+      high=(0.05, Static("number", Range("low", HALF_MAX))))
 for _kind_name in ("glorot_uniform", "glorot_normal", "xavier_uniform", "xavier_normal"):
-    _init(_kind_name, "Glorot/Xavier: variance gain·2/(fan_in + fan_out)", ("gain", 1.0))
-_init("he_uniform", "He/Kaiming: variance gain·2/fan_in, for ReLU layers", ("gain", 1.0))
-_init("he_normal", "He/Kaiming: variance gain·2/fan_in, for ReLU layers", ("gain", 1.0))
+    _init(_kind_name, "Glorot/Xavier: variance gain·2/(fan_in + fan_out)", gain=(1.0, SCALE_SETTING))
+_init("he_uniform", "He/Kaiming: variance gain·2/fan_in, for ReLU layers", gain=(1.0, SCALE_SETTING))
+_init("he_normal", "He/Kaiming: variance gain·2/fan_in, for ReLU layers", gain=(1.0, SCALE_SETTING))
 
 
 def default_init(shape: tuple) -> InitSpec:
@@ -584,6 +652,13 @@ for _name, _source in DATA_SOURCES.items():
     _data_builtin(_name, _source)
 
 
+# What each optimizer setting may be. One that follows the step (a schedule) has its values only as training
+# runs, and is not checked here.
+OPTIMIZER_SETTINGS = {"lr": SCALE_SETTING, "momentum": FRACTION_BELOW_1, "nesterov": Static("boolean"),
+                      "clip_norm": SCALE_SETTING, "weight_decay": SCALE_SETTING, "beta1": FRACTION_BELOW_1,
+                      "beta2": FRACTION_BELOW_1, "eps": SCALE_SETTING, "alpha": Static("number", Range(0, 1))}
+
+
 def _optimizer_builtin(name: str, spec):
     def impl(el, span, **kwargs):
         settings = {}
@@ -596,12 +671,11 @@ def _optimizer_builtin(name: str, spec):
                     raise GradError(f"{name}({key}: …) must be a scalar", span)
                 if value.graph is el.graph:
                     raise GradError(f"{name}({key}: …) can depend on the step only, not on the model", span)
-            elif not isinstance(value, (int, float)):
-                raise GradError(f"{name}({key}: …) must be a number, got {describe(value)}", span)
             settings[key] = value
         if kwargs:
             raise GradError(f"{name}() has no setting {next(iter(kwargs))!r}; known: "
                             f"{', '.join(spec.settings)}", span)
+        check_statics(name, OPTIMIZER_SETTINGS, {k: v for k, v in settings.items() if not isinstance(v, Tensor)}, span)
         return OptimizerSpec(name, tuple(settings.items()), span)
     BUILTINS[name] = Builtin(name, impl, spec.doc)
 
@@ -614,6 +688,7 @@ for _name, _spec in OPTIMIZERS.items():
 def phase(el, span, loss, params, optimizer=None, repeat=1):
     """one phase of a training step, for the train block's `phases`: `repeat` updates of `params` on the gradient of `loss`"""
     from .runtime.phases import make_phase
+    el.spend(span, len(el.graph))   # it looks through the graph's params
     return make_phase(el, span, loss, params, optimizer, repeat)
 
 
@@ -696,6 +771,7 @@ def take(el, span, x, indices, axis=0):
 def _tensor_list(el, xs, name: str, span: Span) -> list[Tensor]:
     if not isinstance(xs, list) or not xs:
         raise GradError(f"{name} needs a non-empty list of tensors, got {describe(xs)}", span)
+    el.spend(span, len(xs))
     tensors = [_tensor(el, x, span) for x in xs]
     target = tensors[0]
     for t in tensors[1:]:
@@ -754,6 +830,7 @@ def split(el, span, x, sections, axis=0):
             raise GradError(f"split: the sizes {sizes} add up to {sum(sizes)}, not {total}", span)
     else:
         raise GradError(f"split needs a number of parts or a list of positive sizes, got {describe(sections)}", span)
+    el.spend(span, len(sizes))
     parts, start = [], 0
     for size in sizes:
         index = (("s", None, None, None),) * axis + (("s", start, start + size, None),)
@@ -767,14 +844,15 @@ def causal_mask(el, span, n):
     """a boolean [n, n] matrix, true where column ≤ row: what each position of a sequence may attend to"""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise GradError(f"causal_mask needs a positive integer size, got {describe(n)}", span)
+    check_size((n, n), "bool", "causal_mask", span)   # before the n² bytes are allocated
     import numpy as np
-    return Tensor(el.graph, el.graph.const(np.tril(np.ones((n, n), dtype=bool)), "bool", span))
+    rows = np.arange(n)
+    return Tensor(el.graph, el.graph.const(rows[:, None] >= rows, "bool", span))   # one n² array, no temporaries
 
 
 @builtin()
 def random_normal(el, span, shape):
     """standard normal noise of `shape` (symbolic dimensions allowed), drawn anew at every run"""
-    if not isinstance(shape, list) or not all(isinstance(d, (int, str)) and not isinstance(d, bool) for d in shape):
-        raise GradError(f"random_normal needs a list of dimensions, got {describe(shape)}", span)
+    shape = _dimensions(shape, "random_normal", span)
     el.random_keys += 1   # each call is its own draw: never merged with another by CSE
-    return el.emit("random_normal", [], span, shape=tuple(shape), dtype=el.float, key=el.random_keys)
+    return el.emit("random_normal", [], span, shape=shape, dtype=el.float, key=el.random_keys)

@@ -7,6 +7,7 @@ vary with the step (a learning-rate schedule) live in a small graph of their own
 """
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,17 +17,29 @@ import numpy as np
 from . import builtins as bi
 from .errors import GradError, Span
 from .ir.graph import Graph, check_size, memory_limit
-from .ops.shapes import DTYPES, FLOATS, INTS, fmt_type
+from .ops.shapes import DTYPES, FLOATS, INTS, MAX_RANK, fmt_type
 from .resources import stdlib_dir
+from .runtime.data import COUNT, COUNT_OR_0, SEED, Range
 from .syntax import ast, parse_file
 from .values import (Builtin, DataSpec, Function, InitSpec, LayerDef, LayerInstance, ModuleValue,
-                     OptimizerSpec, Scope, Tensor, UnboundLayer, describe)
+                     OptimizerSpec, Scope, Tensor, UnboundLayer, describe, show)
 
 PRELUDE = ("activations", "losses", "schedules")
 MAX_CALL_DEPTH = 200
 # Static loops and list comprehensions run at compile time: bound their total work (a nested
 # comprehension over two large ranges would otherwise run for hours or exhaust memory).
 MAX_UNROLLED = 100_000
+# And all the compile-time work, however it is spent: a function that calls itself twice stays 30 calls
+# deep while making 2**30 of them. A step is an expression evaluated, a statement run, a graph node made,
+# a list item folded into a node or a number put into a constant; a gradient counts
+# builtins.GRAD_STEPS_PER_NODE per node it differentiates, and static lists one per LIST_ITEMS_PER_STEP
+# items made, copied or read. The examples take at most 56,000 (hvp.grad), the rest under 20,000.
+MAX_WORK = 1_000_000
+WORK_CHECK_INTERVAL = 1_000
+LIST_ITEMS_PER_STEP = 100
+MAX_LIST_NESTING = 32   # the most dimensions a list made a tensor may have (NumPy's limit, in its older versions)
+# the names training reports its numbers under, beside the metrics' (and `val_<name>` for the validation set)
+REPORTED_NAMES = ("loss", "step", "epoch")
 TRAIN_SETTINGS = ("data", "batch", "epochs", "steps", "optimizer", "seed", "save", "loss", "validation",
                   "early_stopping", "test", "checkpoint", "phases", "on_nonfinite")
 
@@ -88,7 +101,11 @@ class Elaborator:
         self.depth = 0
         self.param_bytes = 0
         self.unrolled = 0     # loop iterations and comprehension items so far (MAX_UNROLLED)
+        self.work = 0         # steps of compile-time work so far, graph nodes aside (MAX_WORK)
+        self.next_check = 0   # the step count at which spend takes the total again
         self.auto_names: dict[str, int] = {}
+        self.param_roots: set[str] = set()          # the first part of every param's name (`net` of net.W)
+        self.fresh_suffixes: dict[str, int] = {}    # base name → the last k of base_k a function's layer got
         self.random_keys = 0
         self.builtins = Scope(None, bi.BUILTINS)
         self.prelude = Scope(self.builtins)
@@ -103,8 +120,19 @@ class Elaborator:
         if not self.losses:
             raise GradError("the program declares no loss; add a line such as `loss = mean((y - pred) ** 2)`",
                             module.span)   # (an empty module's span is its line 1, column 1)
+        if self.plan is not None and "loss" in self.plan.settings:
+            self.check_trained_loss()
         return Elaborated(self.graph, self.params, self.inputs, self.data, self.plan,
                           self.losses, self.metrics, self.float, self.outputs)
+
+    def check_trained_loss(self) -> None:
+        """The train block's `loss` names a loss the program declares (perhaps after the block)."""
+        name, span = self.plan.settings["loss"], self.plan.spans["loss"]
+        if not isinstance(name, str):
+            raise GradError(f"the train block's loss must name a declared loss, got {describe(name)}", span)
+        if ("loss" if name == "loss" else f"loss:{name}") not in self.losses:
+            declared = ", ".join(output.split(":", 1)[-1] for output in self.losses)
+            raise GradError(f"no loss named {name!r}; the program declares {declared}", span)
 
     def resolve_module(self, parts: list[str], folder: Path | None, span: Span) -> Path:
         relative = Path(*parts).with_suffix(".grad")
@@ -167,6 +195,9 @@ class Elaborator:
             raise GradError(message, stmt.span)
 
     def exec_stmt(self, stmt, scope: Scope, context: str, folder: Path | None, layer: LayerInstance | None):
+        self.work += 1
+        if self.work > self.next_check:
+            self.spend(stmt.span, 0)
         if isinstance(stmt, ast.Assign):
             value = self.eval(stmt.value, scope)
             value = self.bind(stmt.name, value, scope, layer, stmt.span, context)
@@ -210,12 +241,16 @@ class Elaborator:
             if stmt.name == "loss":   # `loss loss = …` would be a second thing called `loss`
                 raise GradError("a loss cannot be named 'loss' (the unnamed loss is called that); write "
                                 "`loss = …`, or give it another name", stmt.span)
+            if f"metric:{stmt.name}" in self.graph.outputs:
+                raise GradError(f"{stmt.name!r} is already a metric; training reports losses and metrics by "
+                                "name, so give the loss another", _name_span(stmt, "loss"))
             name = "loss" if stmt.name is None else f"loss:{stmt.name}"
             self.declare_output(name, self.eval(stmt.value, scope), stmt, "loss", float_only=True)
             self.losses.append(name)
             scope.vars[stmt.name or "loss"] = Tensor(self.graph, self.graph.outputs[name])
         elif isinstance(stmt, ast.MetricDecl):
             self._allowed(stmt, context, "a metric declaration", "main")
+            self.check_metric_name(stmt)
             value = self.eval(stmt.value, scope)
             if isinstance(value, Tensor) and value.dtype not in FLOATS:
                 value = self.cast(value, self.float, stmt.value.span)
@@ -264,20 +299,33 @@ class Elaborator:
         else:  # pragma: no cover - the grammar produces nothing else
             raise GradError(f"unsupported statement {type(stmt).__name__}", stmt.span)
 
+    def check_metric_name(self, stmt: ast.MetricDecl) -> None:
+        """A metric is reported beside the loss, the epoch's numbers and the validation set's (`val_…`)
+        under its own name: one of theirs would replace them (`metric loss = …` would stand in for the
+        loss, and for the validation loss early stopping watches)."""
+        name = stmt.name
+        taken = "the program has a loss of that name" if f"loss:{name}" in self.graph.outputs else \
+            f"training reports its {name} under that name" if name in REPORTED_NAMES else \
+            "training reports the validation set's numbers as val_<name>" if name.startswith("val_") else None
+        if taken:
+            raise GradError(f"a metric cannot be named {name!r}: {taken}; give it another", _name_span(stmt, "metric"))
+
     def bind(self, name: str, value, scope: Scope, layer: LayerInstance | None, span: Span,
              context: str = "main"):
         """Give a value its name: a layer gets its params (qualified by the name), a tensor a print name."""
         prefix = f"{layer.name}." if layer is not None else ""
-        if context == "function" and _holds_layers(value):
-            # a function may run many times: each run's layers get fresh names
-            taken = {p.split(".")[0] for p in self.params}
-            k, base = 1, name
-            while name in taken:
+        if context == "function" and self.layers_of(value, span)[0]:
+            # a function may run many times: each run's layers get fresh names (the search for one goes on
+            # from the last name given, so that n runs take n steps, not n²)
+            base = name
+            k = self.fresh_suffixes.get(base, 1)
+            while name in self.param_roots:
                 k += 1
                 name = f"{base}_{k}"
-        value = self.instantiate_all(value, prefix + name)
+            self.fresh_suffixes[base] = k
+        value = self.instantiate_all(value, prefix + name, span)
         if layer is not None:
-            for instance in _layers_in(value):
+            for instance in self.layers_of(value, span)[1]:
                 layer.params.extend(instance.params)
         if isinstance(value, Tensor) and value.graph is self.graph:
             data = self.graph.data(value.node)
@@ -285,13 +333,32 @@ class Elaborator:
                 data["name"] = prefix + name
         return value
 
-    def instantiate_all(self, value, name: str):
+    def instantiate_all(self, value, name: str, span: Span):
         """Instantiate every unbound layer in `value` (nested lists named name.0, name.0.1, …)."""
         if isinstance(value, UnboundLayer):
             return self.instantiate(value, name)
-        if isinstance(value, list) and _holds_layers(value):
-            return [self.instantiate_all(v, f"{name}.{i}") for i, v in enumerate(value)]
+        if isinstance(value, list) and self.layers_of(value, span)[0]:
+            return [self.instantiate_all(v, f"{name}.{i}", span) for i, v in enumerate(value)]
         return value
+
+    def layers_of(self, value, span: Span, walked: dict | None = None) -> tuple[bool, tuple]:
+        """Whether `value` is or holds (in nested lists) a layer not yet named, and the named layers it
+        holds, each once. Each list walked counts as work; one that a list holds many times over is
+        walked once (`walked`: id → answer, for the lists of this walk, which are alive throughout it)."""
+        if isinstance(value, UnboundLayer):
+            return True, ()
+        if isinstance(value, LayerInstance):
+            return False, (value,)
+        if not isinstance(value, list):
+            return False, ()
+        walked = {} if walked is None else walked
+        if id(value) not in walked:
+            self.spend_items(span, len(value))
+            parts = [self.layers_of(v, span, walked) for v in value
+                     if isinstance(v, (list, UnboundLayer, LayerInstance))]
+            walked[id(value)] = (any(unbound for unbound, _ in parts),
+                                 tuple(dict.fromkeys(i for _, named in parts for i in named)))
+        return walked[id(value)]
 
     def declare_output(self, name: str, value, stmt, what: str, float_only: bool) -> None:
         if name in self.graph.outputs:
@@ -323,7 +390,7 @@ class Elaborator:
     def eval_dims(self, spec: ast.TypeSpec, scope: Scope, symbolic_ok: bool) -> tuple:
         dims = []
         for expr in spec.dims or []:
-            if isinstance(expr, ast.Name) and expr.id not in scope.names():
+            if isinstance(expr, ast.Name) and not scope.defines(expr.id):
                 if not symbolic_ok:
                     raise GradError(f"unknown name {expr.id!r}: a param's dimensions must be known at compile "
                                     "time (symbolic dimensions such as B belong in input declarations)", expr.span)
@@ -334,6 +401,8 @@ class Elaborator:
                 shown = repr(value) if type(value) in (int, float) else describe(value)
                 raise GradError(f"a dimension must be a non-negative integer, got {shown}", expr.span)
             dims.append(value)
+        if len(dims) > MAX_RANK:
+            raise GradError(f"a tensor has at most {MAX_RANK} dimensions (NumPy's limit), got {len(dims)}", spec.span)
         return tuple(dims)
 
     def declare_input(self, stmt: ast.InputDecl, scope: Scope) -> Tensor:
@@ -367,15 +436,14 @@ class Elaborator:
         if not isinstance(init, InitSpec):
             raise GradError(f"a param's initialiser must be one of {', '.join(bi.INITIALIZERS)} or a number, "
                             f"got {describe(init)}", (stmt.init or stmt).span)
+        _fitting_all(np.asarray(init.args, dtype=np.float64), dtype, (stmt.init or stmt).span)
         self.params[qualified] = ParamSpec(shape, dtype, init, stmt.span)
+        self.param_roots.add(qualified.split(".")[0])
         node = self.graph.add("param", (), {"name": qualified, "shape": shape, "dtype": dtype}, stmt.span)
         return Tensor(self.graph, node)
 
     def literal_init(self, values: list, shape: tuple, span: Span) -> InitSpec:
-        try:
-            array = np.array(values, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise GradError("a param's initial values must be numbers in a regular (rectangular) list", span) from None
+        array = self.array_of(values, "a param's initial values", span)
         if array.shape != shape:
             raise GradError(f"the initial values have shape {list(array.shape)} but the param is declared "
                             f"{list(shape)}", span)
@@ -489,13 +557,31 @@ class Elaborator:
 
     # ---- expressions ----------------------------------------------------------------------------
     def eval(self, node, scope: Scope):
+        self.work += 1   # (spend's count, without its check at every step: see next_check)
+        if self.work > self.next_check:
+            self.spend(node.span, 0)
         method = getattr(self, "eval_" + type(node).__name__)
         return method(node, scope)
+
+    def spend(self, span: Span, steps: int) -> None:
+        """Count steps of compile-time work, the graph's nodes with them, and refuse at `span` the step
+        that takes the total past MAX_WORK. The total is taken again within the next WORK_CHECK_INTERVAL
+        steps, or at the limit if that is nearer: each step makes a few nodes at most (those that make
+        many, such as a gradient or a fold, spend as many steps first)."""
+        self.work += steps
+        total = self.work + len(self.graph)
+        self.next_check = self.work + min(MAX_WORK - total, WORK_CHECK_INTERVAL)
+        if total > MAX_WORK:
+            raise GradError(f"compiling this program takes more than {MAX_WORK:,} steps of work (expressions "
+                            "evaluated, statements run, graph nodes made and differentiated, list items used, in "
+                            "all); does a function call itself more than once per call?", span)
 
     def eval_Number(self, node, scope):
         return node.value
 
     def eval_String(self, node, scope):
+        if "\0" in node.value:   # no file name, setting or label holds one; the OS cuts a path short at it
+            raise GradError("a string cannot hold a NUL character (\\x00)", node.span)
         return node.value
 
     def eval_Bool(self, node, scope):
@@ -522,6 +608,12 @@ class Elaborator:
         for item in items:
             out.append(self.eval(node.item, Scope(scope, {node.var: item})))
         return out
+
+    def spend_items(self, span: Span, items: int) -> None:
+        """Count the work of making, copying or reading through `items` items of a static list or
+        string: a step per LIST_ITEMS_PER_STEP of them (an item costs tens of nanoseconds, a step
+        microseconds)."""
+        self.spend(span, -(-items // LIST_ITEMS_PER_STEP))
 
     def count_unrolled(self, n: int, span: Span) -> None:
         self.unrolled += n
@@ -562,6 +654,7 @@ class Elaborator:
             return value.scope.vars[node.name]
         if isinstance(value, LayerInstance):
             if node.name == "params":
+                self.spend_items(node.span, len(value.params))
                 return list(value.params)
             if node.name in value.scope.vars and node.name != "self":
                 return value.scope.vars[node.name]
@@ -601,14 +694,22 @@ class Elaborator:
                 dtype = like.dtype
             return Tensor(graph, graph.const(_fitting(value, dtype, span), dtype, span))
         if isinstance(value, list):
-            try:
-                array = np.array(value, dtype=np.float64)
-            except (TypeError, ValueError):
-                raise GradError("a list used as a tensor must hold numbers in a regular (rectangular) shape",
-                                span) from None
+            array = self.array_of(value, "a list used as a tensor", span)
             dtype = like.dtype if like is not None and like.dtype in FLOATS else self.float
             return Tensor(graph, graph.const(array, dtype, span))
         raise GradError(f"expected a tensor or a number, got {describe(value)}", span)
+
+    def array_of(self, values: list, what: str, span: Span) -> np.ndarray:
+        """A static (nested) list of numbers as a float64 array. Its numbers are counted as work, and its
+        size checked, before the array is made: a list may hold one inner list many times over, cheap to
+        build and huge as an array."""
+        count = _numbers_in(values, {}, span)
+        self.spend(span, count)
+        check_size((count,), "f64", what, span)
+        try:
+            return np.array(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise GradError(f"{what} must hold numbers in a regular (rectangular) shape", span) from None
 
     def cast(self, value: Tensor, dtype: str, span: Span) -> Tensor:
         return value if value.dtype == dtype else self.emit("cast", [value], span, dtype=dtype)
@@ -620,8 +721,20 @@ def ast_slice(el: Elaborator, node: ast.Slice, scope: Scope) -> slice:
         value = None if part is None else el.eval(part, scope)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             raise GradError(f"slice bounds must be integers known at compile time, got {describe(value)}", part.span)
+        if part is node.step and value == 0:
+            raise GradError("a slice's step cannot be zero", part.span)
         parts.append(value)
     return slice(*parts)
+
+
+def _numbers_in(values: list, counted: dict, span: Span, depth: int = 1) -> int:
+    """How many numbers a nested list holds, in all; an inner list that recurs is walked once."""
+    if depth > MAX_LIST_NESTING:
+        raise GradError(f"a list nested more than {MAX_LIST_NESTING} deep cannot be a tensor", span)
+    if id(values) not in counted:
+        counted[id(values)] = sum(_numbers_in(v, counted, span, depth + 1) if isinstance(v, list) else 1
+                                  for v in values)
+    return counted[id(values)]
 
 
 _PARSED: dict = {}
@@ -636,9 +749,29 @@ def _parse_cached(path: Path, display: str) -> ast.Module:
     return _PARSED[key]
 
 
+# What the train block's numbers may be. Every setting is checked as soon as it is known (below), so that
+# `gradlang check`, `run --dry-run` and `run` refuse it alike, at its line.
+_COUNT_SETTING = bi.Static("integer", COUNT)
+PLAN_NUMBERS = {"steps": _COUNT_SETTING, "epochs": _COUNT_SETTING, "batch": _COUNT_SETTING,
+                "early_stopping": bi.Static("integer", COUNT_OR_0), "seed": bi.Static("integer", SEED)}
+VALIDATION_FRACTION = bi.Static("number", Range(0, 1, above=True, below=True))
+
+
 def _check_setting(name: str, value, span: Span) -> None:
-    """Settings whose value is checked as soon as it is known: a word from a fixed set, or a file the
-    run will write (below the program's folder: a model file must not overwrite files elsewhere)."""
+    """Settings whose value is checked as soon as it is known: a number in its range, a data source, an
+    optimizer, a word from a fixed set, or a file the run will write (below the program's folder: a model
+    file must not overwrite files elsewhere)."""
+    requirement = PLAN_NUMBERS[name].refusal(value, {}) if name in PLAN_NUMBERS else None
+    if requirement is not None:
+        raise GradError(f"{name} must be {requirement}, got {show(value)}", span)
+    if name in ("data", "test") and not isinstance(value, DataSpec):
+        raise GradError(f"train setting {name} must be a data source, got {describe(value)}", span)
+    if name == "validation" and not isinstance(value, DataSpec) and VALIDATION_FRACTION.refusal(value, {}):
+        raise GradError(f"validation must be a fraction of the data, between 0 and 1, or a data source, got "
+                        f"{show(value)}", span)
+    if name == "optimizer" and not isinstance(value, OptimizerSpec):
+        raise GradError(f"the train block's optimizer must be an optimizer such as sgd(lr: 0.1), got "
+                        f"{describe(value)}", span)
     if name == "on_nonfinite" and value not in ("stop", "skip"):
         raise GradError(f'on_nonfinite must be "stop" or "skip", got {value!r}' if isinstance(value, str) else
                         f'on_nonfinite must be "stop" or "skip", got {describe(value)}', span)
@@ -649,18 +782,6 @@ def _check_setting(name: str, value, span: Span) -> None:
         if path.is_absolute() or ".." in path.parts or value.startswith("~"):
             raise GradError(f"{name} = {value!r} would write outside the program's folder; a program may only "
                             f"write below its own folder (to write elsewhere, use --out or --checkpoint)", span)
-
-
-def _holds_layers(value) -> bool:
-    return isinstance(value, UnboundLayer) or isinstance(value, list) and any(_holds_layers(v) for v in value)
-
-
-def _layers_in(value):
-    if isinstance(value, LayerInstance):
-        yield value
-    elif isinstance(value, list):
-        for v in value:
-            yield from _layers_in(v)
 
 
 def _fitting(value, dtype: str, span: Span):
@@ -677,6 +798,24 @@ def _fitting(value, dtype: str, span: Span):
         shown = repr(value) if len(repr(value)) <= 20 else f"{repr(value)[:6]}… ({len(repr(value))} digits)"
         raise GradError(f"the number {shown} does not fit in {dtype}", span)
     return out
+
+
+def _fitting_all(values: np.ndarray, dtype: str, span: Span) -> None:
+    """Refuse the first of `values` that is not finite or does not fit in `dtype` (as _fitting does)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        fits = np.isfinite(values.astype(DTYPES[dtype]))
+    if not fits.all():
+        _fitting(float(values[~fits][0]), dtype, span)
+
+
+def _name_span(stmt, keyword: str) -> Span:
+    """Where the name after `keyword` is written in the declaration `stmt` (`metric NAME = …`), else
+    the whole declaration."""
+    line = stmt.span.source.line(stmt.span.line)
+    found = re.compile(rf"{keyword}\s+({re.escape(stmt.name)})\b").match(line, stmt.span.col - 1)
+    if found is None:
+        return stmt.span
+    return Span(stmt.span.source, stmt.span.line, found.start(1) + 1, stmt.span.line, found.end(1) + 1)
 
 
 def _in_stdlib(span: Span) -> bool:

@@ -42,6 +42,14 @@ class Scope:
             scope = scope.parent
         raise KeyError(name)
 
+    def defines(self, name: str) -> bool:
+        """Whether `name` is bound here or in an enclosing scope (without building all of `names()`)."""
+        try:
+            self.lookup(name)
+        except KeyError:
+            return False
+        return True
+
     def names(self) -> set[str]:
         out, scope = set(), self
         while scope is not None:
@@ -132,6 +140,19 @@ class PhaseSpec:
     optimizer: OptimizerSpec
     repeat: int
     span: Span
+
+
+def show(value) -> str:
+    """A static value as the program would write it (a long number shortened), else its description."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):   # control characters (a NUL) escaped, so the message prints as it reads
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in value)
+        return f'"{text}"' if len(text) <= 40 else f'"{text[:37]}…" ({len(value):,} characters)'
+    if isinstance(value, (int, float)):
+        text = repr(value)
+        return text if len(text) <= 24 else f"{text[:12]}… ({len(text)} digits)"
+    return describe(value)
 
 
 def describe(value) -> str:

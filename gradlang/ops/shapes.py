@@ -16,6 +16,7 @@ Shape = tuple
 DTYPES = {"f32": np.float32, "f64": np.float64, "i32": np.int32, "i64": np.int64, "bool": np.bool_}
 FLOATS = ("f32", "f64")
 INTS = ("i32", "i64")
+MAX_RANK = 64   # NumPy refuses an array of more dimensions
 
 
 class ShapeError(Exception):

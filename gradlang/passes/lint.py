@@ -51,6 +51,7 @@ def unused_inputs(graph: Graph) -> list[Diagnostic]:
 def blocked_paths(graph: Graph, loss: int) -> list[Diagnostic]:
     """Ops written in the program through which the loss depends on a param but no gradient flows."""
     params = graph.params
+    param_names = {node: name for name, node in params.items()}
     downstream = graph.reachable(list(params.values()), forward=True)
     scratch = graph.copy()   # VJP rules may add nodes while saying which operands they differentiate
     warnings, seen = [], set()
@@ -68,8 +69,8 @@ def blocked_paths(graph: Graph, loss: int) -> list[Diagnostic]:
         if not blocked or (d["op"], where) in seen:
             continue
         seen.add((d["op"], where))
-        upstream_of_blocked = graph.reachable(blocked)
-        through = sorted(p for p, n in params.items() if n in upstream_of_blocked)
+        # the params upstream, read off the nodes upstream (testing every param per warning is quadratic)
+        through = sorted(param_names[n] for n in graph.reachable(blocked) if n in param_names)
         warnings.append(Diagnostic("non-differentiable",
                                    f"{d['op']} passes no gradient, but the loss depends on {_names(through)} "
                                    "through it: their gradient ignores this path", where))
@@ -100,7 +101,7 @@ def params_without_gradient(program) -> list[Diagnostic]:
             "depends on it only through ops that pass no gradient"
         which = "the loss" if loss == "loss" else f"the loss {loss.split(':', 1)[1]}"
         out.append(Diagnostic("no-gradient", f"param {name} receives no gradient: {which} {why}, so training "
-                              "leaves it unchanged", program.elaborated.graph.span(node)))
+                              "leaves it unchanged", program.elaborated.graph.location(node)))
     return out
 
 
