@@ -77,13 +77,13 @@ def test_executables_are_compiled_once_per_feed_shape():
     prog = gradlang.compile(REGRESSION)
     prog.loss(feed(8))
     prog.loss(feed(8, seed=1))
-    assert len(prog._executables) == 1
+    assert len(prog.runner.executables) == 1
     small, large = feed(4), feed(32)
     # the batch dimension is symbolic: one program serves every batch size, and mean divides by the right count
     assert prog.loss(small) == pytest.approx(np.mean((small["x"] @ prog.params["w"] + prog.params["b"] - small["y"]) ** 2),
                                              rel=1e-5)
     prog.loss(large)
-    assert len(prog._executables) == 3
+    assert len(prog.runner.executables) == 3
 
 
 def test_float64_on_request_and_float32_by_default():

@@ -161,12 +161,12 @@ def test_plain_sgd_folds_its_rate_into_the_backward_pass_and_takes_the_same_step
     for _ in range(4):
         assert prog.step(data) == pytest.approx(twin.loss(data), rel=1e-12)
         grads = twin.gradients(data)
-        twin.optimizer().update(twin._param_list, [grads[n] for n in twin.param_names],
-                                **twin._optimizer_for_step()[1])
+        twin.optimizer().update(twin.runner.param_list, [grads[n] for n in twin.param_names],
+                                **twin.runner.training_update.optimizer.settings(twin.steps_taken))
         twin.steps_taken += 1
         for name in prog.param_names:
             np.testing.assert_allclose(prog.params[name], twin.params[name], rtol=1e-12, atol=1e-15)
-    assert prog._folded_lr == folded
+    assert prog.runner.training_update.optimizer.folded_lr == folded
     assert prog.gradients(data)["w"] == pytest.approx(twin.gradients(data)["w"], rel=1e-12)   # unscaled
 
 

@@ -392,7 +392,7 @@ def test_only_the_training_step_reuses_buffers_other_runs_hand_out_fresh_arrays(
     again = prog.run(names, feed, prog.gradient_graph())
     assert not any(np.shares_memory(a, b) for a, b in zip(first, again))
     prog.step(feed)
-    (exe,) = prog._step_executables.values()
+    (exe,) = prog.runner.training_update.executables.values()
     assert sum(isinstance(k, IntoBuffer) for k, *_ in exe.schedule.steps) >= 3   # the large products
 
 

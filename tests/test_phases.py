@@ -9,7 +9,7 @@ import pytest
 import gradlang
 from gradlang import GradError
 from gradlang.cli import main
-from gradlang.runtime.phases import step_groups
+from gradlang.runtime.train import step_groups
 from test_errors import case, check_report, run_main
 from test_training import Interrupt, StopAfterEpoch
 

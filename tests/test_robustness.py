@@ -26,6 +26,7 @@ from gradlang.errors import GradError
 from gradlang.runtime.data import DataContext, npz
 from gradlang.runtime.formats import read_csv, read_npz
 from gradlang.runtime.numerics import NonFiniteError
+from gradlang.runtime import runner
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -147,8 +148,8 @@ def test_the_first_op_is_named_not_the_last():
 
 def test_normal_steps_never_run_the_checked_executor(monkeypatch):
     calls = []
-    real = gradlang.api.run_checked
-    monkeypatch.setattr(gradlang.api, "run_checked", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = runner.run_checked
+    monkeypatch.setattr(runner, "run_checked", lambda *a, **k: calls.append(1) or real(*a, **k))
     prog = gradlang.compile(ROOT / "examples" / "moons_mlp.grad")
     prog.train(steps=20)
     assert calls == []

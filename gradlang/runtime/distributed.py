@@ -234,13 +234,14 @@ class DataParallel:
         self.comm.Abort(code)
 
     # ---- training -------------------------------------------------------------------------------
-    def start(self, program, examples: int, batch_size: int) -> None:
-        """Check that every rank runs the same job, then give every rank rank 0's params."""
-        if program.plan.get("phases"):
+    def start(self, runner, examples: int, batch_size: int) -> None:
+        """Check that every rank runs the same job (`runner`: the program's Runner, runner.py), then give
+        every rank rank 0's params."""
+        if runner.phases:
             raise GradError("data-parallel training of a program with training phases is not supported; "
                             "run it in one process (--no-distributed)")
-        params = list(program.params.values())
-        facts = np.array([examples, batch_size, program.steps_taken, len(params), sum(p.size for p in params)],
+        params = runner.param_list
+        facts = np.array([examples, batch_size, runner.steps_taken, len(params), sum(p.size for p in params)],
                          dtype=np.float64)
         extremes = self.allreduce(np.concatenate([facts, -facts]), self._mpi.MAX, "start-up check")
         high, low = extremes[:len(facts)], -extremes[len(facts):]
@@ -255,54 +256,54 @@ class DataParallel:
         self.broadcast(flat, "broadcast of the initial params")
         _unpack(flat, params)
 
-    def loss_and_gradients(self, program, arrays: list) -> list:
+    def loss_and_gradients(self, runner, arrays: list) -> list:
         """The loss and every param's gradient over the global batch `arrays` (the same on every rank),
-        from this rank's share of it: [loss, gradient…], as `Program.step` hands to the optimizer."""
-        params = program._param_list
+        from this rank's share of it: [loss, gradient…], as `Runner.step` hands to the optimizer."""
+        params = runner.param_list
         if self._flat is None:
             self._flat = np.empty(sum(p.size for p in params) + 1, dtype=_common_dtype(params))
             self._views, offset = [], 0
             for p in params:
                 self._views.append(self._flat[offset:offset + p.size].reshape(p.shape))
                 offset += p.size
-        weight, share = self._batch_share(program, arrays)
+        weight, share = self._batch_share(runner, arrays)
         if weight == 0.0:      # no examples for this rank in this batch: it adds nothing
             self._flat[...] = 0
         else:
-            with self._own_random_stream(program, program.gradient_graph(), "step"):
-                values = program._loss_and_gradients(share)
+            with self._own_random_stream(runner, runner.graphs.gradient_graph(), "step"):
+                values = runner.loss_and_gradients(share)
             scale = self._flat.dtype.type(weight)
             for view, value in zip(self._views, values[1:]):
                 np.multiply(value, scale, out=view)
             self._flat[-1] = float(values[0]) * weight
-        self.step_label = f" at step {program.steps_taken + 1}"
+        self.step_label = f" at step {runner.steps_taken + 1}"
         self.allreduce(self._flat, self._mpi.SUM, "gradient all-reduce")
         return [self._flat[-1], *self._views]
 
-    def evaluation_sums(self, program, arrays: dict, batch_size: int) -> tuple[np.ndarray, float]:
+    def evaluation_sums(self, runner, arrays: dict, batch_size: int) -> tuple[np.ndarray, float]:
         """Sums of the loss and metrics over a data set (each value × its batch's size) and the count,
         added up over every rank's share."""
         names = list(arrays)
-        if names and _shardable(program, names):
+        if names and _shardable(runner, names):
             lo, hi = self.share(len(arrays[names[0]]))
             arrays = {k: v[lo:hi] for k, v in arrays.items()}
-        with self._own_random_stream(program, program.forward_graph, "evaluation"):
-            totals, count = program._evaluation_sums(arrays, batch_size)
+        with self._own_random_stream(runner, runner.graphs.forward_graph, "evaluation"):
+            totals, count = runner.evaluation_sums(arrays, batch_size)
         buffer = self.allreduce(np.append(totals, count).astype(np.float64), self._mpi.SUM, "evaluation reduction")
         return buffer[:-1], float(buffer[-1])
 
-    def _batch_share(self, program, arrays: list) -> tuple[float, list]:
+    def _batch_share(self, runner, arrays: list) -> tuple[float, list]:
         """(this rank's weight n_r / N, its rows of the global batch). Inputs without a batch dimension
         cannot be split: then every rank takes the whole batch, with weight 1 / K."""
-        names = [name for name, a in zip(program.input_names, arrays) if a is not None]
-        if not names or not _shardable(program, names):
+        names = [name for name, a in zip(runner.input_names, arrays) if a is not None]
+        if not names or not _shardable(runner, names):
             return 1.0 / self.size, arrays
         n = len(next(a for a in arrays if a is not None))
         lo, hi = self.share(n)
         return (hi - lo) / n, [None if a is None else a[lo:hi] for a in arrays]
 
     @contextmanager
-    def _own_random_stream(self, program, graph, purpose: str):
+    def _own_random_stream(self, runner, graph, purpose: str):
         """Let random ops draw from this rank's own stream (seed, rank, step, purpose), then put back the
         program's common generator as it was, so every rank shuffles the same way."""
         key = id(graph)
@@ -311,9 +312,9 @@ class DataParallel:
         if not self._random_graphs[key]:
             yield
             return
-        generator = program.rng.bit_generator
+        generator = runner.rng.bit_generator
         common = generator.state
-        stream = np.random.default_rng([program.seed % (1 << 64), self.rank, program.steps_taken,
+        stream = np.random.default_rng([runner.seed % (1 << 64), self.rank, runner.steps_taken,
                                         0 if purpose == "step" else 1])
         generator.state = stream.bit_generator.state
         try:
@@ -322,9 +323,9 @@ class DataParallel:
             generator.state = common
 
 
-def _shardable(program, names: list[str]) -> bool:
+def _shardable(runner, names: list[str]) -> bool:
     """Whether every fed input has a symbolic first dimension (a batch that can be split by rows)."""
-    inputs = program.elaborated.inputs
+    inputs = runner.inputs
     return all(inputs[name].shape and isinstance(inputs[name].shape[0], str) for name in names)
 
 

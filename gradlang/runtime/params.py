@@ -43,6 +43,17 @@ class Params(MutableMapping):
     def __len__(self) -> int:
         return len(self._arrays)
 
+    def assign(self, values: dict) -> None:
+        """Copy new values into the params (`Program.set_params`): an unknown name is a KeyError, and
+        every value is checked before any is written."""
+        unknown = [name for name in values if name not in self._arrays]
+        if unknown:
+            raise KeyError(_unknown(unknown[0], self._arrays))
+        checked = {name: checked_value(name, value, self._arrays[name].shape, self._arrays[name].dtype)
+                   for name, value in values.items()}
+        for name, value in checked.items():
+            self._arrays[name][...] = value
+
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}: {v.dtype}{list(v.shape)}" for k, v in self._arrays.items())
         return f"Params({shapes})"

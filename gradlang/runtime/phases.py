@@ -13,24 +13,17 @@ the alternating updates of a GAN's two players, or k critic updates per generato
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
-
-import numpy as np
+from functools import partial
 
 from ..errors import GradError
 from ..ir.graph import Emit, Graph
-from ..ops.shapes import DTYPES
 from ..passes.autodiff import backprop
-from ..passes.schedule import schedule
 from ..values import LayerInstance, OptimizerSpec, PhaseSpec, Tensor, describe
-from .interpreter import Executable
-from .numerics import nonfinite_loss, run_checked
-from .optimizers import OPTIMIZERS
+from .plan import DEFAULT_OPTIMIZER
 from .train import Reporter
-
-DEFAULT_OPTIMIZER = OptimizerSpec("sgd", (("lr", 0.01),), None)   # what the train block defaults to
+from .updates import ScheduledOptimizer, Update
 
 
 # ---- compile time: the `phase` builtin and the checks of `phases` ------------------------------------
@@ -118,40 +111,20 @@ def differentiate_phases(graph: Graph, phases: list[tuple[str, tuple]], untraine
 
 # ---- run time ----------------------------------------------------------------------------------------
 
-class _PhaseOptimizer:
-    """A phase's optimizer over its params, with settings that may follow the step (schedules)."""
-
-    def __init__(self, spec: OptimizerSpec, params: list[np.ndarray], plan_graph: Graph, prefix: str):
-        self.optimizer = OPTIMIZERS[spec.kind].make(params)
-        self.static = {k: v for k, v in spec.settings if not isinstance(v, Tensor)}
-        dynamic = {k: v for k, v in spec.settings if isinstance(v, Tensor)}
-        self.dynamic_names = list(dynamic)
-        self.settings_exec = None
-        if dynamic:
-            for k, v in dynamic.items():
-                plan_graph.outputs[f"{prefix}:{k}"] = v.node
-            sched = schedule(plan_graph, [f"{prefix}:{k}" for k in dynamic], {})
-            self.settings_exec = Executable(sched, plan_graph, ["step"], [])
-
-    def settings(self, step: int, float_dtype: str) -> dict:
-        if self.settings_exec is None:
-            return self.static
-        values = self.settings_exec.run([np.asarray(step, dtype=DTYPES[float_dtype])], [])
-        return dict(self.static, **{k: float(v) for k, v in zip(self.dynamic_names, values)})
-
-
 class PhasedTraining:
-    """The phases of a program's plan, their optimizers and what the last step measured."""
+    """The phases of a program's plan as updates (updates.py), each of its own params by its own
+    optimizer, made by `runner` (runner.py) one after the other; and what the last step measured."""
 
-    def __init__(self, program, phases: list[PhaseSpec]):
-        self.program = program
+    def __init__(self, runner, phases: list[PhaseSpec]):
+        self.runner = runner
         self.phases = phases
         self.names = [loss_name(p.loss) for p in phases]
-        self.params = [[program.params[n] for n in p.params] for p in phases]
-        self.optimizers = [_PhaseOptimizer(p.optimizer, params, program.elaborated.plan.graph, f"phase{i}")
-                           for i, (p, params) in enumerate(zip(phases, self.params))]
+        self.updates = [
+            Update(runner, ScheduledOptimizer(p.optimizer, [runner.params[n] for n in p.params], runner.plan.graph,
+                                              f"phase{i}", runner.float_dtype),
+                   partial(runner.graphs.gradient_graph, loss_name(p.loss), params=p.params), p.loss, p.params)
+            for i, p in enumerate(phases)]
         self.last_losses: dict[str, float] = {}   # each phase's loss in the last step (mean over its repeats)
-        self._executables: dict = {}
 
     @property
     def updates_per_step(self) -> int:
@@ -159,70 +132,33 @@ class PhasedTraining:
 
     def step(self, feed) -> float:
         """One step: every phase's updates in order, the i-th update on `feed[i]` (a list of
-        `updates_per_step` feeds) or all on `feed` (one dict). Returns the sum of the phases' losses."""
-        program = self.program
+        `updates_per_step` feeds) or all on `feed` (one dict). Returns the sum of the phases' losses.
+        A non-finite loss raises before its update; the step's earlier updates stay made."""
+        runner = self.runner
         feeds = feed if isinstance(feed, list) else [feed] * self.updates_per_step
         if len(feeds) != self.updates_per_step:
             raise GradError(f"a step of these phases makes {self.updates_per_step} updates and takes one feed "
                             f"each (or one feed for all), got {len(feeds)}")
         feeds = iter(feeds)
         losses = {}
-        for i, phase in enumerate(self.phases):
-            optimizer = self.optimizers[i]
+        for name, phase, update in zip(self.names, self.phases, self.updates):
             total = 0.0
             for _ in range(phase.repeat):
-                arrays = program._feed(next(feeds))
-                exe = self._executable(i, arrays)
-                if program.check_numerics:
-                    values = run_checked(exe, arrays, program._param_list, program.steps_taken + 1)
-                else:
-                    values = exe.run(arrays, program._param_list)
-                if not math.isfinite(values[0]):   # raised before this update (the step's earlier ones stay made)
-                    raise nonfinite_loss(exe, arrays, program._param_list, program.steps_taken + 1, float(values[0]))
-                optimizer.optimizer.update(self.params[i], values[1:],
-                                           **optimizer.settings(program.steps_taken, program.float_dtype))
-                total += float(values[0])
-            losses[self.names[i]] = total / phase.repeat
-        program.steps_taken += 1
+                total += runner.apply(update, runner.feed(next(feeds)))
+            losses[name] = total / phase.repeat
+        runner.steps_taken += 1
         self.last_losses = losses
         return float(sum(losses.values()))
 
-    def _executable(self, i: int, arrays: list) -> Executable:
-        key = (i, tuple(None if a is None else a.shape for a in arrays))
-        found = self._executables.get(key)
-        if found is None:
-            phase = self.phases[i]
-            graph = self.program.gradient_graph(loss_name(phase.loss), params=phase.params)
-            outputs = (phase.loss,) + tuple(f"grad:{n}" for n in phase.params)
-            found = self._executables[key] = self.program._executable(graph, outputs, arrays, True,
-                                                                        reuse_buffers=True)
-        return found
-
     def state(self) -> dict:
         """Every phase's optimizer state, its keys prefixed by the phase's loss (for checkpoints)."""
-        return {f"{name}/{k}": v for name, opt in zip(self.names, self.optimizers)
-                for k, v in opt.optimizer.state().items()}
+        return {f"{name}/{k}": v for name, update in zip(self.names, self.updates)
+                for k, v in update.optimizer.optimizer.state().items()}
 
     def load_state(self, state: dict) -> None:
-        for name, opt in zip(self.names, self.optimizers):
-            opt.optimizer.load_state({k[len(name) + 1:]: v for k, v in state.items() if k.startswith(f"{name}/")})
-
-
-def step_groups(epoch_batches, per_step: int):
-    """An epoch's mini-batches (index arrays) grouped `per_step` at a time, one group per training step;
-    the last group of the epoch, if short, is completed with the epoch's first batches, so that a step
-    never spans two epochs (and a checkpoint at an epoch's end holds the whole state). With one
-    update per step the batches come as they are."""
-    if per_step == 1:
-        yield from epoch_batches
-        return
-    epoch = list(epoch_batches)
-    for start in range(0, len(epoch), per_step):
-        yield [epoch[(start + j) % len(epoch)] for j in range(per_step)]
-
-
-def steps_per_epoch(batches_per_epoch: int, per_step: int) -> int:
-    return -(-batches_per_epoch // per_step)
+        for name, update in zip(self.names, self.updates):
+            update.optimizer.optimizer.load_state({k[len(name) + 1:]: v for k, v in state.items()
+                                                   if k.startswith(f"{name}/")})
 
 
 class PhaseReporter(Reporter):

@@ -22,8 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GradError
+from ..values import DataSpec, describe
 from .data import batches, count_examples
 from .numerics import NonFiniteError
+from .plan import show
 
 try:
     import fcntl  # file locks tell a live writer's temporary file from one a killed writer left (POSIX)
@@ -69,6 +71,16 @@ class Reporter:
         pass
 
 
+class CallbackReporter(Reporter):
+    """Calls `log(done, total, loss, seconds)` after every step (`Program.train(log=…)`)."""
+
+    def __init__(self, log):
+        self.log = log
+
+    def step(self, done, total, loss, seconds):
+        self.log(done, total, loss, seconds)
+
+
 def split_validation(arrays: dict, names: list[str], fraction: float, rng: np.random.Generator, span=None):
     """Hold out a random `fraction` of the examples (drawn from the program's generator); `span` is the
     setting's, for the error when the fraction leaves one side empty."""
@@ -80,6 +92,83 @@ def split_validation(arrays: dict, names: list[str], fraction: float, rng: np.ra
     order = rng.permutation(n)
     train_idx, val_idx = np.sort(order[n_val:]), np.sort(order[:n_val])
     return ({k: arrays[k][train_idx] for k in names}, {k: arrays[k][val_idx] for k in names})
+
+
+def train_per_plan(program, data: dict | None = None, epochs: int | None = None, steps: int | None = None,
+                   batch_size: int | None = None, validation: float | dict | None = None,
+                   early_stopping: int | None = None, log=None, reporter: Reporter | None = None,
+                   checkpoint: str | Path | None = None, resume: bool = False, checkpoint_interval: float = 0.0,
+                   on_nonfinite: str | None = None) -> TrainResult:
+    """`Program.train`: every argument, else the plan's setting, checked before anything is trained
+    (errors at the setting); then `fit`, and the plan's test set evaluated."""
+    plan = program.runner.plan
+    on_nonfinite = on_nonfinite or plan.get("on_nonfinite", "stop")
+    if on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"on_nonfinite must be 'stop' or 'skip', not {on_nonfinite!r}")
+    if data is None and not program.input_names and "data" not in plan:
+        data = {}   # nothing to feed: each step just updates the params
+    arrays = data if data is not None else program.load_data()
+    _check_fields_cover_inputs(program, arrays, "the training data" if data is not None
+                               else f"the data {plan.get('data').source}(…)")
+    if epochs is None and steps is None:
+        epochs, steps = plan.integer("epochs"), plan.integer("steps")
+    for key, value in (("epochs", epochs), ("steps", steps)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise GradError(f"{key} must be a positive integer, got {show(value)}", plan.span_of(key))
+    batch_size = plan.integer("batch", batch_size)
+    early_stopping = plan.integer("early_stopping", early_stopping, minimum=0) or 0
+    setting_span = plan.span_of("validation") if validation is None else None
+    validation = plan.get("validation") if validation is None else validation
+    names = [n for n in program.input_names if n in arrays]
+    if isinstance(validation, DataSpec):   # checked as the training data is: shapes, labels, NaN
+        validation = program.load_data(setting="validation")
+    elif isinstance(validation, (int, float)) and not isinstance(validation, bool):
+        if not 0 < validation < 1:
+            raise GradError(f"validation must be a fraction between 0 and 1, got {validation}", setting_span)
+        arrays, validation = split_validation(arrays, names, float(validation), program.rng, setting_span)
+    elif validation is not None and not isinstance(validation, dict):
+        raise GradError(f"validation must be a fraction or a data source, got {describe(validation)}",
+                        plan.span_of("validation"))
+    if early_stopping and validation is None:
+        raise GradError("early_stopping needs a validation set (validation = 0.1, say)", plan.span_of("early_stopping"))
+    if checkpoint is None:
+        checkpoint = program.plan_output("checkpoint")
+    if reporter is None and log is not None:
+        reporter = CallbackReporter(log)
+    result = fit(program, arrays, epochs, steps, batch_size, validation, early_stopping, reporter,
+                 Path(checkpoint) if checkpoint is not None else None, resume, checkpoint_interval,
+                 on_nonfinite=on_nonfinite)
+    if "test" in plan:
+        result.test = program.evaluate(program.load_data(setting="test"))
+    return result
+
+
+def _check_fields_cover_inputs(program, arrays: dict, origin: str) -> None:
+    """Every input that training reads is a field of `arrays` (a named error before any step)."""
+    graph = program.model_graph
+    needed = graph.reachable([graph.outputs[o] for o in program.graphs.evaluated_losses()])
+    for name, node in graph.inputs.items():
+        if node in needed and name not in arrays:
+            raise GradError(f"{origin} is missing input {name!r}: its fields are "
+                            f"{', '.join(map(str, arrays)) or 'none'}, and each input is fed from the field "
+                            "of its name", program.elaborated.inputs[name].span)
+
+
+def step_groups(epoch_batches, per_step: int):
+    """An epoch's mini-batches (index arrays) grouped `per_step` at a time, one group per training step;
+    the last group of the epoch, if short, is completed with the epoch's first batches, so that a step
+    never spans two epochs (and a checkpoint at an epoch's end holds the whole state). With one
+    update per step the batches come as they are."""
+    if per_step == 1:
+        yield from epoch_batches
+        return
+    epoch = list(epoch_batches)
+    for start in range(0, len(epoch), per_step):
+        yield [epoch[(start + j) % len(epoch)] for j in range(per_step)]
+
+
+def steps_per_epoch(batches_per_epoch: int, per_step: int) -> int:
+    return -(-batches_per_epoch // per_step)
 
 
 @dataclass
@@ -121,7 +210,6 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
         raise GradError("the training data has no examples")
     full_batch = batch_size is None or batch_size >= n
     size = n if full_batch else batch_size
-    from .phases import step_groups, steps_per_epoch
     per_step = program.updates_per_step          # mini-batches per step: one per update of the plan's phases
     per_epoch = steps_per_epoch(-(-n // size), per_step)
     total = steps if steps is not None else per_epoch * (epochs if epochs is not None else 1)
@@ -132,7 +220,7 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
         run = load_checkpoint(program, checkpoint)
     parallel = program.distributed   # data-parallel over MPI (distributed.py), or None
     if parallel is not None:         # every rank checks it runs the same job and takes rank 0's params
-        parallel.start(program, n, size)
+        parallel.start(program.runner, n, size)
     end = run.first_step + total
     skipped_in_a_row = 0
     start = last_saved = time.perf_counter()
@@ -214,7 +302,7 @@ def _nonfinite_validation(program, validation: dict, loss: float, epoch: int) ->
     checking, program.check_numerics = program.check_numerics, True
     try:
         for idx in batches(n, min(n, 10_000), None):   # in batches of Program.evaluate's size
-            program.run(program._evaluated_losses(), {k: validation[k][idx] for k in names})
+            program.run(program.graphs.evaluated_losses(), {k: validation[k][idx] for k in names})
     except NonFiniteError as found:
         return NonFiniteError(f"{head}; the first non-finite value: {found.message}", found.span, step,
                               found.op, found.node)
