@@ -9,6 +9,7 @@ A `GradError` carries a `Span`; `format()` renders it the way compilers do:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 
 @dataclass(frozen=True)
@@ -19,9 +20,14 @@ class Source:
     text: str
 
     def line(self, number: int) -> str:
-        # only \n ends a line, as for the lexer (str.splitlines would also split at \f, \x1c, \u2028, …)
-        lines = self.text.split("\n")
+        lines = self.lines
         return lines[number - 1].rstrip("\r") if 0 < number <= len(lines) else ""
+
+    @cached_property
+    def lines(self) -> list[str]:
+        """The text's lines, split once (a file with many warnings formats one line each). Only \n
+        ends a line, as for the lexer (str.splitlines would also split at \f, \x1c, \u2028, …)."""
+        return self.text.split("\n")
 
 
 @dataclass(frozen=True)

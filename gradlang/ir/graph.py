@@ -215,19 +215,26 @@ class Graph:
         new._next = self._next
         return new
 
-    def replace_uses(self, old: int, new: int) -> None:
-        """Make every user of `old` (and every output naming it) use `new` instead."""
+    def replace_uses(self, old: int, new: int, outputs: bool = True) -> None:
+        """Make every user of `old` (and every output naming it, unless not `outputs`: a pass replacing
+        many nodes moves the outputs once, with `move_outputs`) use `new` instead."""
         for user in self.users(old):
             d = self.nx.nodes[user]
             d["operands"] = tuple(new if o == old else o for o in d["operands"])
             self.nx.remove_edges_from(list(self.nx.in_edges(user, keys=True)))
             for position, operand in enumerate(d["operands"]):
                 self.nx.add_edge(operand, user, key=position)
-        for name, node in self.outputs.items():
-            if node == old:
-                self.outputs[name] = new
+        if outputs:
+            self.move_outputs({old: new})
         if self.nx.nodes[new]["name"] is None:
             self.nx.nodes[new]["name"] = self.nx.nodes[old]["name"]
+
+    def move_outputs(self, moved: dict) -> None:
+        """Point every output at a node in `moved` to the node it was replaced by, following chains."""
+        for name, node in self.outputs.items():
+            while node in moved:
+                node = moved[node]
+            self.outputs[name] = node
 
     def remove(self, nodes) -> None:
         self.nx.remove_nodes_from(list(nodes))

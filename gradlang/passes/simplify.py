@@ -458,14 +458,17 @@ def _common_subexpressions(graph: Graph, stats: Counter) -> None:
     """Merge nodes with the same op, operands (in either order for + * == !=) and attributes, and
     constants with equal values. Random ops (dropout masks) are never merged."""
     seen: dict = {}
+    moved: dict = {}
     for node in graph.order():
         key = _key(graph, node)
         if key is None:
             continue
         first = seen.setdefault(key, node)
         if first != node:
-            graph.replace_uses(node, first)
+            graph.replace_uses(node, first, outputs=False)
+            moved[node] = first
             stats["common subexpression"] += 1
+    graph.move_outputs(moved)
     _dead_code(graph, stats)
 
 
