@@ -17,6 +17,7 @@ from .ops.shapes import FLOATS, INTS, MAX_RANK, fmt_type
 from .passes.autodiff import backprop
 from .passes.stability import stable_form
 from .runtime.data import DATA_SOURCES, HALF_MAX, SCALE, Range, setting_span
+from .runtime.data import check_settings as check_data_settings
 from .runtime.optimizers import OPTIMIZERS
 from .values import Builtin, DataSpec, InitSpec, OptimizerSpec, Tensor, describe, show
 
@@ -642,6 +643,7 @@ def _data_builtin(name: str, source):
             if k not in known:
                 raise GradError(f"{name}() has no setting {k!r}; known: {', '.join(sorted(known))}", span)
             _check_setting(name, next(p for p in params if p.name == k), v, span)
+        check_data_settings(name, kwargs, span)   # ranges and output size, where the program is compiled
         return DataSpec(name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
                                            for k, v in kwargs.items())), span)
     doc = (source.__doc__ or "").strip().splitlines()[0] if source.__doc__ else ""
