@@ -240,6 +240,8 @@ def cmd_run(args) -> int:
     """Train; under an MPI launcher (or --distributed), as one rank of a data-parallel job, which any
     rank's error stops as a whole (the others would otherwise wait for it until their timeout)."""
     from .runtime.distributed import from_environment
+    if args.seed is not None and args.seed < 0:
+        raise GradError(f"--seed must be a non-negative integer, got {args.seed}")
     if args.mpi_timeout is not None and not args.mpi_timeout > 0:
         raise GradError(f"--mpi-timeout must be a positive number of seconds, got {args.mpi_timeout:g}")
     parallel = from_environment(args.distributed, args.mpi_timeout)

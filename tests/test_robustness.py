@@ -649,3 +649,12 @@ def test_predict_inputs_are_checked_as_data_naming_the_file(tmp_path, capsys):
                      "--input", str(tmp_path / "in.npz")])
         err = capsys.readouterr().err
         assert code == 1 and str(tmp_path / "in.npz") in err and "internal error" not in err, err
+
+
+def test_a_phase_repeated_without_end_and_a_negative_seed_option_are_refused(tmp_path, capsys):
+    with pytest.raises(GradError, match=r"phase\(repeat: 1000000000000\) is more than 10,000 updates per step"):
+        gradlang.compile("param a : [1] = 1.0\nloss = sum(a * a)\n"
+                         "train {\n  phases = [phase(loss: loss, params: [a], repeat: 10**12)]\n}\n")
+    (tmp_path / "m.grad").write_text("param a : [1] = 1.0\nloss = sum(a * a)\n")
+    assert main(["run", str(tmp_path / "m.grad"), "--seed", "-1"]) == 1
+    assert "--seed must be a non-negative integer, got -1" in capsys.readouterr().err

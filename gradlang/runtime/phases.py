@@ -28,6 +28,10 @@ from .updates import ScheduledOptimizer, Update
 
 # ---- compile time: the `phase` builtin and the checks of `phases` ------------------------------------
 
+# updates of one phase per step: more is a step that never ends (a GAN's critic takes 5)
+MAX_REPEAT = 10_000
+
+
 def make_phase(el, span, loss, params, optimizer, repeat) -> PhaseSpec:
     """The value of `phase(loss: …, params: …, optimizer: …, repeat: …)`, checked against the program."""
     losses = [name for name in el.losses if isinstance(loss, Tensor) and loss.graph is el.graph
@@ -54,6 +58,8 @@ def make_phase(el, span, loss, params, optimizer, repeat) -> PhaseSpec:
                         f"{describe(optimizer)}", span)
     if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
         raise GradError(f"phase(repeat: …) must be an integer ≥ 1, got {describe(repeat)}", span)
+    if repeat > MAX_REPEAT:
+        raise GradError(f"phase(repeat: {repeat}) is more than {MAX_REPEAT:,} updates per step", span)
     order = [n for n in el.params if n in names]   # declaration order, whatever order they were listed in
     return PhaseSpec(losses[0], tuple(order), optimizer, repeat, span)
 
