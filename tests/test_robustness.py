@@ -658,3 +658,9 @@ def test_a_phase_repeated_without_end_and_a_negative_seed_option_are_refused(tmp
     (tmp_path / "m.grad").write_text("param a : [1] = 1.0\nloss = sum(a * a)\n")
     assert main(["run", str(tmp_path / "m.grad"), "--seed", "-1"]) == 1
     assert "--seed must be a non-negative integer, got -1" in capsys.readouterr().err
+
+
+def test_broadcast_to_a_negative_dimension_is_a_shape_error():
+    """Found by the hostile fuzz suite (seed 7, case 5675): NumPy's ValueError at run time before."""
+    with pytest.raises(GradError, match=r"cannot broadcast to \[2, ?-1\]: a dimension is negative"):
+        gradlang.compile("r = broadcast_to(-0.0, [2, -1])\nloss = mean(r[0])\n")

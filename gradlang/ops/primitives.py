@@ -371,6 +371,8 @@ define("transpose", 1, _transpose_infer, _transpose_kernel,
 
 def _broadcast_infer(shapes, dtypes, attrs):
     target = tuple(attrs["shape"])
+    if any(isinstance(d, int) and d < 0 for d in target):
+        raise ShapeError(f"cannot broadcast to {fmt_shape(target)}: a dimension is negative")
     if broadcast(shapes[0], target) != target:
         raise ShapeError(f"cannot broadcast {fmt_shape(shapes[0])} to {fmt_shape(target)}")
     attrs["shape"] = target
