@@ -664,3 +664,10 @@ def test_broadcast_to_a_negative_dimension_is_a_shape_error():
     """Found by the hostile fuzz suite (seed 7, case 5675): NumPy's ValueError at run time before."""
     with pytest.raises(GradError, match=r"cannot broadcast to \[2, ?-1\]: a dimension is negative"):
         gradlang.compile("r = broadcast_to(-0.0, [2, -1])\nloss = mean(r[0])\n")
+
+
+def test_a_size_that_no_input_gives_is_a_located_error():
+    """Found by the hostile fuzz suite (seed 11, case 3853): a KeyError in the scheduler before."""
+    program = gradlang.compile('input x : f32[B, 2]\nloss = mean(broadcast_to(1.0, ["a", 2])) + mean(x)\n')
+    with pytest.raises(GradError, match=r"broadcast_to: the size 'a' is given by no input of the feed"):
+        program.loss({"x": np.ones((3, 2), np.float32)})

@@ -338,11 +338,15 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
             param_slots[d["attrs"]["name"]] = slot[node]
             continue
         prim = registry.get(op)
-        in_shapes = [resolve(graph.shape(o), bindings) for o in d["operands"]]
-        out_shape = resolve(d["shape"], bindings)
+        try:
+            in_shapes = [resolve(graph.shape(o), bindings) for o in d["operands"]]
+            out_shape = resolve(d["shape"], bindings)
+            attrs = _resolved_attrs(prim, d["attrs"], bindings)
+        except KeyError as unbound:   # a symbolic size that only a shape list names, never an input
+            raise GradError(f"{op}: the size {unbound.args[0]!r} is given by no input of the feed, so it has no "
+                            "value", d.get("site") or d["span"]) from None
         if not registry.has(op, VIEW):   # refused before a kernel allocates it, naming the op and its line
             check_size(out_shape, d["dtype"], f"the result of {op}", d.get("site") or d["span"])
-        attrs = _resolved_attrs(prim, d["attrs"], bindings)
         if prim.random:
             kernel = prim.kernel(attrs, in_shapes, out_shape, d["dtype"], context or RunContext(None, False))
         else:

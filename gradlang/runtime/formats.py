@@ -166,7 +166,8 @@ def read_npz(path: str | Path) -> dict:
                             f"starts with {head!r})")
         try:
             archive = zipfile.ZipFile(file)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, NotImplementedError) as err:
+            # (NotImplementedError: a damaged directory naming a zip version this Python cannot read)
             raise GradError(f"cannot load {path}: not a readable NPZ file ({err})") from None
         with archive:
             return dict(_read_npy(archive, member, path) for member in archive.infolist())
