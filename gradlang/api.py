@@ -15,19 +15,19 @@ from pathlib import Path
 
 import numpy as np
 
-from .elaborate import Elaborated, elaborate_source
+from .frontend.elaborate import Elaborated, elaborate_source
 from .errors import GradError
 from .ir.printer import format_graph
 from .ops.shapes import fmt_type
 from .runtime import data as data_sources
 from .runtime.graphs import ProgramGraphs
-from .runtime.outputs import OUTPUT_SETTINGS
+from .frontend.outputs import OUTPUT_SETTINGS
 from .runtime.params import Params
 from .runtime.phases import loss_name
-from .runtime.plan import Plan
+from .frontend.plan import Plan
 from .runtime.runner import Runner
 from .runtime.train import Reporter, TrainResult, save_params, train_per_plan
-from .syntax import parse, parse_file
+from .frontend.syntax import parse, parse_file
 
 _DTYPE_NAMES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
 

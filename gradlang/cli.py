@@ -468,7 +468,7 @@ def cmd_lsp(args) -> int:
 def cmd_fmt(args) -> int:
     import difflib
 
-    from .syntax.format import format_source
+    from .frontend.syntax.format import format_source
     if args.paths == ["-"]:
         text = sys.stdin.read()
         result = format_source(text, "<stdin>")
@@ -521,7 +521,7 @@ def cmd_ir(args) -> int:
         stats = stage_stats(program)
         sys.stdout.write(_json(stats) + "\n" if args.format == "json" else format_stats(stats))
     elif args.cost:
-        from .passes.cost import format_cost, training_step_cost
+        from .analysis.cost import format_cost, training_step_cost
         cost = training_step_cost(program, args.batch or program.plan.get("batch"))
         sys.stdout.write(_json(cost.as_dict()) + "\n" if args.format == "json" else format_cost(cost))
     elif args.png or args.svg:
@@ -553,7 +553,7 @@ def cmd_gradcheck(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from .passes.lint import lint
+    from .analysis.lint import lint
     from .passes.stability import stabilize
     program = _compile(args)
     warnings_found = lint(program)
@@ -573,7 +573,7 @@ def cmd_check(args) -> int:
 
 def _warn(program) -> None:
     """Print the compiler's warnings about the program (see passes/lint.py) on stderr."""
-    from .passes.lint import lint
+    from .analysis.lint import lint
     for w in lint(program):
         print(w.format(), file=sys.stderr)
 

@@ -7,7 +7,7 @@ import html
 
 from .errors import Span
 from .ops.shapes import fmt_type
-from .values import DataSpec, OptimizerSpec, Tensor, describe
+from .frontend.values import DataSpec, OptimizerSpec, Tensor, describe
 
 
 # ---- what a program declares, as rows ---------------------------------------------------------------

@@ -33,7 +33,7 @@ from .ir.graph import Graph
 from .ops import registry
 from .ops.shapes import DTYPES, FLOATS, resolve
 from .passes.autodiff import backprop, differentiate
-from .passes.schedule import schedule
+from .lowering.schedule import schedule
 from .passes.simplify import simplify
 from .runtime.interpreter import Executable
 

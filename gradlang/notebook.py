@@ -37,8 +37,8 @@ class CellError(GradError):
 def compile_cell(source: str, dtype: str = "float32", seed: int | None = None, folder: str | Path | None = None):
     """Compile a cell's text; imports resolve in `folder` (default: the working directory)."""
     from .api import Program
-    from .elaborate import elaborate_source
-    from .syntax import parse
+    from .frontend.elaborate import elaborate_source
+    from .frontend.syntax import parse
     folder = Path(folder) if folder is not None else Path.cwd()
     elaborated = elaborate_source(parse(source, CELL_NAME), folder, _DTYPES[dtype])
     return Program(elaborated, folder, seed, CELL_NAME)

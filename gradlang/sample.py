@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import GradError
 from .ops.shapes import INTS, fmt_type
-from .values import DataSpec
+from .frontend.values import DataSpec
 
 PAD = "\n"   # what a short text is padded with on the left (else a space, else the first character)
 

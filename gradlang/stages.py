@@ -18,8 +18,8 @@ from .ir.dot import graph_to_dot
 from .ir.graph import Graph
 from .ir.printer import format_graph, graph_to_json
 from .passes.simplify import simplify
-from .syntax import parse_file
-from .syntax.dump import ast_to_dot, ast_to_json, format_ast
+from .frontend.syntax import parse_file
+from .frontend.syntax.dump import ast_to_dot, ast_to_json, format_ast
 
 STAGES = ("parsed", "elaborated", "grad", "optimized")
 FORMATS = ("text", "dot", "json")

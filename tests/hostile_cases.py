@@ -130,12 +130,12 @@ def _source_text(span, text: str) -> str:
 
 def callees() -> list[Callee]:
     """Every callable a program can name, read from gradlang's tables and its standard library."""
-    from gradlang import builtins
+    from gradlang.frontend import builtins
     from gradlang.ops import registry
     from gradlang.runtime.data import DATA_SOURCES
     from gradlang.runtime.optimizers import OPTIMIZERS
-    from gradlang.syntax import ast
-    from gradlang.syntax.parser import parse_file
+    from gradlang.frontend.syntax import ast
+    from gradlang.frontend.syntax.parser import parse_file
 
     out = []
     for name, builtin in sorted(builtins.BUILTINS.items()):

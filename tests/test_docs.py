@@ -38,7 +38,7 @@ import pytest
 
 import gradlang
 from gradlang import GradError
-from gradlang.syntax import parse
+from gradlang.frontend.syntax import parse
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "docs" / "language.md", ROOT / "docs" / "python-api.md"]
@@ -256,7 +256,7 @@ def _table_signatures(text: str) -> dict[str, list[str]]:
 
 
 def test_builtin_function_table_matches_the_compiler():
-    from gradlang.builtins import BUILTINS, INITIALIZERS
+    from gradlang.frontend.builtins import BUILTINS, INITIALIZERS
     from gradlang.runtime.data import DATA_SOURCES
     from gradlang.runtime.optimizers import OPTIMIZERS
     documented = _table_signatures(_section("Builtin functions"))
@@ -285,7 +285,7 @@ def test_standard_library_tables_match_the_library(module, section):
 
 
 def test_initialiser_table_matches_the_compiler():
-    from gradlang.builtins import INITIALIZERS
+    from gradlang.frontend.builtins import INITIALIZERS
     documented = _table_signatures(_section("Initialisers"))
     assert set(documented) == set(INITIALIZERS)
 
@@ -339,7 +339,7 @@ def test_optimizer_table_matches_the_runtime():
 
 
 def test_train_settings_table_matches_the_compiler():
-    from gradlang.elaborate import TRAIN_SETTINGS
+    from gradlang.frontend.elaborate import TRAIN_SETTINGS
     documented = set(re.findall(r"^\|\s*`(\w+)`", _section("Train settings"), re.M))
     assert documented == set(TRAIN_SETTINGS)
 

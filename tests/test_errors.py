@@ -21,8 +21,8 @@ import pytest
 import gradlang
 from gradlang.cli import main
 from gradlang.errors import GradError, Source, Span
-from gradlang.syntax import parse
-from gradlang.syntax.parser import MAX_NESTING
+from gradlang.frontend.syntax import parse
+from gradlang.frontend.syntax.parser import MAX_NESTING
 
 ERROR_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): error: (?P<msg>.+)$")
 

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from gradlang.cli import main
 from gradlang.errors import GradError
-from gradlang.syntax import parse
-from gradlang.syntax.format import WIDTH, FormatError, format_source
-from gradlang.syntax.parser import _CONTINUES
+from gradlang.frontend.syntax import parse
+from gradlang.frontend.syntax.format import WIDTH, FormatError, format_source
+from gradlang.frontend.syntax.parser import _CONTINUES
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "examples").glob("*.grad")) + sorted((ROOT / "stdlib").glob("*.grad"))
@@ -182,7 +182,7 @@ def test_a_syntax_error_is_reported_as_the_compiler_does():
 
 def test_the_result_is_checked_before_it_is_returned(monkeypatch):
     """A formatter bug that changes the program is caught, never written."""
-    import gradlang.syntax.format as format_module
+    import gradlang.frontend.syntax.format as format_module
     real = format_module._Formatter.file
     monkeypatch.setattr(format_module._Formatter, "file", lambda self: real(self).replace("+", "-"))
     with pytest.raises(FormatError, match="meaning"):
@@ -243,7 +243,7 @@ def test_fmt_reports_a_syntax_error_and_goes_on(tmp_path, capsys):
 # ---- perturbations of the examples ----------------------------------------------------------------
 
 def _tokens(text: str):
-    from gradlang.syntax.format import _leaves, _parse_with_comments
+    from gradlang.frontend.syntax.format import _leaves, _parse_with_comments
     return _leaves(_parse_with_comments(text)[0])
 
 

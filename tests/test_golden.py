@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import gradlang
-from gradlang.passes import verify
+from gradlang.analysis import verify
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -23,8 +23,9 @@ from hypothesis.extra.numpy import mutually_broadcastable_shapes
 from gradlang.ir.graph import Graph
 from gradlang.ops import all_primitives
 from gradlang.ops.shapes import broadcast, resolve
-from gradlang.passes import backprop, simplify, verify
-from gradlang.passes.schedule import schedule
+from gradlang.passes import backprop, simplify
+from gradlang.analysis import verify
+from gradlang.lowering.schedule import schedule
 from gradlang.runtime.interpreter import Executable
 
 EPS = 1e-6     # central-difference step

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 import gradlang
-from gradlang import builtins as bi
-from gradlang import elaborate
+from gradlang.frontend import builtins as bi
+from gradlang.frontend import elaborate
 from gradlang.cli import main
 from gradlang.errors import GradError
 from gradlang.ir.graph import Graph
-from gradlang.passes.lint import lint
+from gradlang.analysis.lint import lint
 from gradlang.runtime.optimizers import OPTIMIZERS
-from gradlang.syntax import parse, parse_file
+from gradlang.frontend.syntax import parse, parse_file
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ERROR_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): error: (?P<msg>.+)$")

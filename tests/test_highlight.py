@@ -26,7 +26,7 @@ def test_keywords_are_the_grammars():
 
 
 def test_builtins_and_dtypes_are_the_compilers():
-    from gradlang.builtins import BUILTINS
+    from gradlang.frontend.builtins import BUILTINS
     from gradlang.ops.shapes import DTYPES
     assert sorted(highlight.BUILTINS) == sorted(BUILTINS), \
         "update BUILTINS in gradlang/highlight.py and the grammar in editors/textmate/"

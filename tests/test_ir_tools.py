@@ -18,8 +18,8 @@ from gradlang.gradcheck import random_feed
 from gradlang.ir.dot import Drawing
 from gradlang.ir.listing import compile_listing, write_listing
 from gradlang.ir.printer import print_order, printed_names
-from gradlang.passes import verify
-from gradlang.passes.schedule import schedule
+from gradlang.analysis import verify
+from gradlang.lowering.schedule import schedule
 from gradlang.runtime.interpreter import Executable
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,8 @@ import pytest
 import gradlang
 from gradlang.gradcheck import random_feed
 from gradlang.ir.graph import Emit, Graph
-from gradlang.passes import simplify, verify
+from gradlang.passes import simplify
+from gradlang.analysis import verify
 from gradlang.passes.simplify import RULES, common_subexpressions, dead_code, fold_constants, identities, rule_names
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -24,7 +25,7 @@ def leaf(g, name, shape, dtype="f64"):
 
 def run(g, output, feed):
     """Evaluate one output of a graph of f64 inputs with NumPy-fed values."""
-    from gradlang.passes.schedule import schedule
+    from gradlang.lowering.schedule import schedule
     from gradlang.runtime.interpreter import Executable
     names = list(g.inputs)
     bindings = {d: np.shape(feed[n])[i] for n in names for i, d in enumerate(g.shape(g.inputs[n]))

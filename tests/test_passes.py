@@ -6,8 +6,9 @@ import pytest
 
 import gradlang
 from gradlang.ir.graph import Emit, Graph
-from gradlang.passes import differentiate, simplify, verify
-from gradlang.passes.schedule import REUSE_MIN_BYTES, InPlace, IntoBuffer, WhereInto, schedule
+from gradlang.passes import differentiate, simplify
+from gradlang.analysis import verify
+from gradlang.lowering.schedule import REUSE_MIN_BYTES, InPlace, IntoBuffer, WhereInto, schedule
 from gradlang.passes.simplify import common_subexpressions, dead_code, fold_constants, identities
 from gradlang.runtime.interpreter import Executable
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gradlang
-from gradlang.builtins import INITIALIZERS as COMPILED_KINDS
+from gradlang.frontend.builtins import INITIALIZERS as COMPILED_KINDS
 from gradlang.runtime.initializers import INITIALIZERS
 
 REGRESSION = """

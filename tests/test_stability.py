@@ -8,7 +8,7 @@ import pytest
 
 import gradlang
 from gradlang.cli import main
-from gradlang.passes import verify
+from gradlang.analysis import verify
 from gradlang.passes.stability import stabilize, stable_form
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import GradError
 from ..ops import registry
 from ..ops.shapes import FLOATS
-from ..syntax import ast, parse
+from ..frontend.syntax import ast, parse
 from .graph import Graph
 from .printer import fmt_index, fmt_scalar, print_order, printed_names
 

@@ -23,12 +23,12 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..elaborate import Elaborator
+from ..frontend.elaborate import Elaborator
 from ..errors import GradError, Source, Span
 from ..ops.shapes import fmt_type
 from ..resources import stdlib_dir
-from ..syntax import ast, parse
-from ..values import (Builtin, DataSpec, Function, InitSpec, LayerDef, LayerInstance, ModuleValue,
+from ..frontend.syntax import ast, parse
+from ..frontend.values import (Builtin, DataSpec, Function, InitSpec, LayerDef, LayerInstance, ModuleValue,
                       OptimizerSpec, Scope, Tensor, UnboundLayer, describe)
 
 KEYWORDS = ("import", "from", "as", "input", "param", "data", "fn", "layer", "forward", "loss", "metric",
@@ -532,7 +532,7 @@ class Analysis:
                     items.append(_completion(name, value))
             scope = scope.parent
         if top is None:   # nothing compiled yet: the builtins are still known
-            from ..builtins import BUILTINS
+            from ..frontend.builtins import BUILTINS
             items += [_completion(n, v) for n, v in sorted(BUILTINS.items()) if n not in seen]
         return items
 
@@ -660,7 +660,7 @@ def _error_diagnostic(err: GradError, document: Source, module: ast.Module | Non
 def _lint(elaborated, folder: Path | None, document: Source) -> list[Diagnostic]:
     """The warnings `gradlang check` prints, placed in the document (library code at its call)."""
     from ..api import Program
-    from ..passes.lint import lint
+    from ..analysis.lint import lint
     program = Program(elaborated, folder or Path.cwd(), None, document.name)
     sites = {}
     for _, d in elaborated.graph.nx.nodes(data=True):

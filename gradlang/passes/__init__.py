@@ -1,6 +1,5 @@
-"""Passes: pure functions from Graph to Graph (autodiff, simplify), plus the verifier and the scheduler."""
+"""Transforms: pure functions from Graph to Graph (differentiation, stability rewrites, simplification)."""
 from .autodiff import backprop, differentiate
 from .simplify import simplify
-from .verify import verify
 
-__all__ = ["backprop", "differentiate", "simplify", "verify"]
+__all__ = ["backprop", "differentiate", "simplify"]

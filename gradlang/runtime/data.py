@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import GradError, Span
-from ..passes.index_checks import input_index_checks
+from ..analysis.index_checks import input_index_checks
 from .formats import read_csv, read_idx, read_npz, read_text, refuse_oversize
 
 
@@ -168,8 +168,8 @@ def setting_span(call: Span | None, *names: str) -> Span | None:
     runs only for an error."""
     if call is None:
         return None
-    from ..syntax import ast
-    from ..syntax.parser import parse
+    from ..frontend.syntax import ast
+    from ..frontend.syntax.parser import parse
     try:
         pending = [parse(call.source.text, call.source.name)]
     except GradError:

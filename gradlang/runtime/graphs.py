@@ -15,7 +15,7 @@ from ..ir.graph import Graph
 from ..passes import differentiate, simplify
 from ..passes.stability import stabilize
 from .phases import differentiate_phases, loss_name
-from .plan import Plan
+from ..frontend.plan import Plan
 
 
 class ProgramGraphs:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..errors import GradError
 from ..ir.graph import Graph
-from ..passes.schedule import InPlace, IntoBuffer, Schedule
+from ..lowering.schedule import InPlace, IntoBuffer, Schedule
 
 _KERNEL_ERRORS = (ValueError, IndexError, TypeError, FloatingPointError, MemoryError)
 

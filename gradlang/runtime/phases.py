@@ -20,8 +20,8 @@ from functools import partial
 from ..errors import GradError
 from ..ir.graph import Emit, Graph
 from ..passes.autodiff import backprop
-from ..values import LayerInstance, OptimizerSpec, PhaseSpec, Tensor, describe
-from .plan import DEFAULT_OPTIMIZER
+from ..frontend.values import LayerInstance, OptimizerSpec, PhaseSpec, Tensor, describe
+from ..frontend.plan import DEFAULT_OPTIMIZER
 from .train import Reporter
 from .updates import ScheduledOptimizer, Update
 

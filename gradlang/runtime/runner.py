@@ -19,8 +19,8 @@ from ..errors import GradError
 from ..ir.graph import Graph
 from ..ops.registry import RunContext
 from ..ops.shapes import DTYPES
-from ..passes.index_checks import input_index_checks
-from ..passes.schedule import schedule
+from ..analysis.index_checks import input_index_checks
+from ..lowering.schedule import schedule
 from . import data as data_sources
 from .feeds import bind_dimensions, convert
 from .graphs import ProgramGraphs
@@ -29,7 +29,7 @@ from .interpreter import Executable
 from .numerics import nonfinite_loss, run_checked
 from .params import Params
 from .phases import PhasedTraining, loss_name
-from .plan import Plan
+from ..frontend.plan import Plan
 from .updates import ScheduledOptimizer, Update
 
 

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GradError
-from ..values import DataSpec, describe
+from ..frontend.values import DataSpec, describe
 from .data import batches, count_examples
 from .numerics import NonFiniteError
-from .plan import show
+from ..frontend.plan import show
 
 try:
     import fcntl  # file locks tell a live writer's temporary file from one a killed writer left (POSIX)

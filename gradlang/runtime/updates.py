@@ -13,8 +13,8 @@ import numpy as np
 
 from ..ir.graph import Graph
 from ..ops.shapes import DTYPES
-from ..passes.schedule import schedule
-from ..values import OptimizerSpec, Tensor
+from ..lowering.schedule import schedule
+from ..frontend.values import OptimizerSpec, Tensor
 from .interpreter import Executable
 from .optimizers import OPTIMIZERS
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import Span
-from .ir.graph import Graph
+from ..errors import Span
+from ..ir.graph import Graph
 from .syntax import ast
 
 
@@ -157,7 +157,7 @@ def show(value) -> str:
 
 def describe(value) -> str:
     """A short human description of a value's kind, for error messages."""
-    from .ops.shapes import fmt_type
+    from ..ops.shapes import fmt_type
     if isinstance(value, Tensor):
         return f"a tensor {fmt_type(value.shape, value.dtype)}"
     if isinstance(value, bool):

@@ -22,7 +22,7 @@ from ..ir.graph import Graph
 from ..ops import registry
 from ..ops.registry import MOVES_DATA, REDUCTION, VIEW
 from ..ops.shapes import DTYPES, resolve
-from .schedule import schedule
+from ..lowering.schedule import schedule
 
 
 

@@ -22,7 +22,7 @@ from ..ops import registry
 from ..ops.primitives import SoftmaxCrossEntropy
 from ..ops.registry import VIEW, RunContext
 from ..ops.shapes import DTYPES, broadcast, resolve
-from .index_checks import IndexGuard, guarded
+from ..analysis.index_checks import IndexGuard, guarded
 
 
 @dataclass

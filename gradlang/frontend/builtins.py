@@ -11,14 +11,14 @@ import math
 import operator
 from dataclasses import dataclass
 
-from .errors import GradError, Span
-from .ir.graph import check_size
-from .ops.shapes import FLOATS, INTS, MAX_RANK, fmt_type
-from .passes.autodiff import backprop
-from .passes.stability import stable_form
-from .runtime.data import DATA_SOURCES, HALF_MAX, SCALE, Range, setting_span
-from .runtime.data import check_settings as check_data_settings
-from .runtime.optimizers import OPTIMIZERS
+from ..errors import GradError, Span
+from ..ir.graph import check_size
+from ..ops.shapes import FLOATS, INTS, MAX_RANK, fmt_type
+from ..passes.autodiff import backprop
+from ..passes.stability import stable_form
+from ..runtime.data import DATA_SOURCES, HALF_MAX, SCALE, Range, setting_span
+from ..runtime.data import check_settings as check_data_settings
+from ..runtime.optimizers import OPTIMIZERS
 from .values import Builtin, DataSpec, InitSpec, OptimizerSpec, Tensor, describe, show
 
 BUILTINS: dict[str, Builtin] = {}
@@ -689,7 +689,7 @@ for _name, _spec in OPTIMIZERS.items():
 @builtin()
 def phase(el, span, loss, params, optimizer=None, repeat=1):
     """one phase of a training step, for the train block's `phases`: `repeat` updates of `params` on the gradient of `loss`"""
-    from .runtime.phases import make_phase
+    from ..runtime.phases import make_phase
     el.spend(span, len(el.graph))   # it looks through the graph's params
     return make_phase(el, span, loss, params, optimizer, repeat)
 

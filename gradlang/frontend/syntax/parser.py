@@ -8,8 +8,8 @@ from lark import Lark, Tree, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.visitors import Transformer_NonRecursive
 
-from .. import resources
-from ..errors import GradError, Source, Span
+from ... import resources
+from ...errors import GradError, Source, Span
 from . import ast
 
 _OPENERS = {"LPAR", "LSQB"}

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from . import builtins as bi
-from .errors import GradError, Span
-from .ir.graph import Graph, check_size, memory_limit
-from .ops.shapes import DTYPES, FLOATS, INTS, MAX_RANK, fmt_type
-from .resources import stdlib_dir
-from .runtime.data import COUNT, COUNT_OR_0, SEED, Range
+from ..errors import GradError, Span
+from ..ir.graph import Graph, check_size, memory_limit
+from ..ops.shapes import DTYPES, FLOATS, INTS, MAX_RANK, fmt_type
+from ..resources import stdlib_dir
+from ..runtime.data import COUNT, COUNT_OR_0, SEED, Range
 from .syntax import ast, parse_file
 from .values import (Builtin, DataSpec, Function, InitSpec, LayerDef, LayerInstance, ModuleValue,
                      OptimizerSpec, Scope, Tensor, UnboundLayer, describe, show)
@@ -469,7 +469,7 @@ class Elaborator:
             plan.spans[setting.name] = setting.value.span
             _check_setting(setting.name, value, setting.value.span)
         if "phases" in plan.settings:
-            from .runtime.phases import check_phases
+            from ..runtime.phases import check_phases
             check_phases(plan.settings, plan.spans)
         self.plan = plan
 
@@ -787,7 +787,7 @@ def _check_setting(name: str, value, span: Span) -> None:
 def _fitting(value, dtype: str, span: Span):
     """A Python number as a NumPy scalar of `dtype`, or an error when it does not fit (1e39 in f32, 2**40
     in i32), rather than an inf or an OverflowError."""
-    from .ops.shapes import DTYPES
+    from ..ops.shapes import DTYPES
     try:
         with np.errstate(over="ignore"):
             out = np.asarray(value, dtype=DTYPES[dtype])
@@ -829,7 +829,7 @@ def _closest(name: str, candidates: set[str]) -> str | None:
 
 
 def _no_span() -> Span:
-    from .errors import Source
+    from ..errors import Source
     return Span(Source("<prelude>", ""), 1, 1, 1, 1)
 
 

@@ -17,7 +17,7 @@ from ..ir.graph import Emit, Graph
 from ..ops import registry
 from ..ops.registry import COMPARISON, NO_GRADIENT_BY_DESIGN
 from ..ops.shapes import FLOATS
-from .simplify import filled_with
+from ..passes.simplify import filled_with
 
 
 @dataclass(frozen=True)

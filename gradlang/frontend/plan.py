@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import GradError, Span
-from ..values import DataSpec, OptimizerSpec, describe
+from .values import DataSpec, OptimizerSpec, describe
 from .outputs import resolve_output
 
 DEFAULT_OPTIMIZER = OptimizerSpec("sgd", (("lr", 0.01),), None)   # what the train block defaults to

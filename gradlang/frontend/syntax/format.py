@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
 
-from .. import resources
-from ..errors import GradError
+from ... import resources
+from ...errors import GradError
 from . import parser as _parser_module
 
 WIDTH = 100

@@ -1,0 +1,1 @@
+"""Lowering: a graph and its requested outputs become a flat schedule, the runtime's contract."""
