@@ -4,7 +4,7 @@
     prog.loss(feed); prog.gradients(feed); prog.step(feed); prog.train()
 
 A feed is a dict of input name → array. `Program` is a facade over the parts that do the work: the
-train block's settings (runtime/plan.py: `Plan`), the graphs (runtime/graphs.py: `ProgramGraphs`), the
+train block's settings (frontend/plan.py: `Plan`), the graphs (runtime/graphs.py: `ProgramGraphs`), the
 params, feeds, compiled executables, optimizers and training step (runtime/runner.py: `Runner`), and
 the training loop (runtime/train.py).
 """
@@ -15,19 +15,18 @@ from pathlib import Path
 
 import numpy as np
 
-from .frontend.elaborate import Elaborated, elaborate_source
 from .errors import GradError
+from .frontend.elaborate import Elaborated, elaborate_source
+from .frontend.outputs import OUTPUT_SETTINGS
+from .frontend.plan import Plan, loss_name
+from .frontend.syntax import parse, parse_file
 from .ir.printer import format_graph
 from .ops.shapes import fmt_type
 from .runtime import data as data_sources
 from .runtime.graphs import ProgramGraphs
-from .frontend.outputs import OUTPUT_SETTINGS
 from .runtime.params import Params
-from .runtime.phases import loss_name
-from .frontend.plan import Plan
 from .runtime.runner import Runner
 from .runtime.train import Reporter, TrainResult, save_params, train_per_plan
-from .frontend.syntax import parse, parse_file
 
 _DTYPE_NAMES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
 
@@ -41,7 +40,7 @@ class InputInfo:
         return fmt_type(self.shape, self.dtype)
 
 
-def compile(source: str | Path, dtype: str = "float32", seed: int | None = None) -> "Program":  # noqa: A001
+def compile(source: str | Path, dtype: str = "float32", seed: int | None = None) -> Program:  # noqa: A001
     """Compile a `.grad` file (a path) or gradlang source text into a `Program`.
 
     `dtype` is the float precision of every float value ("float32" or "float64");
@@ -182,13 +181,13 @@ class Program:
 
     def backward_listing(self, loss: str | None = None) -> str:
         """The backward pass written out as gradlang assignments, in execution order (`gradlang grad`)."""
-        from .ir.listing import backward_listing
+        from .listing import backward_listing
         return backward_listing(self.gradient_graph(loss), source=self.name)
 
     # ---- data and training ---------------------------------------------------------------------
     def plan_output(self, setting: str) -> Path | None:
         """The file the plan's `save` or `checkpoint` names, resolved below the program's folder
-        (runtime/outputs.py), or None when the plan names none."""
+        (frontend/outputs.py), or None when the plan names none."""
         return self.runner.plan.output(self.folder, setting)
 
     def load_data(self, name: str | None = None, setting: str = "data") -> dict:

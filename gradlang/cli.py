@@ -283,9 +283,7 @@ def _train(args, parallel) -> int:
     try:
         path = program.save(target)
     except OSError as err:
-        span = None if args.out is not None or program.elaborated.plan is None \
-            else program.elaborated.plan.spans.get("save")
-        raise GradError(f"cannot write the params to {target}: {err.strerror or err}", span) from None
+        raise _cannot_write_params(target, program, args, err) from None
     plot = None
     if args.plot is not None:
         from .plot import plot_curves
@@ -330,7 +328,8 @@ def _dry_run(args, program, target: Path, checkpoint: Path) -> int:
         files = [str(p.resolve()) for p in paths(spec, program.folder, program.data_dir)]
         reads.append({"data": name, "source": spec.source, "files": files, "used_as": roles})
     writes = {"params": str(target.resolve()), "checkpoint": str(Path(checkpoint).resolve())}
-    why = {"params": _why_there(args.out, "--out", program, "save", "the default: the file's name, in the current folder"),
+    why = {"params": _why_there(args.out, "--out", program, "save",
+                                "the default: the file's name, in the current folder"),
            "checkpoint": _why_there(args.checkpoint, "--checkpoint", program, "checkpoint",
                                     "the default: beside the params")}
     if args.plot is not None:
@@ -344,7 +343,8 @@ def _dry_run(args, program, target: Path, checkpoint: Path) -> int:
     print("would read:" if reads else "would read: nothing")
     for r in reads:
         files = ", ".join(r["files"]) or "no file (generated)"
-        print(f"  data {r['data']} = {r['source']}(…){' as ' + '/'.join(r['used_as']) if r['used_as'] else ''}: {files}")
+        used_as = " as " + "/".join(r["used_as"]) if r["used_as"] else ""
+        print(f"  data {r['data']} = {r['source']}(…){used_as}: {files}")
     print("would write:")
     for what, path in writes.items():
         print(f"  {what:<10} {path}  ({why[what]})")
@@ -357,10 +357,23 @@ def _why_there(given, option: str, program, setting: str, default: str) -> str:
     if given is not None:
         return f"{option} on the command line"
     if setting in program.plan:
-        span = program.elaborated.plan.spans.get(setting)
+        span = _setting_span(program, setting)
         where = f" at line {span.line}" if span is not None else ""
         return f"{setting} = {program.plan[setting]!r}{where}: inside the program's folder, links followed"
     return default
+
+
+def _setting_span(program, setting: str):
+    """Where the program's train block sets `setting`; None where it does not (or there is none)."""
+    plan = program.elaborated.plan
+    return None if plan is None else plan.spans.get(setting)
+
+
+def _cannot_write_params(target: Path, program, args, err: OSError) -> GradError:
+    """The error for params that cannot be written to `target`, pointing at the program's `save`
+    setting unless --out chose the place."""
+    span = None if args.out is not None else _setting_span(program, "save")
+    return GradError(f"cannot write the params to {target}: {err.strerror or err}", span)
 
 
 def _check_writable(target: Path, program, args) -> None:
@@ -370,9 +383,7 @@ def _check_writable(target: Path, program, args) -> None:
         if not os.access(target.parent, os.W_OK):
             raise PermissionError(13, "permission denied")
     except OSError as err:
-        span = None if args.out is not None or program.elaborated.plan is None \
-            else program.elaborated.plan.spans.get("save")
-        raise GradError(f"cannot write the params to {target}: {err.strerror or err}", span) from None
+        raise _cannot_write_params(target, program, args, err) from None
 
 
 def _load_params(program, path: Path) -> None:
@@ -521,7 +532,7 @@ def cmd_ir(args) -> int:
         stats = stage_stats(program)
         sys.stdout.write(_json(stats) + "\n" if args.format == "json" else format_stats(stats))
     elif args.cost:
-        from .analysis.cost import format_cost, training_step_cost
+        from .lowering.cost import format_cost, training_step_cost
         cost = training_step_cost(program, args.batch or program.plan.get("batch"))
         sys.stdout.write(_json(cost.as_dict()) + "\n" if args.format == "json" else format_cost(cost))
     elif args.png or args.svg:
@@ -572,7 +583,7 @@ def cmd_check(args) -> int:
 
 
 def _warn(program) -> None:
-    """Print the compiler's warnings about the program (see passes/lint.py) on stderr."""
+    """Print the compiler's warnings about the program (see analysis/lint.py) on stderr."""
     from .analysis.lint import lint
     for w in lint(program):
         print(w.format(), file=sys.stderr)

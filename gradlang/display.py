@@ -6,9 +6,8 @@ from __future__ import annotations
 import html
 
 from .errors import Span
-from .ops.shapes import fmt_type
 from .frontend.values import DataSpec, OptimizerSpec, Tensor, describe
-
+from .ops.shapes import fmt_type
 
 # ---- what a program declares, as rows ---------------------------------------------------------------
 

@@ -30,11 +30,12 @@ import numpy as np
 
 from .errors import GradError
 from .ir.graph import Graph
+from .lowering.schedule import schedule
 from .ops import registry
 from .ops.shapes import DTYPES, FLOATS, resolve
 from .passes.autodiff import backprop, differentiate
-from .lowering.schedule import schedule
 from .passes.simplify import simplify
+from .runtime.feeds import bind_dimensions
 from .runtime.interpreter import Executable
 
 DEFAULT_TOLERANCE = 1e-4
@@ -198,11 +199,6 @@ def _compare(f, base: float, analytic: float, floor: float) -> float | None:
     return None if numeric is None else _relative(analytic, numeric, floor)
 
 
-def _bindings_of_feed(program, feed: dict) -> dict:
-    return {dim: np.shape(feed[name])[i] for name, info in program.inputs.items() if name in feed
-            for i, dim in enumerate(info.shape) if isinstance(dim, str)}
-
-
 class FrozenLoss:
     """The training loss on one feed as a function of the params' current values, with every random
     draw and every stop_gradient value fixed at what one training run of the program gives (dropout
@@ -224,13 +220,14 @@ class FrozenLoss:
             graph.replace_uses(n, leaf)
             names.append(f"frozen:{n}")
         gradient = simplify(differentiate(graph, loss))
-        bindings = _bindings_of_feed(program, feed)
+        fed = [None if feed.get(n) is None else np.asarray(feed[n], dtype=DTYPES[info.dtype])
+               for n, info in program.inputs.items()]
+        bindings = bind_dimensions(program.elaborated.inputs, fed)
         grads = [f"grad:{p}" for p in program.param_names]
         self._loss = Executable(schedule(graph, [loss], bindings), graph, names, program.param_names)
         self._grads = Executable(schedule(gradient, grads, bindings), gradient, names, program.param_names)
-        self._inputs = [None if feed.get(n) is None else np.asarray(feed[n], dtype=DTYPES[info.dtype])
-                        for n, info in program.inputs.items()] + [np.array(v) for v in values]   # copies: a
-        # frozen value may be the very array of a param (stop_gradient(p) is p), which the checks move
+        self._inputs = fed + [np.array(v) for v in values]   # copies: a frozen value may be the very
+        # array of a param (stop_gradient(p) is p), which the checks move
         self._params = [program.params[n] for n in program.param_names]
         self._names = program.param_names
 
@@ -255,7 +252,7 @@ def check_params(program, feed: dict, rng: np.random.Generator) -> list[ParamRes
         original = value.copy()
         floor = max(RESOLUTION * float(np.max(np.abs(g), initial=0.0)), FLOOR * (1 + abs(base)))
 
-        def loss_along(d):
+        def loss_along(d, value=value, original=original):
             def f(h):
                 value[...] = original + h * d
                 return loss()

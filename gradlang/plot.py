@@ -19,7 +19,8 @@ def plot_curves(result, path: Path, title: str) -> Path:
     steps, losses = zip(*result.history) if result.history else ((), ())
     ax.plot(steps, losses, color="tab:blue", alpha=0.35, linewidth=0.8, label="training loss (per step)")
     epochs = result.epoch_log
-    ax.plot([r["step"] for r in epochs], [r["loss"] for r in epochs], color="tab:blue", label="training loss (epoch mean)")
+    ax.plot([r["step"] for r in epochs], [r["loss"] for r in epochs], color="tab:blue",
+            label="training loss (epoch mean)")
     if any("val_loss" in r for r in epochs):
         ax.plot([r["step"] for r in epochs], [r["val_loss"] for r in epochs], color="tab:orange",
                 label="validation loss")

@@ -4,7 +4,6 @@ loss curves drawn compactly in text at the end."""
 from __future__ import annotations
 
 import math
-
 import sys
 import time
 

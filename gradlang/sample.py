@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import GradError
-from .ops.shapes import INTS, fmt_type
 from .frontend.values import DataSpec
+from .ops.shapes import INTS, fmt_type
 
 PAD = "\n"   # what a short text is padded with on the left (else a space, else the first character)
 

@@ -14,12 +14,12 @@ from collections import Counter
 from pathlib import Path
 
 from .errors import GradError
+from .frontend.syntax import parse_file
+from .frontend.syntax.dump import ast_to_dot, ast_to_json, format_ast
 from .ir.dot import graph_to_dot
 from .ir.graph import Graph
 from .ir.printer import format_graph, graph_to_json
 from .passes.simplify import simplify
-from .frontend.syntax import parse_file
-from .frontend.syntax.dump import ast_to_dot, ast_to_json, format_ast
 
 STAGES = ("parsed", "elaborated", "grad", "optimized")
 FORMATS = ("text", "dot", "json")

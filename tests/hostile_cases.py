@@ -131,11 +131,11 @@ def _source_text(span, text: str) -> str:
 def callees() -> list[Callee]:
     """Every callable a program can name, read from gradlang's tables and its standard library."""
     from gradlang.frontend import builtins
+    from gradlang.frontend.syntax import ast
+    from gradlang.frontend.syntax.parser import parse_file
     from gradlang.ops import registry
     from gradlang.runtime.data import DATA_SOURCES
     from gradlang.runtime.optimizers import OPTIMIZERS
-    from gradlang.frontend.syntax import ast
-    from gradlang.frontend.syntax.parser import parse_file
 
     out = []
     for name, builtin in sorted(builtins.BUILTINS.items()):
@@ -371,8 +371,8 @@ def data_program(rng: random.Random, callee: Callee) -> tuple[str, str]:
     loss = "loss = mean(x * s)" + (" + 0 * mean(y)" if y_decl else "") + "\n"
     role = rng.choices(["data", "inline", "validation", "test"], [60, 15, 15, 10])[0]
     head = f"data d = {call}\n" if role == "data" else "data d = two_moons(n: 8)\n"
-    settings = {"data": "  data = d\n", "inline": f"  data = {call}\n", "validation": f"  data = d\n  validation = {call}\n",
-                "test": f"  data = d\n  test = {call}\n"}[role]
+    settings = {"data": "  data = d\n", "inline": f"  data = {call}\n",
+                "validation": f"  data = d\n  validation = {call}\n", "test": f"  data = d\n  test = {call}\n"}[role]
     if role in ("validation", "test") and x_type != "f32[B, 2]":
         x_type = "f32[B, 2]"
     program = _imports() + head + f"input x : {x_type}\n" + y_decl + DATA_TENSORS + loss + \
@@ -385,9 +385,10 @@ def optimizer_program(rng: random.Random, callee: Callee) -> tuple[str, str]:
     if rng.random() < 0.8:
         return _imports() + BASE + \
             f"loss = mean(x @ w) + sum(v * v)\ntrain {{\n  data = d\n  steps = 2\n  optimizer = {call}\n}}\n", how
+    repeat = rng.choice(["1", "2", "0", "-1", "2.5"])
     return _imports() + BASE + ("loss a = mean(x @ w)\nloss b = sum(v * v)\n"
                    f"train {{\n  data = d\n  steps = 2\n  phases = [phase(loss: a, params: w, optimizer: {call}),\n"
-                   f"            phase(loss: b, params: v, repeat: {rng.choice(['1', '2', '0', '-1', '2.5'])})]\n}}\n"), \
+                   f"            phase(loss: b, params: v, repeat: {repeat})]\n}}\n"), \
         f"{how}; in phases"
 
 
@@ -408,7 +409,8 @@ def setting_program(rng: random.Random) -> tuple[str, str, list[str]]:
     if rng.random() < 0.15:
         flags = ["--seed", rng.choice(["-1", "18446744073709551616", "-9223372036854775809", "2", "99" * 40])]
         how += f", --seed {flags[1]}"
-    program = _imports() + BASE + "loss = mean(x @ w) + sum(v * v)\n" + f"train {{\n{data}{others}{extra}  {setting} = {value}\n}}\n"
+    program = (_imports() + BASE + "loss = mean(x @ w) + sum(v * v)\n"
+               + f"train {{\n{data}{others}{extra}  {setting} = {value}\n}}\n")
     return program, f"train setting {setting} = {value} ({how})", flags
 
 
@@ -490,7 +492,8 @@ def idx_file(rng: random.Random, array: np.ndarray) -> tuple[bytes, str]:
     if damage == "dims overflow":
         return bytes([0, 0, 8, 3]) + struct.pack(">3I", *([0xFFFFFFFF] * 3)) + array.tobytes(), "IDX, dims 2**32-1 x3"
     if damage == "product wraps to 0":
-        return bytes([0, 0, 8, 4]) + struct.pack(">4I", *([65536] * 4)), "IDX, dims 65536 x4 (product 2**64) and no data"
+        return (bytes([0, 0, 8, 4]) + struct.pack(">4I", *([65536] * 4)),
+                "IDX, dims 65536 x4 (product 2**64) and no data")
     if damage == "truncated":
         return good[:rng.randint(1, len(good) - 1)], "IDX, truncated"
     if damage == "trailing garbage":
@@ -646,8 +649,8 @@ def _run(*argv: str) -> dict:
 
 
 # the other commands that compile a program, and the passes behind them (cost, lint, gradcheck)
-OTHER_COMMANDS = [["ir", "m.grad", "--grad"], ["ir", "m.grad", "--cost", "--batch", "2"], ["check", "m.grad"], ["grad", "m.grad"],
-                  ["gradcheck", "m.grad", "--random"]]
+OTHER_COMMANDS = [["ir", "m.grad", "--grad"], ["ir", "m.grad", "--cost", "--batch", "2"], ["check", "m.grad"],
+                  ["grad", "m.grad"], ["gradcheck", "m.grad", "--random"]]
 
 
 def _command(rng: random.Random) -> dict:
@@ -809,7 +812,8 @@ def damage_ops(rng: random.Random) -> list[dict]:
     if kind == "flip":
         return [{"op": "flip", "at": [rng.random() for _ in range(rng.randint(1, 6))]}]
     if kind == "drop":
-        return [{"op": "drop", "prefix": rng.choice(["param/", "optimizer/", "meta", "best/", ""]), "pick": rng.randrange(99)}]
+        return [{"op": "drop", "prefix": rng.choice(["param/", "optimizer/", "meta", "best/", ""]),
+                 "pick": rng.randrange(99)}]
     if kind == "meta":
         value = rng.choice([None, "x", -1, 2 ** 64, 0.5, [], {}, [1, 2], True, 1e308, {"bit_generator": "MT19937"},
                             {"bit_generator": "PCG64", "state": {"state": -1, "inc": "a"}}])
@@ -885,7 +889,8 @@ def describe_case(case: dict) -> str:
                                f"(damage {step['damage']}: {json.dumps(step['ops'])})"))
     for name, content in case["files"].items():
         if "text" in content and name.endswith(".grad"):
-            lines.append(f"  --- {name}\n" + "\n".join("  | " + line for line in content["text"].rstrip("\n").split("\n")))
+            shown = "\n".join("  | " + line for line in content["text"].rstrip("\n").split("\n"))
+            lines.append(f"  --- {name}\n" + shown)
         else:
             size = len(content["text"]) if "text" in content else len(base64.b64decode(content["b64"]))
             lines.append(f"  --- {name}: {size} bytes")
@@ -903,6 +908,12 @@ def _replacement(kind: str, like: np.ndarray) -> bytes:
              "0-d": lambda: np.array(1.0), "int overflow": lambda: np.full(like.shape, 2 ** 63 - 1, dtype=np.int64),
              "float16": lambda: np.full(like.shape, 65504, dtype=np.float16)}[kind]()
     return npy_bytes(value)
+
+
+def _pick(members: dict[str, bytes], op: dict) -> str | None:
+    """The member `op` picks (by its "pick" index) among those whose names start with its "prefix", if any."""
+    names = sorted(n for n in members if n.startswith(op["prefix"]))
+    return names[op["pick"] % len(names)] if names else None
 
 
 def damage(path: Path, ops: list[dict]) -> None:
@@ -928,11 +939,7 @@ def damage(path: Path, ops: list[dict]) -> None:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             members = {name: archive.read(name) for name in archive.namelist()}
 
-        def pick(prefix: str) -> str | None:
-            names = sorted(n for n in members if n.startswith(prefix))
-            return names[op["pick"] % len(names)] if names else None
-
-        if kind == "drop" and (name := pick(op["prefix"])):
+        if kind == "drop" and (name := _pick(members, op)):
             del members[name]
         elif kind in ("meta", "meta raw") and "meta.npy" in members:
             if kind == "meta raw":
@@ -946,7 +953,7 @@ def damage(path: Path, ops: list[dict]) -> None:
                     meta[key] = op["value"]
                 text = json.dumps(meta)
             members["meta.npy"] = npy_bytes(np.array(text))
-        elif kind == "replace" and (name := pick(op["prefix"])):
+        elif kind == "replace" and (name := _pick(members, op)):
             like = np.load(io.BytesIO(members[name]), allow_pickle=False)
             members[name] = _replacement(op["with"], like)
         elif kind == "add":

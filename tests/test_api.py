@@ -80,8 +80,8 @@ def test_executables_are_compiled_once_per_feed_shape():
     assert len(prog.runner.executables) == 1
     small, large = feed(4), feed(32)
     # the batch dimension is symbolic: one program serves every batch size, and mean divides by the right count
-    assert prog.loss(small) == pytest.approx(np.mean((small["x"] @ prog.params["w"] + prog.params["b"] - small["y"]) ** 2),
-                                             rel=1e-5)
+    residual = small["x"] @ prog.params["w"] + prog.params["b"] - small["y"]
+    assert prog.loss(small) == pytest.approx(np.mean(residual ** 2), rel=1e-5)
     prog.loss(large)
     assert len(prog.runner.executables) == 3
 
@@ -190,3 +190,9 @@ def test_gradients_are_values_in_the_language_hessian_vector_product():
     eps = 1e-6
     expected = (gradient(w + eps * v) - gradient(w - eps * v)) / (2 * eps)
     assert prog.metrics({"A": A, "v": v})["hvp0"] == pytest.approx(expected[0], rel=1e-6)
+
+
+def test_train_checks_on_nonfinite_as_the_train_block_does():
+    prog = gradlang.compile("input x : f32[B]\nparam w : f32[]\nloss = mean(x * w)\n")
+    with pytest.raises(GradError, match='on_nonfinite must be "stop" or "skip", got \'bogus\''):
+        prog.train({"x": np.ones(4, np.float32)}, steps=1, on_nonfinite="bogus")

@@ -131,6 +131,7 @@ def test_data_fetch_through_the_command(tmp_path, monkeypatch, capsys):
     import hashlib
     import http.server
     import threading
+
     from gradlang.runtime import fetch as fetch_module
     served = tmp_path / "served"
     served.mkdir()

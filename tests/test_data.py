@@ -18,7 +18,8 @@ from gradlang.runtime.formats import read_csv, read_idx
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 needs_mnist = pytest.mark.skipif(not (SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz").exists(),
-                                 reason=f"the real MNIST files are not in {SHARED / 'mnist'} (CI puts shared/ beside the clone)")
+                                 reason=f"the real MNIST files are not in {SHARED / 'mnist'} "
+                                        "(CI puts shared/ beside the clone)")
 CTX = DataContext(Path("."), None)
 
 

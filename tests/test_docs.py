@@ -339,7 +339,7 @@ def test_optimizer_table_matches_the_runtime():
 
 
 def test_train_settings_table_matches_the_compiler():
-    from gradlang.frontend.elaborate import TRAIN_SETTINGS
+    from gradlang.frontend.plan import TRAIN_SETTINGS
     documented = set(re.findall(r"^\|\s*`(\w+)`", _section("Train settings"), re.M))
     assert documented == set(TRAIN_SETTINGS)
 

@@ -358,11 +358,12 @@ def test_a_warning_names_the_program_not_gradlang(tmp_path, capsys, monkeypatch)
     """A NumPy warning while compiling (an overflow, say) is shown as the program's, without the line of
     gradlang's source that Python's warning format would show."""
     import warnings
+
     from gradlang import api
     real = api.compile
 
     def compile_with_a_warning(*args, **kwargs):
-        warnings.warn("overflow encountered in cast", RuntimeWarning)
+        warnings.warn("overflow encountered in cast", RuntimeWarning, stacklevel=2)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(api, "compile", compile_with_a_warning)

@@ -28,7 +28,8 @@ def run_cli(args, capsys):
 
 def test_every_example_is_covered_here():
     tested = {"linear_regression", "moons_mlp", "xor", "mnist_logreg", "mnist_mlp", "overfitting", "overfitting_l2"}
-    tested |= {"mnist_cnn", "attention", "char_lstm", "word2vec", "policy_gradient", "gan"}   # deep learning: at the end
+    # deep learning: at the end
+    tested |= {"mnist_cnn", "attention", "char_lstm", "word2vec", "policy_gradient", "gan"}
     tested |= {"hvp", "gradient_penalty", "newton"}   # second order: tests/test_second_order.py
     assert {p.stem for p in EXAMPLES.glob("*.grad")} <= tested
 

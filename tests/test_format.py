@@ -10,7 +10,7 @@ from gradlang.cli import main
 from gradlang.errors import GradError
 from gradlang.frontend.syntax import parse
 from gradlang.frontend.syntax.format import WIDTH, FormatError, format_source
-from gradlang.frontend.syntax.parser import _CONTINUES
+from gradlang.frontend.syntax.parser import CONTINUES
 
 ROOT = Path(__file__).resolve().parent.parent
 SOURCES = sorted((ROOT / "examples").glob("*.grad")) + sorted((ROOT / "stdlib").glob("*.grad"))
@@ -252,7 +252,9 @@ _OPERATOR_CHARS = set("=<>!*+-/@")
 
 def _may_touch(left: str, right: str) -> bool:
     """Can two tokens be written with no space between them and still lex as two?"""
-    word = lambda ch: ch.isalnum() or ch in "_."
+    def word(ch: str) -> bool:
+        return ch.isalnum() or ch in "_."
+
     return not (word(left[-1]) and word(right[0])) and not (left[-1] in _OPERATOR_CHARS
                                                               and right[0] in _OPERATOR_CHARS)
 
@@ -269,7 +271,7 @@ def perturbed(draw, with_comments: bool):
     for left, right in zip(tokens, tokens[1:]):
         depth += {"LPAR": 1, "LSQB": 1, "RPAR": -1, "RSQB": -1}.get(left.type, 0)
         gap = text[left.end_pos:right.start_pos]
-        continues = depth > 0 or (str(left) in _CONTINUES and left.type not in ("NAME", "NUMBER", "STRING"))
+        continues = depth > 0 or (str(left) in CONTINUES and left.type not in ("NAME", "NUMBER", "STRING"))
         if "\n" in gap and not continues or "#" in gap:
             # a statement boundary (or a gap holding a comment): keep it, maybe adding a comment
             if with_comments and "\n" in gap and draw(st.booleans()):

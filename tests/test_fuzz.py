@@ -8,8 +8,8 @@ Two sources of input:
 - byte-level mutations of every example and standard-library file.
 
 A program that compiles is also differentiated, and its loss and gradients are computed once on a
-random feed (unless it is large, which would cost seconds a case): the later stages must hold up too. Each case runs under a SIGALRM guard, so a
-hang fails the case instead of stalling the suite.
+random feed (unless it is large, which would cost seconds a case): the later stages must hold up too.
+Each case runs under a SIGALRM guard, so a hang fails the case instead of stalling the suite.
 
 The default run checks a few hundred cases; `pytest -m fuzz tests/test_fuzz.py` runs tens of thousands.
 """
@@ -31,6 +31,7 @@ from hypothesis import strategies as st
 
 import gradlang
 from gradlang.errors import GradError
+from gradlang.ops import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED_FILES = sorted((ROOT / "examples").glob("*.grad")) + sorted((ROOT / "stdlib").glob("*.grad"))
@@ -132,8 +133,8 @@ def assert_located(err: GradError, path: Path) -> None:
 # ---- programs from the grammar -----------------------------------------------------------------
 
 NAMES = ["x", "y", "w", "b", "h", "k", "net", "zz", "B", "step", "nn", "self", "i"]
-UNARY = ["exp", "log", "tanh", "sigmoid", "relu", "abs", "sign", "sin", "cos", "floor", "sqrt",
-         "stop_gradient", "float", "int", "softmax", "log_softmax", "softplus", "log_sigmoid", "gelu",
+# every primitive that is a builtin by its own name, then the other one-argument functions
+UNARY = [*registry.surface(), "sqrt", "float", "int", "softmax", "log_softmax", "softplus", "log_sigmoid", "gelu",
          "swish", "elu", "leaky_relu", "identity", "flatten", "swap_last", "dropout", "len", "range"]
 REDUCERS = ["sum", "mean", "max", "min", "logsumexp", "argmax", "softmax"]
 BINARY = ["maximum", "minimum", "matmul", "dot", "mse", "hinge", "cross_entropy", "binary_cross_entropy",
@@ -214,8 +215,10 @@ def statements(draw, depth: int = 0):
         return f"input {draw(st.sampled_from(NAMES))} : {draw(type_specs())}"
     if kind == 8:
         body = draw(st.lists(statements(depth + 1), min_size=0, max_size=2))
+        forward = draw(e)
+        args = draw(st.sampled_from(["3", "2, 3", "-1", "0", "x", "2.5"]))
         return ("layer lay(n, m = 2) {\n  param W : [n, m]\n  " + "\n  ".join(body)
-                + f"\n  forward(v) = {draw(e)}\n}}\nnet = lay({draw(st.sampled_from(['3', '2, 3', '-1', '0', 'x', '2.5']))})")
+                + f"\n  forward(v) = {forward}\n}}\nnet = lay({args})")
     if kind == 9:
         return draw(st.sampled_from(["import nn", "import rnn", "import attention as at", "from losses import mse",
                                      "import nosuch", "net = nn.mlp([3, 4, 2])", "net = nn.dense(3, 2)",

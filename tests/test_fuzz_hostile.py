@@ -26,7 +26,6 @@ import random
 from pathlib import Path
 
 import pytest
-
 from hostile_cases import FAMILIES, callee_table, make_case, run_cases, selftest_case
 
 QUICK_CASES = 250          # every family at least twice (the family cycle is 100 long)

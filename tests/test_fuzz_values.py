@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_fuzz import FUZZ_SETTINGS, time_limit
 
 import gradlang
 from gradlang import GradError
 from gradlang.cli import main
-
-from test_fuzz import FUZZ_SETTINGS, time_limit
 
 CLASSES, ROWS = 3, 5
 LONG_RUN = int(os.environ.get("GRADLANG_FUZZ_VALUES", "5000"))

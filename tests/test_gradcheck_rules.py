@@ -21,7 +21,6 @@ from gradlang.ops import registry
 
 # op → (a program whose loss's gradient goes through the op's rule, the operands whose cotangents it uses)
 RULE_PROGRAMS = {
-    "abs": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(abs(p) * c)\n", [0]),
     "add": ("param a : [3, 4] = normal(std: 1.0)\nparam b : [4] = normal(std: 1.0)\ninput c : f32[3, 4]\n"
             "loss = sum(sin(a + b) * c)\n", [0, 1]),
     "broadcast_to": ("param p : [4] = normal(std: 1.0)\ninput c : f32[3, 4]\n"
@@ -36,10 +35,8 @@ RULE_PROGRAMS = {
     "conv2d_filter_grad": ("param x : [2, 3, 5, 5] = normal(std: 1.0)\nparam v : [2, 4, 3, 3] = normal(std: 1.0)\n"
                            "input w : f32[4, 3, 3, 3]\ninput c : f32[4, 3, 3, 3]\n"
                            "dw = grad(sum(conv2d(x, w) * v), w)\nloss = sum(dw * c)\n", [0, 1]),
-    "cos": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(cos(p) * c)\n", [0]),
     "div": ("param a : [3, 4] = normal(std: 1.0)\nparam b : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\n"
             "loss = sum(a / (2 + sin(b)) * c)\n", [0, 1]),
-    "exp": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(exp(p) * c)\n", [0]),
     "log": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(log(2 + sin(p)) * c)\n", [0]),
     "logsumexp": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3]\n"
                   "loss = sum(logsumexp(p, axis: 1) * c)\n", [0]),
@@ -69,14 +66,11 @@ RULE_PROGRAMS = {
     "reduce_max": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3]\nloss = sum(max(p, axis: 1) * c)\n", [0]),
     "reduce_sum": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[4]\n"
                    "loss = sum(sin(sum(p, axis: 0)) * c)\n", [0]),
-    "relu": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(relu(p) * c)\n", [0]),
     "reshape": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[4, 3]\nloss = sum(reshape(p, [4, 3]) * c)\n",
                 [0]),
     "scatter_add": ("input table : f32[5, 3]\ninput rows : i64[4]\nparam v : [4, 3] = normal(std: 1.0)\n"
                     "input c : f32[5, 3]\n"
                     "dtable = grad(sum(take(table, rows) * v), table)\nloss = sum(dtable * c)\n", [0]),
-    "sigmoid": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(sigmoid(p) * c)\n", [0]),
-    "sin": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(sin(p) * c)\n", [0]),
     "slice": ("param p : [5, 4] = normal(std: 1.0)\ninput c : f32[2, 4]\nloss = sum(p[1:3] * c)\n", [0]),
     "softmax": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\n"
                 "loss = sum(softmax(p, axis: -1) * c)\n", [0]),
@@ -89,13 +83,18 @@ RULE_PROGRAMS = {
             "loss = sum(sin(a - b) * c)\n", [0, 1]),
     "take": ("param table : [5, 3] = normal(std: 1.0)\ninput rows : i64[4]\ninput c : f32[4, 3]\n"
              "loss = sum(take(table, rows) * c)\n", [0]),
-    "tanh": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(tanh(p) * c)\n", [0]),
     "transpose": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[4, 3]\nloss = sum(transpose(p) * c)\n", [0]),
     "unslice": ("input x : f32[5, 4]\nparam v : [2, 4] = normal(std: 1.0)\ninput c : f32[5, 4]\n"
                 "dx = grad(sum(x[1:3] * v), x)\nloss = sum(dx * c)\n", [0]),
     "where": ("param a : [3, 4] = normal(std: 1.0)\nparam b : [3, 4] = normal(std: 1.0)\n"
               "input x : f32[3, 4]\ninput c : f32[3, 4]\nloss = sum(where(x > 0, a, b) * c)\n", [1, 2]),
 }
+
+# and each builtin that is a primitive of its own name (`surface` in its record) with a rule, on a param, unless
+# the table has a program for it (log's operand must be positive): a new one is checked with no line here
+RULE_PROGRAMS |= {name: ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\n"
+                         f"loss = sum({name}(p) * c)\n", [0])
+                  for name, prim in registry.surface().items() if prim.vjp is not None and name not in RULE_PROGRAMS}
 
 # ops with a rule that no program can send a gradient through
 NOT_IN_A_PROGRAM = {

@@ -12,20 +12,21 @@ of `y` reaches it. Each check (`check_gradients`)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra.numpy import mutually_broadcastable_shapes
 
+from gradlang.analysis import verify
 from gradlang.ir.graph import Graph
+from gradlang.lowering.schedule import schedule
 from gradlang.ops import all_primitives
 from gradlang.ops.shapes import broadcast, resolve
 from gradlang.passes import backprop, simplify
-from gradlang.analysis import verify
-from gradlang.lowering.schedule import schedule
 from gradlang.runtime.interpreter import Executable
 
 EPS = 1e-6     # central-difference step
@@ -242,6 +243,7 @@ ROWS = [
     Row("abs", (M,), (away_from_zero,)),
     Row("sin", (M,)),
     Row("cos", (M,)),
+    Row("erf", (M,)),
     Row("add", (M, M)),
     Row("sub", (M, M)),
     Row("mul", (M, M)),

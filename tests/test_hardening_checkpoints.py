@@ -51,7 +51,8 @@ def checkpoint(tmp_path):
 
 def state_of(program) -> tuple:
     """Everything a resume may change, copied."""
-    return ({k: v.copy() for k, v in program.params.items()}, {k: v.copy() for k, v in program.optimizer_state().items()},
+    return ({k: v.copy() for k, v in program.params.items()},
+            {k: v.copy() for k, v in program.optimizer_state().items()},
             json.dumps(program.rng.bit_generator.state), program.steps_taken)
 
 
@@ -143,7 +144,8 @@ def _array(key, value):
     (_drop("param", "W2"), "lacks param 'W2'"),
     (_array("param/W3", np.zeros(3, np.float32)), "holds param 'W3', which the program does not declare"),
     (_array("param/W1", lambda a: a[:, :4]), "holds param 'W1' of shape [2, 4], and the program's is [2, 8]"),
-    (_array("param/W1", lambda a: a.astype(np.float64)), "holds param 'W1' in float64, and this run computes in float32"),
+    (_array("param/W1", lambda a: a.astype(np.float64)),
+     "holds param 'W1' in float64, and this run computes in float32"),
     (_array("param/b1", lambda a: np.full_like(a, np.nan)), "holds param 'b1' with NaN or infinite values"),
     (_array("param/W1", lambda a: a.astype(np.int32)), "holds param 'W1' in int32"),
     (_drop("optimizer", "v.1"), "lacks the optimizer's 'v.1'"),
@@ -151,7 +153,8 @@ def _array(key, value):
     (_array("optimizer/m.2", lambda a: np.full_like(a, np.inf)), "not finite float32 ones"),
     (_array("optimizer/t", np.array(-3)), "holds the optimizer's 't' as int64 values, not whole numbers ≥ 0"),
     (_array("optimizer/t", np.array(2.5)), "holds the optimizer's 't' as float64 values"),
-    (_array("optimizer/velocity.0", np.zeros((2, 8), np.float32)), "'velocity.0', which the program's optimizer does not have"),
+    (_array("optimizer/velocity.0", np.zeros((2, 8), np.float32)),
+     "'velocity.0', which the program's optimizer does not have"),
     (_drop("best", "b1"), "lacks best param 'b1'"),
     (_array("best/W2", lambda a: a.T), "holds best param 'W2' of shape [3, 8]"),
     (_meta("best", None), "a best validation loss without the params that reached it, or the reverse"),
@@ -173,7 +176,8 @@ def _array(key, value):
     (_meta("stopped_early", 0), "'stopped_early' in its metadata that is not true or false"),
     (_meta("rng", [1, 2]), "'rng' in its metadata that is not the state of a random generator"),
     (_meta("rng", {"bit_generator": "MT19937", "state": {}}), "random generator state that PCG64 refuses"),
-    (lambda arrays, meta: meta["rng"]["state"].__setitem__("state", 2 ** 200), "random generator state that PCG64 refuses"),
+    (lambda arrays, meta: meta["rng"]["state"].__setitem__("state", 2 ** 200),
+     "random generator state that PCG64 refuses"),
     (lambda arrays, meta: meta["rng"].__setitem__("uinteger", 1.5), "not one of PCG64's"),
     (_meta("written_by", "gradlang 9"), "has 'written_by' in its metadata, which no checkpoint has"),
 ])
@@ -344,8 +348,9 @@ def test_a_nan_validation_loss_stops_the_run_naming_the_set_the_epoch_the_step_a
     with pytest.raises(NonFiniteError) as caught:
         program.train()
     err = caught.value
+    # sqrt is pow(·, 0.5)
     assert err.message.startswith("the loss on the validation set became nan after epoch 1 (step 1); "
-                                  "the first non-finite value: pow produced nan (4 of 4 values)"), err.message   # sqrt is pow(·, 0.5)
+                                  "the first non-finite value: pow produced nan (4 of 4 values)"), err.message
     assert err.span.line == 6 and err.op == "pow" and err.step == 1
     assert program.check_numerics is False
 

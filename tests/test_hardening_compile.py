@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 import gradlang
-from gradlang.frontend import builtins as bi
-from gradlang.frontend import elaborate
+from gradlang.analysis.lint import lint
 from gradlang.cli import main
 from gradlang.errors import GradError
-from gradlang.ir.graph import Graph
-from gradlang.analysis.lint import lint
-from gradlang.runtime.optimizers import OPTIMIZERS
+from gradlang.frontend import builtins as bi
+from gradlang.frontend import elaborate
 from gradlang.frontend.syntax import parse, parse_file
+from gradlang.ir.graph import Graph
+from gradlang.runtime.optimizers import OPTIMIZERS
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 ERROR_LINE = re.compile(r"^(?P<file>.+?):(?P<line>\d+):(?P<col>\d+): error: (?P<msg>.+)$")

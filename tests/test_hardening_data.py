@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_data import server  # noqa: F401  (a fixture: an HTTP server on 127.0.0.1 serving a folder)
 
 import gradlang
 from gradlang import GradError
@@ -24,7 +25,6 @@ from gradlang.runtime import data as data_sources
 from gradlang.runtime import fetch as fetch_module
 from gradlang.runtime.data import DataContext, two_moons
 from gradlang.runtime.formats import read_csv, read_idx, read_npz
-from test_data import server  # noqa: F401  (a fixture: an HTTP server on 127.0.0.1 serving a folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSIFIER = """input x : f32[B, 2]

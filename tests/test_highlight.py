@@ -1,7 +1,13 @@
 """Syntax highlighting: the TextMate grammar (editors/textmate, used by the VS Code extension in
-editors/vscode) and the Pygments lexer (gradlang.highlight), on every example and library file."""
+editors/vscode) and the Pygments lexer (gradlang.highlight), on every example and library file.
+
+The lists of builtins and library names in both, and the table of primitive builtins in docs/language.md,
+are written by scripts/generate_surface.py; the first tests check that it has been run."""
+import importlib.util
 import json
 import re
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +20,15 @@ GRAMMAR_FILE = ROOT / "editors" / "textmate" / "gradlang.tmLanguage.json"
 VSCODE = ROOT / "editors" / "vscode"
 SOURCES = sorted((ROOT / "examples").glob("*.grad")) + sorted((ROOT / "stdlib").glob("*.grad"))
 IDS = [f"{p.parent.name}/{p.name}" for p in SOURCES]
+GENERATOR = ROOT / "scripts" / "generate_surface.py"
+RUN_IT = "run python scripts/generate_surface.py"
+
+
+def load_generator():
+    spec = importlib.util.spec_from_file_location("generate_surface", GENERATOR)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 # ---- the shared word lists against the compiler -------------------------------------------------------
@@ -29,7 +44,7 @@ def test_builtins_and_dtypes_are_the_compilers():
     from gradlang.frontend.builtins import BUILTINS
     from gradlang.ops.shapes import DTYPES
     assert sorted(highlight.BUILTINS) == sorted(BUILTINS), \
-        "update BUILTINS in gradlang/highlight.py and the grammar in editors/textmate/"
+        f"BUILTINS in gradlang/highlight.py is not the compiler's: {RUN_IT}"
     assert sorted(highlight.DTYPES) == sorted(DTYPES)
 
 
@@ -37,7 +52,51 @@ def test_stdlib_names_are_the_librarys():
     defined = {m.group(2) for path in (ROOT / "stdlib").glob("*.grad")
                for m in re.finditer(r"^(fn|layer)\s+([A-Za-z_]\w*)", path.read_text(), re.M)}
     assert sorted(highlight.STDLIB) == sorted(defined), \
-        "update STDLIB in gradlang/highlight.py and the grammar in editors/textmate/"
+        f"STDLIB in gradlang/highlight.py is not the standard library's: {RUN_IT}"
+
+
+def test_the_generated_files_are_what_the_generator_writes():
+    """`generate_surface.py --check`: highlight.py, both TextMate grammars and the table in docs/language.md."""
+    run = subprocess.run([sys.executable, str(GENERATOR), "--check"], capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 0, run.stderr or run.stdout
+
+
+def test_the_generator_checks_without_writing_then_writes_what_it_checks(tmp_path, monkeypatch, capsys):
+    """On a copy of the files it writes (the extension's grammar a link where it is one here)."""
+    generator = load_generator()
+    files = [generator.HIGHLIGHT, *generator.GRAMMARS, generator.LANGUAGE]
+    for path in files:
+        copy = tmp_path / path.relative_to(ROOT)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_symlink():
+            copy.symlink_to(path.readlink())
+        else:
+            shutil.copyfile(path, copy)
+    monkeypatch.setattr(generator, "ROOT", tmp_path)
+    monkeypatch.setattr(generator, "HIGHLIGHT", tmp_path / generator.HIGHLIGHT.relative_to(ROOT))
+    monkeypatch.setattr(generator, "GRAMMARS", tuple(tmp_path / p.relative_to(ROOT) for p in generator.GRAMMARS))
+    monkeypatch.setattr(generator, "LANGUAGE", tmp_path / generator.LANGUAGE.relative_to(ROOT))
+    highlight_copy, grammar_copy = tmp_path / "gradlang" / "highlight.py", generator.GRAMMARS[0]
+    stale = highlight_copy.read_text().replace(' "abs",', "")
+    stale_grammar = grammar_copy.read_text().replace("|abs|", "|")
+    highlight_copy.write_text(stale)
+    grammar_copy.write_text(stale_grammar)
+
+    assert generator.main(["--check"]) == 1
+    assert capsys.readouterr().err == (f"gradlang/highlight.py is stale: {RUN_IT}\n"
+                                       f"editors/textmate/gradlang.tmLanguage.json is stale: {RUN_IT}\n")
+    assert highlight_copy.read_text() == stale and grammar_copy.read_text() == stale_grammar
+    assert generator.main([]) == 0
+    assert capsys.readouterr().out == "wrote gradlang/highlight.py\nwrote editors/textmate/gradlang.tmLanguage.json\n"
+    assert generator.main(["--check"]) == 0 and generator.main([]) == 0
+    assert capsys.readouterr().out == "everything was up to date\n"
+    for path in files:
+        copy = tmp_path / path.relative_to(ROOT)
+        assert copy.read_bytes() == path.read_bytes() and copy.is_symlink() == path.is_symlink()
+
+    highlight_copy.write_text(stale.replace(generator.PY_END, ""))
+    assert generator.main(["--check"]) == 2
+    assert "markers of its generated part are missing" in capsys.readouterr().err
 
 
 # ---- the TextMate grammar -----------------------------------------------------------------------------
@@ -143,7 +202,7 @@ def test_the_grammars_word_lists_are_the_shared_ones():
     for name in ("BUILTINS", "STDLIB", "DTYPES", "KEYWORDS_CONTROL", "KEYWORDS_IMPORT", "CONSTANTS",
                  "SPECIAL_NAMES"):
         for word in getattr(highlight, name):
-            assert re.search(rf"[(:|]{word}[)|]", text), f"{word} ({name}) is not in the TextMate grammar"
+            assert re.search(rf"[(:|]{word}[)|]", text), f"{word} ({name}) is not in the TextMate grammar: {RUN_IT}"
 
 
 @pytest.mark.parametrize("token, scope", [

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 import gradlang
+from gradlang.analysis import verify
 from gradlang.cli import main
 from gradlang.errors import GradError
 from gradlang.gradcheck import random_feed
 from gradlang.ir.dot import Drawing
-from gradlang.ir.listing import compile_listing, write_listing
 from gradlang.ir.printer import print_order, printed_names
-from gradlang.analysis import verify
+from gradlang.listing import compile_listing, write_listing
 from gradlang.lowering.schedule import schedule
 from gradlang.runtime.interpreter import Executable
 

@@ -306,6 +306,27 @@ def test_columns_convert_to_and_from_the_clients_units():
         assert from_units(line, to_units(line, col, encoding), encoding) == col
 
 
+def test_a_loop_variable_shows_its_last_item_and_is_where_the_body_finds_it():
+    text = "input x : f32[B]\nh = x\nfor k in [1, 2, 3] {\n  h = h * k\n}\nloss = mean(h)\n"
+    analysis = analyze(text)
+    assert "3 (an integer)" in analysis.hover(*at(text, "k in")) and "types" not in analysis.hover(*at(text, "k in"))
+    assert analysis.definition(*at(text, "* k", offset=2)).range == Range(*at(text, "k in"), 2, 5)
+
+
+def test_the_language_server_observes_the_elaborator_without_reaching_into_it():
+    import ast
+    for path in (ROOT / "gradlang" / "lsp").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        from_front_end = {alias.asname or alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                          and "frontend" in (node.module or "") for alias in node.names}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ClassDef):
+                assert "Elaborator" not in {ast.unparse(base).split(".")[-1] for base in node.bases}, path
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                assert not (node.value.id in from_front_end and node.attr.startswith("_")), (path, node.attr)
+        assert not [name for name in from_front_end if name.startswith("_")], path
+
+
 # ---- the server over stdio ----------------------------------------------------------------------------
 
 class Client:

@@ -5,21 +5,32 @@
   that leave rows over, overlapping pooling windows, repeated indices, a symbolic batch dimension;
   Hessian-vector products through convolution and pooling;
 - the builtins' errors; the stdlib layers (LSTM, GRU, RNN cells, layer norm, attention) against NumPy
-  references, causal masking, and compile time of a recurrence unrolled over T = 100 steps.
+  references, causal masking, and compile time of a recurrence unrolled over T = 100 steps;
+- erf's kernel against math.erf, and gelu, exact and approximate, against references computed with it.
 """
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
 import pytest
+from test_gradients import (
+    Row,
+    build_problem,
+    check_gradients,
+    check_hessian_vector_product,
+    distinct,
+    input_leaf,
+    normal,
+    op,
+    weighted_sum,
+)
 
 import gradlang
 from gradlang import GradError
 from gradlang.ir.graph import Graph
-from test_gradients import (Row, build_problem, check_gradients, check_hessian_vector_product, distinct,
-                            input_leaf, normal, op, weighted_sum)
-
+from gradlang.ops import registry
 
 # ---- references ----------------------------------------------------------------------------------
 
@@ -163,8 +174,9 @@ def test_max_pool_sends_a_tie_to_the_first_maximum_and_never_to_padding():
     g = Graph()
     leaf = input_leaf(g, "x", x.shape)
     total = op(g, "reduce_sum", op(g, "max_pool2d", leaf, kernel=(2, 2), stride=(2, 2), padding=(0, 0)), axes=None)
-    from gradlang.passes import backprop
     from test_gradients import evaluator
+
+    from gradlang.passes import backprop
     (grad,) = backprop(g, total, [leaf])
     g.outputs["grad"] = grad
     np.testing.assert_array_equal(evaluator(g, ["grad"])({"x": x})[0], [[[[1.0, 0.0], [0.0, 0.0]]]])
@@ -431,3 +443,76 @@ def test_an_lstm_unrolled_over_100_steps_compiles_quickly_and_linearly():
     # the unrolled graph grows linearly: 100 steps are twice 50 plus the same fixed part
     per_step = (sizes[100] - sizes[50]) / 50
     assert sizes[100] < 2 * sizes[50] and 30 < per_step < 80
+
+
+# ---- erf and gelu ------------------------------------------------------------------------------------
+
+def erf_kernel(x: np.ndarray, dtype: str):
+    return registry.get("erf").kernel({}, [x.shape], x.shape, dtype)(x)
+
+
+def test_erf_is_math_erf_to_an_ulp_or_two_in_float64():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([
+        np.linspace(-7, 7, 14001),                                              # both methods and the tails
+        rng.choice([-1, 1], 20000) * 10 ** rng.uniform(-320, 1.5, 20000),      # tiny (subnormal too) to 30
+        [1.5, np.nextafter(1.5, 0), 6.0, np.nextafter(6.0, 0), 26.0, 2.0 ** -1022, 5e-324, 1e300, -1e300],
+    ])
+    got = erf_kernel(x, "f64")
+    expected = np.array([math.erf(v) for v in x])
+    assert got.dtype == np.float64 and got.shape == x.shape
+    # within 1e-15 relatively (math.erf is itself within an ulp), or a subnormal's last bit or two
+    assert np.all(np.abs(got - expected) <= 1e-15 * np.abs(expected) + 1e-323), \
+        x[np.argmax(np.abs(got - expected) / np.maximum(np.abs(expected), 1e-300))]
+    np.testing.assert_array_equal(erf_kernel(-x, "f64"), -got)   # odd, exactly
+
+
+def test_erf_of_signed_zeros_infinities_and_nan():
+    got = erf_kernel(np.array([0.0, -0.0, np.inf, -np.inf, np.nan]), "f64")
+    np.testing.assert_array_equal(got, [0.0, -0.0, 1.0, -1.0, np.nan])
+    assert list(np.signbit(got[:2])) == [False, True]
+    assert erf_kernel(np.array(-0.5), "f64") == math.erf(-0.5)   # a scalar keeps its shape
+
+
+def test_erf_in_float32_is_math_erf_rounded_once():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.standard_normal(20000) * 3, rng.choice([-1, 1], 5000) * 10 ** rng.uniform(-45, 1, 5000),
+                        [0.0, 1.5, 6.0, 9.0, np.inf]]).astype(np.float32)
+    got = erf_kernel(x, "f32")
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, np.array([math.erf(v) for v in x.astype(np.float64)], np.float32))
+
+
+def test_erf_is_a_builtin_refusing_integers_as_exp_does():
+    assert gradlang.compile("input x : f32[B]\nloss = sum(erf(x))\n").loss({"x": np.array([0.5], np.float32)}) \
+        == pytest.approx(math.erf(0.5), rel=1e-7)
+    with pytest.raises(GradError, match=r"erf needs float operands, got i64\[B\]"):
+        gradlang.compile("input i : i64[B]\nloss = sum(erf(i))\n")
+
+
+def test_gelu_exact_and_approximate_against_math_erf():
+    prog = gradlang.compile("input x : f64[B]\noutput default = gelu(x)\n"
+                            "output approximate = gelu(x, approximate: true)\n"
+                            "output exact = gelu(x, approximate: false)\nloss = mean(x)\n", dtype="float64")
+    x = np.concatenate([np.linspace(-8, 8, 161), np.random.default_rng(2).standard_normal(100)])
+    out = prog.predict({"x": x})
+    exact = np.array([0.5 * v * (1 + math.erf(v / math.sqrt(2))) for v in x])
+    approximate = 0.5 * x * (1 + np.tanh(0.7978845608028654 * (x + 0.044715 * x ** 3)))
+    np.testing.assert_allclose(out["exact"], exact, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(out["approximate"], approximate, rtol=1e-13, atol=1e-15)
+    np.testing.assert_array_equal(out["default"], out["approximate"])
+    assert 1e-4 < np.max(np.abs(out["approximate"] - out["exact"])) < 5e-4   # as docs/language.md says
+
+
+def test_the_gradient_of_exact_gelu_is_phi_plus_x_times_the_density():
+    prog = gradlang.compile("input c : f64[B, 12]\nparam p : [12] = zeros\n"
+                            "loss = sum(gelu(p, approximate: false) * c)\n", dtype="float64")
+    rng = np.random.default_rng(3)
+    p = np.concatenate([[-5.0, -2.2, -0.3, 0.0, 0.4, 2.12, 2.13, 3.0], rng.standard_normal(4) * 2])
+    prog.set_params({"p": p})
+    feed = {"c": rng.standard_normal((1, 12))}
+    analytic = prog.gradients(feed)["p"]
+    expected = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) + v * math.exp(-v * v / 2) / math.sqrt(2 * math.pi)
+                         for v in p]) * feed["c"][0]
+    np.testing.assert_allclose(analytic, expected, rtol=1e-13, atol=1e-15)
+    np.testing.assert_allclose(analytic, numeric_param_gradients(prog, feed, ["p"])["p"], rtol=1e-6, atol=1e-9)

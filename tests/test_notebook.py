@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 import gradlang
-from gradlang.ir.dot import graph_to_dot
 from gradlang.display import TrainSummary, program_html, program_markdown
+from gradlang.ir.dot import graph_to_dot
 from gradlang.notebook import CellError, compile_cell
 
 ROOT = Path(__file__).resolve().parent.parent

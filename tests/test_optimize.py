@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import gradlang
+from gradlang.analysis import verify
 from gradlang.gradcheck import random_feed
 from gradlang.ir.graph import Emit, Graph
 from gradlang.passes import simplify
-from gradlang.analysis import verify
 from gradlang.passes.simplify import RULES, common_subexpressions, dead_code, fold_constants, identities, rule_names
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 import gradlang
-from gradlang.ir.graph import Emit, Graph
-from gradlang.passes import differentiate, simplify
 from gradlang.analysis import verify
+from gradlang.ir.graph import Emit, Graph
 from gradlang.lowering.schedule import REUSE_MIN_BYTES, InPlace, IntoBuffer, WhereInto, schedule
+from gradlang.passes import differentiate, simplify
 from gradlang.passes.simplify import common_subexpressions, dead_code, fold_constants, identities
 from gradlang.runtime.interpreter import Executable
 
@@ -411,6 +411,7 @@ def test_no_pass_keeps_its_own_list_of_ops():
     pass: a literal collection of three or more primitive names in a pass is a list that will drift
     from the records (per-op tables, dicts keyed by op, are fine)."""
     import ast as python_ast
+
     from gradlang.ops import all_primitives
     names = set(all_primitives())
     root = Path(gradlang.__file__).parent

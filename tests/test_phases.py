@@ -5,13 +5,13 @@ import json
 
 import numpy as np
 import pytest
+from test_errors import case, check_report, run_main
+from test_training import Interrupt, StopAfterEpoch
 
 import gradlang
 from gradlang import GradError
 from gradlang.cli import main
 from gradlang.runtime.train import step_groups
-from test_errors import case, check_report, run_main
-from test_training import Interrupt, StopAfterEpoch
 
 # two players on one shared quantity: u wants u·v·x near 1, v wants it near −1
 GAME = """

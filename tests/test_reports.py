@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 import gradlang
+from gradlang.analysis import verify
+from gradlang.analysis.lint import lint
 from gradlang.cli import main
 from gradlang.gradcheck import random_feed
+from gradlang.lowering.cost import node_flops, training_step_cost
 from gradlang.passes import differentiate, simplify
-from gradlang.analysis import verify
-from gradlang.analysis.cost import node_flops, training_step_cost
-from gradlang.analysis.lint import lint
 from gradlang.passes.stability import stabilize
 
 LINTS = """input x : f32[B, 2]

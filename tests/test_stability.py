@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import gradlang
-from gradlang.cli import main
 from gradlang.analysis import verify
+from gradlang.cli import main
 from gradlang.passes.stability import stabilize, stable_form
 
 

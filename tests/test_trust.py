@@ -150,7 +150,8 @@ def test_a_data_file_with_a_negative_label_names_the_file_and_example(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.ones((4, 3), np.float32), y=np.array([0, 1, -1, 2], np.int32))
     (tmp_path / "m.grad").write_text(CROSS_ENTROPY + 'data d = npz(path: "d.npz")\ntrain {\n  data = d\n}\n')
     prog = gradlang.compile(tmp_path / "m.grad")
-    with pytest.raises(GradError, match=r"d.npz: field 'y', example 2 \(counting from 0\): value -1 is out of range 0..2"):
+    with pytest.raises(GradError,
+                       match=r"d.npz: field 'y', example 2 \(counting from 0\): value -1 is out of range 0..2"):
         prog.load_data()
 
 
@@ -268,8 +269,8 @@ def test_reshape_to_negative_dimensions_is_a_compile_time_error():
 @pytest.mark.parametrize("heads, message", [(3, "heads must divide d_model"), (0, "needs at least one head")])
 def test_attention_heads_that_do_not_divide_d_model(heads, message):
     with pytest.raises(GradError, match=rf"<string>:3:9: error: multi_head_attention.*{message}"):
-        gradlang.compile(f"import attention as att\ninput x : f32[B, 4, 16]\nblock = att.multi_head_attention(16, {heads})\n"
-                         "loss = sum(block(x))\n")
+        gradlang.compile("import attention as att\ninput x : f32[B, 4, 16]\n"
+                         f"block = att.multi_head_attention(16, {heads})\nloss = sum(block(x))\n")
 
 
 def test_csv_target_by_column_name(tmp_path):

@@ -23,7 +23,6 @@ from ..ops.registry import SAME_VALUES
 from ..ops.shapes import INTS
 
 
-
 @dataclass(frozen=True)
 class IndexCheck:
     """The values of input `input` index a dimension of size `bound` in op `op` at `span`."""

@@ -13,8 +13,8 @@ are reported together, each with the source lines that use it, before anything i
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -138,7 +138,8 @@ def _simple(onnx_op: str) -> Translate:
 for _prim, _onnx_op in {
     "add": "Add", "sub": "Sub", "mul": "Mul", "div": "Div", "pow": "Pow", "maximum": "Max",
     "neg": "Neg", "exp": "Exp", "log": "Log", "tanh": "Tanh", "sigmoid": "Sigmoid", "relu": "Relu",
-    "abs": "Abs", "sign": "Sign", "sin": "Sin", "cos": "Cos", "floor": "Floor", "stop_gradient": "Identity",
+    "abs": "Abs", "sign": "Sign", "sin": "Sin", "cos": "Cos", "erf": "Erf", "floor": "Floor",
+    "stop_gradient": "Identity",
     "lt": "Less", "le": "LessOrEqual", "gt": "Greater", "ge": "GreaterOrEqual", "eq": "Equal",
     "where": "Where", "matmul": "MatMul",
 }.items():
@@ -230,7 +231,8 @@ def _softmax_cross_entropy_grad(b, n, xs):
     logits, labels = xs
     depth = n.shape[-1]
     if not isinstance(depth, int):
-        raise GradError(f"cannot export to ONNX: softmax_cross_entropy_grad needs a known number of classes, got {depth}",
+        raise GradError("cannot export to ONNX: softmax_cross_entropy_grad needs a known number of classes, "
+                        f"got {depth}",
                         b.graph.location(n.id))
     classes = b.constant(np.arange(depth, dtype=DTYPES[b.graph.dtype(n.operands[1])]), "classes")
     hit = b.node("Equal", [b.node("Unsqueeze", [labels, b.ints([-1])], _hint(n)), classes], _hint(n))

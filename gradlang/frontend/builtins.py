@@ -9,16 +9,16 @@ from __future__ import annotations
 import inspect
 import math
 import operator
-from dataclasses import dataclass
 
 from ..errors import GradError, Span
 from ..ir.graph import check_size
+from ..ops import registry
 from ..ops.shapes import FLOATS, INTS, MAX_RANK, fmt_type
 from ..passes.autodiff import backprop
 from ..passes.stability import stable_form
-from ..runtime.data import DATA_SOURCES, HALF_MAX, SCALE, Range, setting_span
-from ..runtime.data import check_settings as check_data_settings
-from ..runtime.optimizers import OPTIMIZERS
+from . import sources
+from .plan import OPTIMIZER_SETTINGS, OPTIMIZERS, make_phase
+from .settings import HALF_MAX, NUMBER, SCALE_SETTING, Range, Static, check_statics
 from .values import Builtin, DataSpec, InitSpec, OptimizerSpec, Tensor, describe, show
 
 BUILTINS: dict[str, Builtin] = {}
@@ -178,19 +178,21 @@ def _flag(value, name: str, span: Span) -> bool:
 
 # ---- elementwise ---------------------------------------------------------------------------------
 
-def _unary(name: str, doc: str):
+def _surface_builtin(prim: registry.Primitive):
+    """`name(x)` for a primitive marked `surface` in its record: the operand as a tensor of its own dtype
+    (no promotion: `exp` of an integer is refused by the primitive's shape rule, `abs` keeps it), the
+    primitive on it, and the record's doc."""
+    name = prim.name
+
     def impl(el, span, x):
         return el.emit(name, [_tensor(el, x, span)], span)
-    impl.__doc__ = doc
-    BUILTINS[name] = Builtin(name, impl, doc)
+    impl.__name__ = impl.__qualname__ = name
+    impl.__doc__ = prim.doc
+    BUILTINS[name] = Builtin(name, impl, prim.doc)
 
 
-for _name, _doc in [("exp", "e to the power x"), ("log", "natural logarithm"), ("tanh", "hyperbolic tangent"),
-                    ("sigmoid", "logistic function 1 / (1 + e^-x)"), ("relu", "max(x, 0)"),
-                    ("abs", "absolute value"), ("sign", "-1, 0 or 1"), ("sin", "sine"), ("cos", "cosine"),
-                    ("floor", "largest integer ≤ x (as a float; no gradient)"),
-                    ("stop_gradient", "x, but no gradient flows through it")]:
-    _unary(_name, _doc)
+for _prim in registry.surface().values():
+    _surface_builtin(_prim)
 
 
 @builtin()
@@ -538,39 +540,6 @@ INITIALIZERS = ("zeros", "ones", "constant", "normal", "uniform", "glorot_unifor
                 "xavier_uniform", "xavier_normal", "he_uniform", "he_normal")
 
 
-@dataclass(frozen=True)
-class Static:
-    """What a setting known at compile time may be: its kind, and the range a number must lie in (a
-    data source's `Range`: finite, between bounds that may name another setting, as uniform's
-    `high ≥ low`). Initialisers, optimizers and the train block declare theirs in tables."""
-
-    kind: str = "number"      # "integer", "number" or "boolean"
-    range: Range = Range()
-
-    def refusal(self, value, settings: dict) -> str | None:
-        """What the value must be, in words, when it is not of this kind and range; else None."""
-        if self.kind == "boolean":
-            return None if isinstance(value, bool) else "true or false"
-        if isinstance(value, bool) or not isinstance(value, int if self.kind == "integer" else (int, float)):
-            return f"an {self.kind}" if self.kind == "integer" else f"a {self.kind}"
-        return self.range.refusal(value, settings)
-
-
-NUMBER = Static()
-SCALE_SETTING = Static("number", SCALE)
-FRACTION_BELOW_1 = Static("number", Range(0, 1, below=True))   # a decay rate: 1 would never forget
-
-
-def check_statics(owner: str, rules: dict, settings: dict, span: Span) -> None:
-    """Refuse the first of `settings` that its rule in `rules` does not admit, at the setting in the
-    call `owner(…)` at `span`."""
-    for name, value in settings.items():
-        requirement = rules[name].refusal(value, settings)
-        if requirement is not None:
-            raise GradError(f"{owner}({name}: {show(value)}): {name} must be {requirement}",
-                            setting_span(span, name))
-
-
 def _init(kind: str, doc: str, **rules: tuple):
     """An initialiser builtin; `rules` maps each setting, in order, to its (default, Static)."""
     names = list(rules)
@@ -609,56 +578,17 @@ def default_init(shape: tuple) -> InitSpec:
 
 # ---- data sources and optimizers ----------------------------------------------------------------
 
-_SETTING_TYPES = {"int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
-                  "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
-                  "bool": (lambda v: isinstance(v, bool), "true or false"),
-                  "str": (lambda v: isinstance(v, str), "a string")}
-
-
-def _check_setting(source: str, param: inspect.Parameter, value, span: Span) -> None:
-    """A data-source setting must have its declared type (`target: int | str`), else its default's
-    (an int for `n`, a string for a path, …)."""
-    annotation = param.annotation if isinstance(param.annotation, str) else ""
-    kinds = [k.strip() for k in annotation.split("|") if k.strip() in _SETTING_TYPES]
-    if not kinds and param.default is not inspect.Parameter.empty and param.default is not None:
-        kinds = [type(param.default).__name__]
-    checks = [_SETTING_TYPES[k] for k in kinds if k in _SETTING_TYPES]
-    if not checks:
-        checks = [(lambda v: isinstance(v, (int, float, str, bool)), "a value")]
-    if not any(ok(value) for ok, _ in checks):
-        want = " or ".join(name for _, name in checks)
-        raise GradError(f"{source}({param.name}: …) must be {want} known at compile time, got {describe(value)}",
-                        span)
-
-
-def _data_builtin(name: str, source):
-    params = list(inspect.signature(source).parameters.values())[1:]   # the first is the generator
-
+def _data_builtin(name: str, signature: sources.SourceSignature):
     def impl(el, span, **kwargs):
-        for p in params:
-            if p.default is inspect.Parameter.empty and p.name not in kwargs:
-                raise GradError(f"{name}() needs {p.name}: …", span)
-        known = {p.name for p in params}
-        for k, v in kwargs.items():
-            if k not in known:
-                raise GradError(f"{name}() has no setting {k!r}; known: {', '.join(sorted(known))}", span)
-            _check_setting(name, next(p for p in params if p.name == k), v, span)
-        check_data_settings(name, kwargs, span)   # ranges and output size, where the program is compiled
+        sources.check_kinds(name, kwargs, span)
+        sources.check_settings(name, kwargs, span)   # ranges and output size, where the program is compiled
         return DataSpec(name, tuple(sorted((k, tuple(v) if isinstance(v, list) else v)
                                            for k, v in kwargs.items())), span)
-    doc = (source.__doc__ or "").strip().splitlines()[0] if source.__doc__ else ""
-    BUILTINS[name] = Builtin(name, impl, doc)
+    BUILTINS[name] = Builtin(name, impl, signature.doc.splitlines()[0] if signature.doc else "")
 
 
-for _name, _source in DATA_SOURCES.items():
+for _name, _source in sources.DATA_SOURCES.items():
     _data_builtin(_name, _source)
-
-
-# What each optimizer setting may be. One that follows the step (a schedule) has its values only as training
-# runs, and is not checked here.
-OPTIMIZER_SETTINGS = {"lr": SCALE_SETTING, "momentum": FRACTION_BELOW_1, "nesterov": Static("boolean"),
-                      "clip_norm": SCALE_SETTING, "weight_decay": SCALE_SETTING, "beta1": FRACTION_BELOW_1,
-                      "beta2": FRACTION_BELOW_1, "eps": SCALE_SETTING, "alpha": Static("number", Range(0, 1))}
 
 
 def _optimizer_builtin(name: str, spec):
@@ -688,8 +618,8 @@ for _name, _spec in OPTIMIZERS.items():
 
 @builtin()
 def phase(el, span, loss, params, optimizer=None, repeat=1):
-    """one phase of a training step, for the train block's `phases`: `repeat` updates of `params` on the gradient of `loss`"""
-    from ..runtime.phases import make_phase
+    """one phase of a training step, for the train block's `phases`: `repeat` updates of `params` on the
+    gradient of `loss`"""
     el.spend(span, len(el.graph))   # it looks through the graph's params
     return make_phase(el, span, loss, params, optimizer, repeat)
 

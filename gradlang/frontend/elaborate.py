@@ -14,15 +14,27 @@ from pathlib import Path
 
 import numpy as np
 
-from . import builtins as bi
 from ..errors import GradError, Span
 from ..ir.graph import Graph, check_size, memory_limit
 from ..ops.shapes import DTYPES, FLOATS, INTS, MAX_RANK, fmt_type
 from ..resources import stdlib_dir
-from ..runtime.data import COUNT, COUNT_OR_0, SEED, Range
+from . import builtins as bi
+from .observe import ElaborationObserver
+from .plan import TRAIN_SETTINGS, TrainPlan, check_phases, check_setting
 from .syntax import ast, parse_file
-from .values import (Builtin, DataSpec, Function, InitSpec, LayerDef, LayerInstance, ModuleValue,
-                     OptimizerSpec, Scope, Tensor, UnboundLayer, describe, show)
+from .values import (
+    Builtin,
+    DataSpec,
+    Function,
+    InitSpec,
+    LayerDef,
+    LayerInstance,
+    ModuleValue,
+    Scope,
+    Tensor,
+    UnboundLayer,
+    describe,
+)
 
 PRELUDE = ("activations", "losses", "schedules")
 MAX_CALL_DEPTH = 200
@@ -40,8 +52,6 @@ LIST_ITEMS_PER_STEP = 100
 MAX_LIST_NESTING = 32   # the most dimensions a list made a tensor may have (NumPy's limit, in its older versions)
 # the names training reports its numbers under, beside the metrics' (and `val_<name>` for the validation set)
 REPORTED_NAMES = ("loss", "step", "epoch")
-TRAIN_SETTINGS = ("data", "batch", "epochs", "steps", "optimizer", "seed", "save", "loss", "validation",
-                  "early_stopping", "test", "checkpoint", "phases", "on_nonfinite")
 
 
 @dataclass
@@ -57,14 +67,6 @@ class InputSpec:
     shape: tuple
     dtype: str
     span: Span
-
-
-@dataclass
-class TrainPlan:
-    settings: dict = field(default_factory=dict)   # name → value
-    spans: dict = field(default_factory=dict)      # name → Span, for errors found at run time
-    graph: Graph = field(default_factory=Graph)     # step-dependent settings; input `step`
-    span: Span | None = None
 
 
 @dataclass
@@ -86,8 +88,9 @@ class _Return(Exception):
 
 
 class Elaborator:
-    def __init__(self, float_dtype: str = "f32"):
+    def __init__(self, float_dtype: str = "f32", observer: ElaborationObserver | None = None):
         self.float = float_dtype
+        self.observer = observer   # told what happens (observe.py); None costs a test per hook site
         self.graph = Graph()
         self.params: dict[str, ParamSpec] = {}
         self.inputs: dict[str, InputSpec] = {}
@@ -116,6 +119,8 @@ class Elaborator:
     # ---- modules ---------------------------------------------------------------------------------
     def elaborate_main(self, module: ast.Module, folder: Path | None) -> Elaborated:
         scope = Scope(self.prelude)
+        if self.observer is not None:
+            self.observer.on_program(scope)
         self.exec_block(module.body, scope, context="main", folder=folder)
         if not self.losses:
             raise GradError("the program declares no loss; add a line such as `loss = mean((y - pred) ** 2)`",
@@ -201,33 +206,25 @@ class Elaborator:
         if isinstance(stmt, ast.Assign):
             value = self.eval(stmt.value, scope)
             value = self.bind(stmt.name, value, scope, layer, stmt.span, context)
-            scope.vars[stmt.name] = value
-        elif isinstance(stmt, ast.Import):
+            self.define(scope, stmt.name, value, stmt)
+        elif isinstance(stmt, (ast.Import, ast.FromImport)):
             self._allowed(stmt, context, "import", "main", "module")
-            module = self.load_module(stmt.module, folder, stmt.span)
-            scope.vars[stmt.alias or stmt.module[-1]] = module
-        elif isinstance(stmt, ast.FromImport):
-            self._allowed(stmt, context, "import", "main", "module")
-            module = self.load_module(stmt.module, folder, stmt.span)
-            for name in stmt.names:
-                if name not in module.scope.vars:
-                    raise GradError(f"module {module.name!r} has no {name!r}", stmt.span)
-                scope.vars[name] = module.scope.vars[name]
+            self.run_import(stmt, scope, folder)
         elif isinstance(stmt, ast.FnDef):
-            scope.vars[stmt.name] = Function(stmt.name, stmt.formals, stmt.body, scope, stmt.span)
+            self.define(scope, stmt.name, Function(stmt.name, stmt.formals, stmt.body, scope, stmt.span), stmt)
         elif isinstance(stmt, ast.LayerDef):
             self._allowed(stmt, context, "a layer definition", "main", "module")
-            scope.vars[stmt.name] = LayerDef(stmt, scope)
+            self.define(scope, stmt.name, LayerDef(stmt, scope), stmt)
         elif isinstance(stmt, ast.InputDecl):
             self._allowed(stmt, context, "an input declaration", "main")
-            scope.vars[stmt.name] = self.declare_input(stmt, scope)
+            self.define(scope, stmt.name, self.declare_input(stmt, scope), stmt)
         elif isinstance(stmt, ast.ParamDecl):
             self._allowed(stmt, context, "a param declaration", "main", "layer")
             prefix = f"{layer.name}." if layer is not None else ""
             tensor = self.declare_param(stmt, prefix + stmt.name, scope)
             if layer is not None:
                 layer.params.append(tensor)
-            scope.vars[stmt.name] = tensor
+            self.define(scope, stmt.name, tensor, stmt)
         elif isinstance(stmt, ast.DataDecl):
             self._allowed(stmt, context, "a data declaration", "main")
             value = self.eval(stmt.value, scope)
@@ -235,7 +232,7 @@ class Elaborator:
                 raise GradError(f"`data {stmt.name} = …` needs a data source such as two_moons(n: 100), "
                                 f"got {describe(value)}", stmt.value.span)
             self.data[stmt.name] = value
-            scope.vars[stmt.name] = value
+            self.define(scope, stmt.name, value, stmt)
         elif isinstance(stmt, ast.LossDecl):
             self._allowed(stmt, context, "a loss declaration", "main")
             if stmt.name == "loss":   # `loss loss = …` would be a second thing called `loss`
@@ -247,7 +244,7 @@ class Elaborator:
             name = "loss" if stmt.name is None else f"loss:{stmt.name}"
             self.declare_output(name, self.eval(stmt.value, scope), stmt, "loss", float_only=True)
             self.losses.append(name)
-            scope.vars[stmt.name or "loss"] = Tensor(self.graph, self.graph.outputs[name])
+            self.define(scope, stmt.name or "loss", Tensor(self.graph, self.graph.outputs[name]), stmt)
         elif isinstance(stmt, ast.MetricDecl):
             self._allowed(stmt, context, "a metric declaration", "main")
             self.check_metric_name(stmt)
@@ -256,7 +253,7 @@ class Elaborator:
                 value = self.cast(value, self.float, stmt.value.span)
             self.declare_output(f"metric:{stmt.name}", value, stmt, "metric", float_only=True)
             self.metrics.append(stmt.name)
-            scope.vars[stmt.name] = value
+            self.define(scope, stmt.name, value, stmt)
         elif isinstance(stmt, ast.OutputDecl):
             self._allowed(stmt, context, "an output declaration", "main")
             name = f"output:{stmt.name}"
@@ -269,7 +266,7 @@ class Elaborator:
                 self.graph.data(value.node)["name"] = stmt.name
             self.graph.outputs[name] = value.node
             self.outputs.append(stmt.name)
-            scope.vars[stmt.name] = value
+            self.define(scope, stmt.name, value, stmt)
         elif isinstance(stmt, ast.TrainBlock):
             self._allowed(stmt, context, "a train block", "main")
             self.train_block(stmt, scope)
@@ -288,7 +285,7 @@ class Elaborator:
                                 stmt.iterable.span)
             self.count_unrolled(len(items), stmt.iterable.span)
             for item in items:
-                scope.vars[stmt.var] = item
+                self.define(scope, stmt.var, item, stmt)
                 self.exec_block(stmt.body, scope, context, folder, layer)
         elif isinstance(stmt, ast.If):
             cond = self.eval(stmt.cond, scope)
@@ -298,6 +295,27 @@ class Elaborator:
             self.exec_block(stmt.then if cond else stmt.orelse, scope, context, folder, layer)
         else:  # pragma: no cover - the grammar produces nothing else
             raise GradError(f"unsupported statement {type(stmt).__name__}", stmt.span)
+
+    def define(self, scope: Scope, name: str, value, stmt) -> None:
+        """Bind a statement's name in `scope`, and tell the observer."""
+        scope.vars[name] = value
+        if self.observer is not None:
+            self.observer.on_bind(name, value, scope, stmt)
+
+    def run_import(self, stmt: ast.Import | ast.FromImport, scope: Scope, folder: Path | None) -> None:
+        """`import a.b [as c]` binds the module, `from a.b import x, y` the names it lists."""
+        if self.observer is not None:
+            self.observer.on_import(stmt, self.resolve_module(stmt.module, folder, stmt.span), scope)
+        module = self.load_module(stmt.module, folder, stmt.span)
+        if isinstance(stmt, ast.Import):
+            scope.vars[stmt.alias or stmt.module[-1]] = module
+        else:
+            for name in stmt.names:
+                if name not in module.scope.vars:
+                    raise GradError(f"module {module.name!r} has no {name!r}", stmt.span)
+                scope.vars[name] = module.scope.vars[name]
+        if self.observer is not None:
+            self.observer.on_imported(stmt, module, scope)
 
     def check_metric_name(self, stmt: ast.MetricDecl) -> None:
         """A metric is reported beside the loss, the epoch's numbers and the validation set's (`val_…`)
@@ -467,9 +485,8 @@ class Elaborator:
                 value = self.eval(setting.value, inner)
             plan.settings[setting.name] = value
             plan.spans[setting.name] = setting.value.span
-            _check_setting(setting.name, value, setting.value.span)
+            check_setting(setting.name, value, setting.value.span)
         if "phases" in plan.settings:
-            from ..runtime.phases import check_phases
             check_phases(plan.settings, plan.spans)
         self.plan = plan
 
@@ -506,6 +523,9 @@ class Elaborator:
                 scope.vars[formal.name] = self.eval(formal.default, defaults_scope)
             else:
                 raise GradError(f"{fname}() is missing its argument {formal.name!r}", span)
+        if self.observer is not None:
+            for formal in formals:
+                self.observer.on_bind(formal.name, scope.vars[formal.name], scope, formal)
 
     def with_depth(self, thunk, span: Span, fname: str, definition: Span):
         """Run a call's body (of the function or layer defined at `definition`), bounding the depth."""
@@ -516,16 +536,23 @@ class Elaborator:
         outer_site = self.graph.site
         if outer_site is None and _in_stdlib(definition) and not _in_stdlib(span):
             self.graph.site = span   # entering library code from the user's program: remember the call
+        if self.observer is not None:
+            self.observer.on_call(span)
+        error = None
         try:
             return thunk()
         except GradError as err:
+            error = err
             # an error inside the standard library is reported at the user's call, with the inner place noted
             if err.span is not None and _in_stdlib(err.span) and not _in_stdlib(span):
-                raise GradError(f"{err.message} (in {fname}, {err.span})", span, err.notes) from None
+                error = GradError(f"{err.message} (in {fname}, {err.span})", span, err.notes)
+                raise error from None
             raise
         finally:
             self.depth -= 1
             self.graph.site = outer_site
+            if self.observer is not None:
+                self.observer.on_call_end(span, error)
 
     def call(self, func, args: list, kwargs: dict, span: Span):
         if isinstance(func, Builtin):
@@ -560,8 +587,10 @@ class Elaborator:
         self.work += 1   # (spend's count, without its check at every step: see next_check)
         if self.work > self.next_check:
             self.spend(node.span, 0)
-        method = getattr(self, "eval_" + type(node).__name__)
-        return method(node, scope)
+        value = getattr(self, "eval_" + type(node).__name__)(node, scope)
+        if self.observer is not None:
+            self.observer.on_expression(node, value, scope)
+        return value
 
     def spend(self, span: Span, steps: int) -> None:
         """Count steps of compile-time work, the graph's nodes with them, and refuse at `span` the step
@@ -747,41 +776,6 @@ def _parse_cached(path: Path, display: str) -> ast.Module:
     if key not in _PARSED:
         _PARSED[key] = parse_file(path, display)
     return _PARSED[key]
-
-
-# What the train block's numbers may be. Every setting is checked as soon as it is known (below), so that
-# `gradlang check`, `run --dry-run` and `run` refuse it alike, at its line.
-_COUNT_SETTING = bi.Static("integer", COUNT)
-PLAN_NUMBERS = {"steps": _COUNT_SETTING, "epochs": _COUNT_SETTING, "batch": _COUNT_SETTING,
-                "early_stopping": bi.Static("integer", COUNT_OR_0), "seed": bi.Static("integer", SEED)}
-VALIDATION_FRACTION = bi.Static("number", Range(0, 1, above=True, below=True))
-
-
-def _check_setting(name: str, value, span: Span) -> None:
-    """Settings whose value is checked as soon as it is known: a number in its range, a data source, an
-    optimizer, a word from a fixed set, or a file the run will write (below the program's folder: a model
-    file must not overwrite files elsewhere)."""
-    requirement = PLAN_NUMBERS[name].refusal(value, {}) if name in PLAN_NUMBERS else None
-    if requirement is not None:
-        raise GradError(f"{name} must be {requirement}, got {show(value)}", span)
-    if name in ("data", "test") and not isinstance(value, DataSpec):
-        raise GradError(f"train setting {name} must be a data source, got {describe(value)}", span)
-    if name == "validation" and not isinstance(value, DataSpec) and VALIDATION_FRACTION.refusal(value, {}):
-        raise GradError(f"validation must be a fraction of the data, between 0 and 1, or a data source, got "
-                        f"{show(value)}", span)
-    if name == "optimizer" and not isinstance(value, OptimizerSpec):
-        raise GradError(f"the train block's optimizer must be an optimizer such as sgd(lr: 0.1), got "
-                        f"{describe(value)}", span)
-    if name == "on_nonfinite" and value not in ("stop", "skip"):
-        raise GradError(f'on_nonfinite must be "stop" or "skip", got {value!r}' if isinstance(value, str) else
-                        f'on_nonfinite must be "stop" or "skip", got {describe(value)}', span)
-    if name in ("save", "checkpoint"):
-        if not isinstance(value, str) or not value:
-            raise GradError(f"{name} must be a file name in quotes, got {describe(value)}", span)
-        path = Path(value)
-        if path.is_absolute() or ".." in path.parts or value.startswith("~"):
-            raise GradError(f"{name} = {value!r} would write outside the program's folder; a program may only "
-                            f"write below its own folder (to write elsewhere, use --out or --checkpoint)", span)
 
 
 def _fitting(value, dtype: str, span: Span):

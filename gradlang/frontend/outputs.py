@@ -2,7 +2,7 @@
 below the program's folder once every symbolic link on the way is followed, so that a model file
 shipped with a link beside it (`out -> /home/you`) cannot write elsewhere.
 
-Compilation already refuses absolute paths, `..` and `~` (elaborate.py, without touching the disk);
+Compilation already refuses absolute paths, `..` and `~` (frontend/plan.py, without touching the disk);
 this check looks at the disk, once, when the program is compiled. Paths given on the command line or
 to `Program.train` are the user's own choice and are not checked here.
 """

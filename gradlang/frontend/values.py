@@ -7,8 +7,9 @@ tensor operations become IR nodes.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import Span
 from ..ir.graph import Graph
@@ -30,7 +31,7 @@ class Tensor:
 
 
 class Scope:
-    def __init__(self, parent: "Scope | None" = None, vars: dict | None = None):
+    def __init__(self, parent: Scope | None = None, vars: dict | None = None):
         self.parent = parent
         self.vars: dict[str, Any] = dict(vars or {})
 

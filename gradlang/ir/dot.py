@@ -15,7 +15,7 @@ from pathlib import Path
 from ..errors import GradError
 from ..ops.shapes import fmt_type
 from .graph import Graph
-from .printer import _fmt_const, format_graph, is_inline, node_rhs, print_order, value_names
+from .printer import fmt_const, format_graph, is_inline, node_rhs, print_order, value_names
 
 _STYLE = {
     "input": 'shape=ellipse, style=filled, fillcolor="#dbeafe", color="#1d4ed8"',
@@ -45,7 +45,7 @@ def graph_to_dot(graph: Graph, outputs: list[str] | None = None, title: str | No
         labels.setdefault(node, []).append(name)
 
     def operand(o: int) -> str:
-        return _fmt_const(graph.attrs(o)["value"]) if o not in names else "%" + names[o]
+        return fmt_const(graph.attrs(o)["value"]) if o not in names else "%" + names[o]
 
     lines = ["digraph ir {", '  graph [rankdir=TB, fontname="Helvetica"' +
              (f", label={_quote(title)}, labelloc=t" if title else "") + "];",

@@ -48,6 +48,15 @@ def memory_limit() -> int:
         return 1 << 40
 
 
+def refuse_oversize(size: int, what: str, span: Span | None = None, at_least: bool = False, per: str = "") -> None:
+    """Refuse `what`, which would need `size` bytes (or more, `at_least`: reading stopped there; `per`
+    example, say), before anything more is allocated for it, when that is more than the memory limit."""
+    limit = memory_limit()
+    if size > limit:
+        raise GradError(f"{what} would need {'at least ' * at_least}{size:,} bytes{per}, more than the limit of "
+                        f"{limit:,} bytes (the machine's memory, or $GRADLANG_MAX_BYTES)", span)
+
+
 def check_size(shape: tuple, dtype: str, what: str, span: Span | None) -> int:
     """Refuse, before anything is allocated, a value whose known dimensions alone (a symbolic one
     counts as 1) need more memory than the limit; returns its size in bytes."""
@@ -55,11 +64,8 @@ def check_size(shape: tuple, dtype: str, what: str, span: Span | None) -> int:
     for d in shape:
         count *= d if isinstance(d, int) and d > 0 else (0 if d == 0 else 1)
     size = count * np.dtype(DTYPES[dtype]).itemsize
-    limit = memory_limit()
-    if size > limit:
-        per = " per example" if any(isinstance(d, str) for d in shape) else ""
-        raise GradError(f"{what} of type {dtype}[{','.join(map(str, shape))}] would need {size:,} bytes{per}, "
-                        f"more than the limit of {limit:,} bytes (the machine's memory, or $GRADLANG_MAX_BYTES)", span)
+    per = " per example" if any(isinstance(d, str) for d in shape) else ""
+    refuse_oversize(size, f"{what} of type {dtype}[{','.join(map(str, shape))}]", span, per=per)
     return size
 
 
@@ -206,7 +212,7 @@ class Graph:
                     heapq.heappush(ready, (key(user), user))
         return out
 
-    def copy(self) -> "Graph":
+    def copy(self) -> Graph:
         new = Graph()
         new.nx = self.nx.copy()
         for _, d in new.nx.nodes(data=True):

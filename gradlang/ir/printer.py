@@ -46,7 +46,8 @@ def fmt_scalar(value) -> str:
     return str(value.item()).lower()
 
 
-def _fmt_const(value: np.ndarray) -> str:
+def fmt_const(value: np.ndarray) -> str:
+    """A constant's value as an operand reads: a scalar, up to four elements in brackets, or a count."""
     if value.ndim == 0:
         return fmt_scalar(value)
     if value.size <= 4:
@@ -152,7 +153,7 @@ def node_rhs(graph: Graph, node: int, operand) -> str:
     if op in ("input", "param"):
         return op
     if op == "const":
-        return f"const {_fmt_const(attrs['value'])}"
+        return f"const {fmt_const(attrs['value'])}"
     shown = []
     if op in ("slice", "unslice"):
         shown.append(fmt_index(attrs.pop("index")))
@@ -180,7 +181,7 @@ def format_graph(graph: Graph, outputs: list[str] | None = None, locations: bool
     wanted, order, names = _visible(graph, outputs)
 
     def operand(o: int) -> str:
-        return _fmt_const(graph.attrs(o)["value"]) if o not in names else "%" + names[o]
+        return fmt_const(graph.attrs(o)["value"]) if o not in names else "%" + names[o]
 
     rows = []
     for node in order:

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..analysis.index_checks import IndexGuard, guarded
 from ..errors import GradError
 from ..ir.graph import Graph, check_size, memory_limit
 from ..ops import registry
 from ..ops.primitives import SoftmaxCrossEntropy
 from ..ops.registry import VIEW, RunContext
 from ..ops.shapes import DTYPES, broadcast, resolve
-from ..analysis.index_checks import IndexGuard, guarded
 
 
 @dataclass
@@ -398,7 +398,8 @@ def _check_peak_memory(graph: Graph, calls: list, frees: list, slot: dict, bindi
         owner[call.node] = _memory_owner(graph, call, owner)
         if owner[call.node] == call.node:
             shape = resolve(graph.shape(call.node), bindings)
-            size[slot[call.node]] = int(np.prod(shape, dtype=np.int64)) * np.dtype(DTYPES[graph.dtype(call.node)]).itemsize
+            itemsize = np.dtype(DTYPES[graph.dtype(call.node)]).itemsize
+            size[slot[call.node]] = int(np.prod(shape, dtype=np.int64)) * itemsize
             live += size[slot[call.node]]
             if live > limit:
                 d = graph.data(call.node)

@@ -1,7 +1,7 @@
 """What an editor needs to know about one .grad document, computed from its text alone.
 
-`analyze(text, path)` compiles the document the way `gradlang check` does, with an elaborator that also
-records, for every expression of the document it evaluates, the value it got (a tensor's shape and dtype,
+`analyze(text, path)` compiles the document the way `gradlang check` does, observing the elaborator to
+record, for every expression of the document it evaluates, the value it got (a tensor's shape and dtype,
 a layer, a function, a number) and where each name it looks up was bound. From that record:
 
 - `diagnostics`: the compiler's error (with the range of its span) and the lint warnings;
@@ -23,13 +23,26 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..frontend.elaborate import Elaborator
 from ..errors import GradError, Source, Span
+from ..frontend.elaborate import Elaborator
+from ..frontend.observe import ElaborationObserver
+from ..frontend.syntax import ast, parse
+from ..frontend.values import (
+    Builtin,
+    DataSpec,
+    Function,
+    InitSpec,
+    LayerDef,
+    LayerInstance,
+    ModuleValue,
+    OptimizerSpec,
+    Scope,
+    Tensor,
+    UnboundLayer,
+    describe,
+)
 from ..ops.shapes import fmt_type
 from ..resources import stdlib_dir
-from ..frontend.syntax import ast, parse
-from ..frontend.values import (Builtin, DataSpec, Function, InitSpec, LayerDef, LayerInstance, ModuleValue,
-                      OptimizerSpec, Scope, Tensor, UnboundLayer, describe)
 
 KEYWORDS = ("import", "from", "as", "input", "param", "data", "fn", "layer", "forward", "loss", "metric",
             "output", "train", "for", "in", "if", "else", "return", "true", "false")
@@ -49,7 +62,7 @@ class Range:
     end_col: int
 
     @staticmethod
-    def of(span: Span) -> "Range":
+    def of(span: Span) -> Range:
         end_line, end_col = span.end_line - 1, span.end_col - 1
         if (end_line, end_col) <= (span.line - 1, span.col - 1):   # an empty span still marks its place
             end_line, end_col = span.line - 1, span.col
@@ -98,7 +111,7 @@ class _Seen:
 
 @dataclass
 class _Index:
-    """What the recording elaborator learned about one version of the document."""
+    """What the recorder learned about one version of the document."""
 
     text: str
     module: ast.Module
@@ -107,20 +120,24 @@ class _Index:
     top_scope: Scope | None = None
 
 
-class _Recorder(Elaborator):
-    """The elaborator, recording each value a document expression takes and where each name is bound."""
+class _Recorder(ElaborationObserver):
+    """Records, from the elaborator's hooks, each value a document expression takes and where each name
+    is bound."""
 
-    def __init__(self, document: Source, float_dtype: str = "f32"):
+    def __init__(self, document: Source, index: _Index):
         self.document = document
+        self.index = index
+        self.graph = None                 # the model's graph, once the elaborator exists: others are the plan's
         self.bindings: dict = {}          # (Scope, name) → Location of the name where it is bound
         self.calls: list[Span] = []
+        self.loop_items: dict = {}        # (Range, Scope) of a loop variable → where in `seen` its item is
+        # where a binding names its name, looked up once: a loop or a function binds its names at every run
+        self.name_range = functools.cache(_name_range)
         self.error_site: Span | None = None   # the document's call through which an error elsewhere came
-        self.index: _Index | None = None
-        super().__init__(float_dtype)
 
     # -- where names are bound --------------------------------------------------------------------
     def _bind_here(self, scope: Scope, name: str, span: Span, start: int = 0) -> Location | None:
-        found = _name_range(span, name, start)
+        found = self.name_range(span, name, start)
         if found is None:
             return None
         where = Location(_file_of(span.source, self.document), found)
@@ -129,53 +146,35 @@ class _Recorder(Elaborator):
             self.index.references.setdefault(found, where)
         return where
 
-    def exec_block(self, body, scope, context, folder=None, layer=None):
-        if self.index is not None and self.index.top_scope is None and context == "main":
-            self.index.top_scope = scope
-        return super().exec_block(body, scope, context, folder, layer)
+    def on_program(self, scope: Scope) -> None:
+        self.index.top_scope = scope
 
-    def exec_stmt(self, stmt, scope, context, folder, layer):
-        if isinstance(stmt, ast.Import):
-            self._record_import(stmt, scope, folder)
-        elif isinstance(stmt, ast.FromImport):
-            self._record_from_import(stmt, folder)
-        name = _bound_name(stmt)
-        # a loop variable is bound before the body runs; other names once their value is known (the
-        # right-hand side of `h = relu(h)` still means the h before)
-        where = self._bind_here(scope, name, stmt.span, len(_keyword(stmt))) if isinstance(stmt, ast.For) else None
-        super().exec_stmt(stmt, scope, context, folder, layer)
-        if name and not isinstance(stmt, ast.For):
-            where = self._bind_here(scope, name, stmt.span, len(_keyword(stmt)))
-        if where is not None and stmt.span.source is self.document and name in scope.vars:
-            self._see(where.range, scope.vars[name])
-        if isinstance(stmt, ast.FromImport):
-            self._bind_imported_names(stmt, scope, folder)
-
-    def _module_location(self, parts: list, folder, span: Span) -> Location | None:
-        try:
-            return Location(self.resolve_module(parts, folder, span), Range(0, 0, 0, 0))
-        except GradError:
-            return None
-
-    def _record_import(self, stmt: ast.Import, scope: Scope, folder) -> None:
-        target = self._module_location(stmt.module, folder, stmt.span)
-        if target is None or stmt.span.source is not self.document:
+    def on_bind(self, name: str, value, scope: Scope, site: ast.Node) -> None:
+        if isinstance(site, ast.LossDecl) and site.name is None:
+            return   # the unnamed loss: `loss` is the keyword itself
+        where = self._bind_here(scope, name, site.span, len(_keyword(site)))
+        if where is None or site.span.source is not self.document:
             return
-        dotted = _name_range(stmt.span, ".".join(stmt.module), len("import"), word=False)
+        # a loop variable shows the last item it held (in each scope it ran in), not every item
+        slot = self.loop_items.setdefault((where.range, scope), len(self.index.seen)) \
+            if isinstance(site, ast.For) else None
+        self._see(where.range, value, slot)
+
+    def on_import(self, stmt: ast.Import | ast.FromImport, path: Path, scope: Scope) -> None:
+        if stmt.span.source is not self.document:
+            return
+        target = Location(path, Range(0, 0, 0, 0))
+        dotted = _name_range(stmt.span, ".".join(stmt.module), len(_keyword(stmt)), word=False)
         if dotted is not None:
             self.index.references.setdefault(dotted, target)
-        # `import nn`: the name nn is bound to the module; its definition is the module's file
-        self.bindings.setdefault((scope, stmt.alias or stmt.module[-1]), target)
+        if isinstance(stmt, ast.Import):
+            # `import nn`: the name nn is bound to the module; its definition is the module's file
+            self.bindings.setdefault((scope, stmt.alias or stmt.module[-1]), target)
 
-    def _record_from_import(self, stmt: ast.FromImport, folder) -> None:
-        target = self._module_location(stmt.module, folder, stmt.span)
-        dotted = _name_range(stmt.span, ".".join(stmt.module), len("from"), word=False)
-        if target is not None and dotted is not None and stmt.span.source is self.document:
-            self.index.references.setdefault(dotted, target)
-
-    def _bind_imported_names(self, stmt: ast.FromImport, scope: Scope, folder) -> None:
-        """`from nn import dense`: dense is bound where the module defines it."""
-        module = self.modules[self.resolve_module(stmt.module, folder, stmt.span)]
+    def on_imported(self, stmt: ast.Import | ast.FromImport, module: ModuleValue, scope: Scope) -> None:
+        """`from nn import dense`: dense is bound where the module binds it."""
+        if not isinstance(stmt, ast.FromImport):
+            return
         skip = _span_text(stmt.span).find(" import ") + len(" import ")
         for imported in stmt.names:
             value = scope.vars[imported]
@@ -188,46 +187,37 @@ class _Recorder(Elaborator):
                 if target is not None:
                     self.index.references.setdefault(where, target)
 
-    def bind_formals(self, fname, formals, args, kwargs, scope, span, defaults_scope):
-        for formal in formals:
-            self._bind_here(scope, formal.name, formal.span)
-        super().bind_formals(fname, formals, args, kwargs, scope, span, defaults_scope)
-        for formal in formals:
-            if formal.span.source is self.document and formal.name in scope.vars:
-                self._see(_name_range(formal.span, formal.name), scope.vars[formal.name])
-
-    def with_depth(self, thunk, span, fname, definition):
+    def on_call(self, span: Span) -> None:
         self.calls.append(span)
-        try:
-            return super().with_depth(thunk, span, fname, definition)
-        except GradError as err:
-            # an error in another file (a module of the user's): the innermost call in the document shows it
-            if (self.error_site is None and err.span is not None and err.span.source is not self.document
-                    and span.source is self.document):
-                self.error_site = span
-            raise
-        finally:
-            self.calls.pop()
+
+    def on_call_end(self, span: Span, error: GradError | None) -> None:
+        self.calls.pop()
+        # an error in another file (a module of the user's): the innermost call in the document shows it
+        if (error is not None and self.error_site is None and error.span is not None
+                and error.span.source is not self.document and span.source is self.document):
+            self.error_site = span
 
     # -- what expressions evaluate to ---------------------------------------------------------------
-    def eval(self, node, scope):
-        value = super().eval(node, scope)
-        if node.span.source is self.document:
-            self._see(Range.of(node.span), value)
-            if isinstance(node, ast.Name):
-                self._reference(Range.of(node.span), _binding_of(self.bindings, scope, node.id), value)
-            elif isinstance(node, ast.Attribute):
-                self._attribute(node, scope)
-        return value
+    def on_expression(self, node, value, scope: Scope) -> None:
+        if node.span.source is not self.document:
+            return
+        self._see(Range.of(node.span), value)
+        if isinstance(node, ast.Name):
+            self._reference(Range.of(node.span), _binding_of(self.bindings, scope, node.id), value)
+        elif isinstance(node, ast.Attribute):
+            self._attribute(node, scope)
 
-    def _see(self, where: Range | None, value) -> None:
+    def _see(self, where: Range | None, value, slot: int | None = None) -> None:
+        """Record a value of the document's text at `where`: as a new record, or in place of the one at
+        `slot`."""
         if where is None:
             return
         kind = _tensor_type(value)
         if kind is not None and value.graph is not self.graph:
             kind += " (a training-plan value: it depends on step)"
         call_line = next((s.line for s in self.calls if s.source is self.document), None)
-        self.index.seen.append(_Seen(where, value, kind, call_line))
+        slot = len(self.index.seen) if slot is None else slot
+        self.index.seen[slot:slot + 1] = [_Seen(where, value, kind, call_line)]
 
     def _reference(self, where: Range, bound: Location | None, value) -> None:
         in_model = not isinstance(value, Tensor) or value.graph is self.graph   # not `step` of the plan
@@ -286,7 +276,7 @@ def _keyword(stmt) -> str:
     """The keyword a statement starts with, skipped when looking for the name it binds."""
     return {ast.InputDecl: "input", ast.ParamDecl: "param", ast.DataDecl: "data", ast.MetricDecl: "metric",
             ast.OutputDecl: "output", ast.FnDef: "fn", ast.LayerDef: "layer", ast.LossDecl: "loss",
-            ast.For: "for"}.get(type(stmt), "")
+            ast.For: "for", ast.Import: "import", ast.FromImport: "from"}.get(type(stmt), "")
 
 
 def _name_range(span: Span, name: str, skip: int = 0, word: bool = True) -> Range | None:
@@ -659,8 +649,8 @@ def _error_diagnostic(err: GradError, document: Source, module: ast.Module | Non
 
 def _lint(elaborated, folder: Path | None, document: Source) -> list[Diagnostic]:
     """The warnings `gradlang check` prints, placed in the document (library code at its call)."""
-    from ..api import Program
     from ..analysis.lint import lint
+    from ..api import Program
     program = Program(elaborated, folder or Path.cwd(), None, document.name)
     sites = {}
     for _, d in elaborated.graph.nx.nodes(data=True):
@@ -699,17 +689,18 @@ def analyze(text: str, path: str | Path | None = None, previous: Analysis | None
             document = err.span.source if err.span is not None and err.span.source.name == name else Source(name, text)
             return Analysis(text, path, [_error_diagnostic(err, document, None)], index, stale=index is not None)
         document = module.span.source
-        recorder = _Recorder(document, dtype)
-        recorder.index = _Index(text, module)
+        recorder = _Recorder(document, _Index(text, module))
+        elaborator = Elaborator(dtype, observer=recorder)
+        recorder.graph = elaborator.graph
         diagnostics: list[Diagnostic] = []
         unlinted = None
         try:
             if _is_library(module):
                 # a library file is checked the way an import runs it
-                recorder.index.top_scope = Scope(recorder.prelude)
-                recorder.exec_block(module.body, recorder.index.top_scope, context="module", folder=folder)
+                recorder.index.top_scope = Scope(elaborator.prelude)
+                elaborator.exec_block(module.body, recorder.index.top_scope, context="module", folder=folder)
             else:
-                unlinted = (recorder.elaborate_main(module, folder), folder, document)
+                unlinted = (elaborator.elaborate_main(module, folder), folder, document)
         except GradError as err:
             diagnostics.insert(0, _error_diagnostic(err, document, module, recorder.error_site))
         except RecursionError:

@@ -29,7 +29,6 @@ from numpy.lib.stride_tricks import sliding_window_view
 from .registry import MOVES_DATA, REDUCTION, IndexOperand, define
 from .shapes import DTYPES, FLOATS, INTS, ShapeError, fmt_shape, fmt_type, normalize_axes
 
-
 # ---- checks and attributes -----------------------------------------------------------------------
 
 def _pair(value, name: str, low: int) -> tuple[int, int]:
@@ -187,7 +186,7 @@ define("conv2d", 2, _conv2d_infer, _conv2d_kernel, _vjp_conv2d,
        "(attrs: stride, padding — zero padding on each side)")
 
 
-def _transpose_infer(shapes, dtypes, attrs):
+def _conv_transpose_infer(shapes, dtypes, attrs):
     g, w = shapes
     dtype = _need_floats("conv2d_transpose", shapes, dtypes)
     _image("conv2d_transpose", g)
@@ -203,7 +202,7 @@ def _transpose_infer(shapes, dtypes, attrs):
     return (g[0], w[1]) + size, dtype
 
 
-def _transpose_kernel(attrs, in_shapes, out_shape, dtype):
+def _conv_transpose_kernel(attrs, in_shapes, out_shape, dtype):
     stride, padding, size = attrs["stride"], attrs["padding"], attrs["size"]
     kernel, target = tuple(in_shapes[1][2:]), DTYPES[dtype]
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -234,14 +233,14 @@ def _transpose_kernel(attrs, in_shapes, out_shape, dtype):
     return conv2d_transpose
 
 
-def _vjp_transpose(e, n, u):
-    g, w = n.operands
+def _vjp_conv_transpose(e, n, g):
+    y, w = n.operands            # y: conv2d_transpose's own `g`, an [N, O, OH, OW] cotangent of conv2d
     stride, padding = n.attrs["stride"], n.attrs["padding"]
-    return [lambda: e("conv2d", u, w, stride=stride, padding=padding),
-            lambda: e("conv2d_filter_grad", u, g, stride=stride, padding=padding, kernel=tuple(e.shape(w)[2:]))]
+    return [lambda: e("conv2d", g, w, stride=stride, padding=padding),
+            lambda: e("conv2d_filter_grad", g, y, stride=stride, padding=padding, kernel=tuple(e.shape(w)[2:]))]
 
 
-define("conv2d_transpose", 2, _transpose_infer, _transpose_kernel, _vjp_transpose,
+define("conv2d_transpose", 2, _conv_transpose_infer, _conv_transpose_kernel, _vjp_conv_transpose,
        "the adjoint of conv2d in its input: g [N, O, OH, OW] and filters w [O, C, KH, KW] → [N, C, H, W] "
        "(attrs: stride, padding, size = (H, W)); a transposed convolution")
 
@@ -275,11 +274,11 @@ def _filter_grad_kernel(attrs, in_shapes, out_shape, dtype):
     return conv2d_filter_grad
 
 
-def _vjp_filter_grad(e, n, v):
-    x, g = n.operands
+def _vjp_filter_grad(e, n, g):
+    x, y = n.operands            # y: conv2d_filter_grad's own `g`, an [N, O, OH, OW] cotangent of conv2d
     stride, padding = n.attrs["stride"], n.attrs["padding"]
-    return [lambda: e("conv2d_transpose", g, v, stride=stride, padding=padding, size=tuple(e.shape(x)[2:])),
-            lambda: e("conv2d", x, v, stride=stride, padding=padding)]
+    return [lambda: e("conv2d_transpose", y, g, stride=stride, padding=padding, size=tuple(e.shape(x)[2:])),
+            lambda: e("conv2d", x, g, stride=stride, padding=padding)]
 
 
 define("conv2d_filter_grad", 2, _filter_grad_infer, _filter_grad_kernel, _vjp_filter_grad,
@@ -344,8 +343,8 @@ def _unpatches_kernel(attrs, in_shapes, out_shape, dtype):
     return patches2d_transpose
 
 
-def _vjp_unpatches(e, n, u):
-    return [lambda: e("patches2d", u, kernel=n.attrs["kernel"], stride=n.attrs["stride"],
+def _vjp_unpatches(e, n, g):
+    return [lambda: e("patches2d", g, kernel=n.attrs["kernel"], stride=n.attrs["stride"],
                       padding=n.attrs["padding"])]
 
 
@@ -452,11 +451,11 @@ define("max_pool2d", 1, _pool_infer("max_pool2d", 1), _max_pool_kernel,
        "the largest value of each window of x [N, C, H, W] → [N, C, OH, OW] (attrs: kernel, stride, padding "
        "— padding never wins)", traits=(REDUCTION,))
 define("max_pool2d_grad", 2, _pool_infer("max_pool2d_grad", 1), _max_pool_grad_kernel,
-       lambda e, n, u: [None, lambda: e("max_pool2d_select", n.operands[0], u, **_pool_attrs(n))],
+       lambda e, n, g: [None, lambda: e("max_pool2d_select", n.operands[0], g, **_pool_attrs(n))],
        "the VJP of max_pool2d: g [N, C, OH, OW] sent to the first maximum of each window of x [N, C, H, W] "
        "(no gradient to x: the routing is piecewise constant)")
 define("max_pool2d_select", 2, _pool_infer("max_pool2d_select", 2), _max_pool_select_kernel,
-       lambda e, n, v: [None, lambda: e("max_pool2d_grad", n.operands[0], v, **_pool_attrs(n))],
+       lambda e, n, g: [None, lambda: e("max_pool2d_grad", n.operands[0], g, **_pool_attrs(n))],
        "u [N, C, H, W] read at the first maximum of each window of x: the adjoint of max_pool2d_grad in g")
 
 
@@ -517,7 +516,7 @@ def _scatter_kernel(attrs, in_shapes, out_shape, dtype):
 
 
 define("scatter_add", 2, _scatter_infer, _scatter_kernel,
-       lambda e, n, u: [lambda: e("take", u, n.operands[1], axis=n.attrs["axis"]), None],
+       lambda e, n, g: [lambda: e("take", g, n.operands[1], axis=n.attrs["axis"]), None],
        "zeros of attrs.shape with the updates added at the indices along attrs.axis (repeated indices "
        "accumulate): the adjoint of take", shape_attrs=("shape",),
        index=IndexOperand(1, lambda attrs, shapes: attrs["shape"][attrs["axis"]]))

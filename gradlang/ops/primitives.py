@@ -7,15 +7,36 @@ operand, max-reductions split it evenly between tied maxima. Integer and boolean
 """
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from functools import partial
 
 import numpy as np
 
-from .registry import (COMMUTATIVE, COMPARISON, ELEMENTWISE, MOVES_DATA, NO_GRADIENT_BY_DESIGN, REDUCTION,
-                       SAME_VALUES, VIEW, IndexOperand, define)
-from .shapes import (DTYPES, FLOATS, INTS, ShapeError, broadcast, fmt_shape, fmt_type, infer_reshape,
-                     normalize_axes, reduced)
-
+from .registry import (
+    COMMUTATIVE,
+    COMPARISON,
+    ELEMENTWISE,
+    MOVES_DATA,
+    NO_GRADIENT_BY_DESIGN,
+    REDUCTION,
+    SAME_VALUES,
+    VIEW,
+    IndexOperand,
+    define,
+)
+from .shapes import (
+    DTYPES,
+    FLOATS,
+    INTS,
+    ShapeError,
+    broadcast,
+    fmt_shape,
+    fmt_type,
+    infer_reshape,
+    normalize_axes,
+    reduced,
+)
 
 # ---- checks ------------------------------------------------------------------------------------
 
@@ -58,8 +79,10 @@ def _leaf_kernel(attrs, in_shapes, out_shape, dtype):
     raise RuntimeError("inputs and params are bound to slots, never computed")
 
 
-define("input", 0, _leaf_infer, _leaf_kernel, None, "A value fed per batch (attrs: name, shape, dtype).", traits=(MOVES_DATA,))
-define("param", 0, _leaf_infer, _leaf_kernel, None, "A trainable value (attrs: name, shape, dtype).", traits=(MOVES_DATA,))
+define("input", 0, _leaf_infer, _leaf_kernel, None, "A value fed per batch (attrs: name, shape, dtype).",
+       traits=(MOVES_DATA,))
+define("param", 0, _leaf_infer, _leaf_kernel, None, "A trainable value (attrs: name, shape, dtype).",
+       traits=(MOVES_DATA,))
 
 
 def _const_infer(shapes, dtypes, attrs):
@@ -67,17 +90,19 @@ def _const_infer(shapes, dtypes, attrs):
     return value.shape, next(k for k, v in DTYPES.items() if v == value.dtype)
 
 
-define("const", 0, _const_infer, lambda attrs, *_: (lambda v=attrs["value"]: v), None, "A literal.", traits=(MOVES_DATA,))
+define("const", 0, _const_infer, lambda attrs, *_: (lambda v=attrs["value"]: v), None, "A literal.",
+       traits=(MOVES_DATA,))
 
 
 # ---- elementwise unary ---------------------------------------------------------------------------
 
-def _unary(name, kernel, vjp, doc, floats_only=True, factory=None, traits=(ELEMENTWISE,)):
-    """An elementwise op: `kernel` itself, or what `factory` makes of the concrete shapes."""
+def _unary(name, kernel, vjp, doc, floats_only=True, factory=None, traits=(ELEMENTWISE,), surface=False):
+    """An elementwise op: `kernel` itself, or what `factory` makes of the concrete shapes. With `surface`,
+    also the builtin `name(x)` of the language, documented by `doc` (see registry.py)."""
     def infer(shapes, dtypes, attrs):
         (_need_float if floats_only else _need_numeric)(name, shapes, dtypes)
         return shapes[0], dtypes[0]
-    define(name, 1, infer, factory or _fixed(kernel), vjp, doc, traits=traits)
+    define(name, 1, infer, factory or _fixed(kernel), vjp, doc, traits=traits, surface=surface)
 
 
 def _one(e, n):
@@ -94,12 +119,13 @@ def _sigmoid(x):
 
 
 _unary("neg", np.negative, lambda e, n, g: [lambda: e("neg", g)], "-x", floats_only=False)
-_unary("exp", np.exp, lambda e, n, g: [lambda: e("mul", g, n.id)], "e^x")
-_unary("log", np.log, lambda e, n, g: [lambda: e("div", g, n.operands[0])], "natural logarithm")
-_unary("tanh", np.tanh,
-       lambda e, n, g: [lambda: e("mul", g, e("sub", _one(e, n), e("mul", n.id, n.id)))], "hyperbolic tangent")
-_unary("sigmoid", _sigmoid,
-       lambda e, n, g: [lambda: e("mul", g, e("mul", n.id, e("sub", _one(e, n), n.id)))], "1 / (1 + e^-x)")
+_unary("exp", np.exp, lambda e, n, g: [lambda: e("mul", g, n.id)], "eˣ (float only)", surface=True)
+_unary("log", np.log, lambda e, n, g: [lambda: e("div", g, n.operands[0])], "natural logarithm (float only)",
+       surface=True)
+_unary("tanh", np.tanh, lambda e, n, g: [lambda: e("mul", g, e("sub", _one(e, n), e("mul", n.id, n.id)))],
+       "hyperbolic tangent (float only)", surface=True)
+_unary("sigmoid", _sigmoid, lambda e, n, g: [lambda: e("mul", g, e("mul", n.id, e("sub", _one(e, n), n.id)))],
+       "1 / (1 + e⁻ˣ), computed without overflow (float only)", surface=True)
 
 
 def _relu_kernel(attrs, in_shapes, out_shape, dtype):
@@ -117,15 +143,80 @@ def _relu_kernel(attrs, in_shapes, out_shape, dtype):
 # The mask is read off the output (y > 0 exactly where x > 0), so the pre-activation dies at the relu
 # and the relu can be computed in its buffer.
 _unary("relu", None, lambda e, n, g: [lambda: e("where", e("gt", n.id, _zero(e, n)), g, _zero(e, n))],
-       "max(x, 0); relu'(0) = 0", floats_only=False, factory=_relu_kernel)
-_unary("abs", np.abs, lambda e, n, g: [lambda: e("mul", g, e("sign", n.operands[0]))], "|x|; abs'(0) = 0",
-       floats_only=False)
-_unary("sin", np.sin, lambda e, n, g: [lambda: e("mul", g, e("cos", n.operands[0]))], "sine")
-_unary("cos", np.cos, lambda e, n, g: [lambda: e("neg", e("mul", g, e("sin", n.operands[0])))], "cosine")
-_unary("sign", np.sign, None, "-1, 0 or 1 (no gradient)", floats_only=False)
-_unary("floor", np.floor, None, "largest integer ≤ x, as a float (no gradient: it is flat almost everywhere)")
-_unary("stop_gradient", lambda x: x, None, "x, through which no gradient flows", floats_only=False,
-       traits=(VIEW, SAME_VALUES, MOVES_DATA, NO_GRADIENT_BY_DESIGN))
+       "max(x, 0); its gradient at 0 is 0", floats_only=False, factory=_relu_kernel, surface=True)
+_unary("abs", np.abs, lambda e, n, g: [lambda: e("mul", g, e("sign", n.operands[0]))],
+       "absolute value; its gradient at 0 is 0", floats_only=False, surface=True)
+_unary("sin", np.sin, lambda e, n, g: [lambda: e("mul", g, e("cos", n.operands[0]))], "sine (float only)",
+       surface=True)
+_unary("cos", np.cos, lambda e, n, g: [lambda: e("neg", e("mul", g, e("sin", n.operands[0])))],
+       "cosine (float only)", surface=True)
+
+
+# erf: NumPy has none. For |x| < 1.5, its Maclaurin series x·P(x²); from 1.5 to 6, 1 − erfc(x) with erfc
+# from its continued fraction; beyond 6, ±1 (erfc(6) < 2.2e-17, under half an ulp of 1). Within 2 ulps of
+# the exact value over the normal float64 range, 3 (4e-16 relatively) just below 1.5, where the series
+# cancels most; float32 is computed in float64 and rounded once.
+_TWO_OVER_SQRT_PI = 1.1283791670955126     # 2/√π, the nearest float64
+# erf(x) = 2/√π · Σₙ (−1)ⁿ x²ⁿ⁺¹ / (n! (2n + 1)): the coefficients of P, each rounded once; 26 terms
+# bring the last below 1e-17 of the sum at x = 1.5
+_ERF_SERIES = tuple(float(Fraction(_TWO_OVER_SQRT_PI) * Fraction((-1) ** n, math.factorial(n) * (2 * n + 1)))
+                    for n in range(26))
+_ERF_SERIES_BELOW = 1.5
+_ERF_IS_ONE_FROM = 6.0
+# erfc(x) = 2x/√π · e^(−x²) / (2x² + 1 − 1·2 / (2x² + 5 − 3·4 / (2x² + 9 − …))), cut after this many
+# levels: full precision from x = 1.5 on (it converges slowest there)
+_ERFC_LEVELS = 40
+_HIGH_HALF = np.uint64(0xFFFFFFFFF8000000)   # a float64's sign, exponent and top 26 bits of its mantissa
+
+
+def _exp_minus_square(a):
+    """e^(−a²) without the rounding of a²: a = h + l with h of 26 bits, so h² is exact and
+    e^(−a²) = e^(−h²)·e^(−(a − h)(a + h))."""
+    h = (a.view(np.uint64) & _HIGH_HALF).view(np.float64)
+    return np.exp(-h * h) * np.exp((h - a) * (h + a))
+
+
+def _erf64(x):
+    a = np.abs(x)
+    out = np.array(x, dtype=np.float64)   # NaN stays NaN: it is in no range below
+    series = a < _ERF_SERIES_BELOW
+    s = a[series]
+    z = s * s
+    acc = np.full_like(z, _ERF_SERIES[-1])
+    for c in _ERF_SERIES[-2::-1]:
+        acc *= z
+        acc += c
+    out[series] = s * acc
+    fraction = (a >= _ERF_SERIES_BELOW) & (a < _ERF_IS_ONE_FROM)
+    f = a[fraction]
+    t = 2 * f * f
+    acc = t + (4 * _ERFC_LEVELS + 1)
+    for k in range(_ERFC_LEVELS, 0, -1):
+        acc = t + (4 * k - 3) - (2 * k - 1) * (2 * k) / acc
+    out[fraction] = 1 - _TWO_OVER_SQRT_PI * f * _exp_minus_square(f) / acc
+    out[a >= _ERF_IS_ONE_FROM] = 1.0
+    return np.copysign(out, x)   # erf is odd: erf(−0) = −0
+
+
+def _erf_kernel(attrs, in_shapes, out_shape, dtype):
+    target = DTYPES[dtype]
+    if target == np.float64:
+        return lambda x: _erf64(np.asarray(x, np.float64))
+    return lambda x: _erf64(np.asarray(x, np.float64)).astype(target)
+
+
+def _vjp_erf(e, n, g):
+    x = n.operands[0]
+    return [lambda: e("mul", g, e("mul", e.const(_TWO_OVER_SQRT_PI, n.dtype), e("exp", e("neg", e("mul", x, x)))))]
+
+
+_unary("erf", None, _vjp_erf, "the error function 2/√π ∫₀ˣ e^(−t²) dt (float only)", factory=_erf_kernel,
+       surface=True)
+_unary("sign", np.sign, None, "−1, 0 or 1 (no gradient)", floats_only=False, surface=True)
+_unary("floor", np.floor, None, "largest integer ≤ x, as a float (no gradient: it is flat almost everywhere); "
+       "e.g. a step schedule `0.1 * 0.5 ** floor(step / 1000)`", surface=True)
+_unary("stop_gradient", lambda x: x, None, "`x`, but no gradient flows through it", floats_only=False,
+       traits=(VIEW, SAME_VALUES, MOVES_DATA, NO_GRADIENT_BY_DESIGN), surface=True)
 
 
 # ---- elementwise binary --------------------------------------------------------------------------
@@ -210,7 +301,8 @@ def _vjp_where(e, n, g):
             lambda: e.sum_to_shape(e("where", c, _zero(e, n), g), e.shape(b))]
 
 
-define("where", 3, _where_infer, _fixed(np.where), _vjp_where, "where(c, a, b): a where c holds, else b", traits=(ELEMENTWISE,))
+define("where", 3, _where_infer, _fixed(np.where), _vjp_where, "where(c, a, b): a where c holds, else b",
+       traits=(ELEMENTWISE,))
 
 
 def _cast_infer(shapes, dtypes, attrs):
@@ -229,7 +321,8 @@ def _vjp_cast(e, n, g):
     return [(lambda: e("cast", g, dtype=src)) if src in FLOATS and n.dtype in FLOATS else None]
 
 
-define("cast", 1, _cast_infer, _cast_kernel, _vjp_cast, "convert to attrs.dtype; gradient only float → float", traits=(ELEMENTWISE, MOVES_DATA,))
+define("cast", 1, _cast_infer, _cast_kernel, _vjp_cast, "convert to attrs.dtype; gradient only float → float",
+       traits=(ELEMENTWISE, MOVES_DATA))
 
 
 # ---- linear algebra ------------------------------------------------------------------------------
@@ -332,7 +425,8 @@ def _size_kernel(attrs, in_shapes, out_shape, dtype):
     return lambda x: count
 
 
-define("size", 1, _size_infer, _size_kernel, None, "number of elements over attrs.axes (known once B is bound)", traits=(MOVES_DATA, NO_GRADIENT_BY_DESIGN,))
+define("size", 1, _size_infer, _size_kernel, None, "number of elements over attrs.axes (known once B is bound)",
+       traits=(MOVES_DATA, NO_GRADIENT_BY_DESIGN))
 
 
 # ---- shape manipulation --------------------------------------------------------------------------
@@ -617,7 +711,8 @@ define("slice", 1, _slice_infer, _slice_kernel,
        "x[index] with static ints and slices", traits=(VIEW, MOVES_DATA,))
 define("unslice", 1, _unslice_infer, _unslice_kernel,
        lambda e, n, g: [lambda: e("slice", g, index=n.attrs["index"])],
-       "zeros of attrs.shape with g written at attrs.index (the transpose of slice)", shape_attrs=("shape",), traits=(MOVES_DATA,))
+       "zeros of attrs.shape with g written at attrs.index (the transpose of slice)", shape_attrs=("shape",),
+       traits=(MOVES_DATA,))
 
 
 # ---- randomness ----------------------------------------------------------------------------------

@@ -11,14 +11,18 @@
   keeps a list of op names of its own.
 - `index = IndexOperand(position, bound)` marks an operand holding integer indices (labels, rows to
   gather): each must lie in [0, bound), never wrapping around as NumPy's negative indices do. The
-  checks are made where the values enter a run (`passes/index_checks.py`), not in the kernel.
+  checks are made where the values enter a run (`analysis/index_checks.py`), not in the kernel.
+- `surface=True` makes a one-operand primitive a builtin function of the language under its own name
+  (`exp(x)`, `erf(x)`): `frontend/builtins.py` makes the builtin, which emits the primitive on its
+  operand as it is (the shape rule refuses a dtype it does not take), with `doc` as its documentation;
+  `scripts/generate_surface.py` then lists it for the highlighters and in docs/language.md.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
-_REGISTRY: dict[str, "Primitive"] = {}
+_REGISTRY: dict[str, Primitive] = {}
 
 # ---- traits --------------------------------------------------------------------------------------
 # Each result element depends only on the operands' elements at the same position (after broadcasting).
@@ -67,6 +71,7 @@ class Primitive:
                            # and the op is never folded, merged or computed at schedule time
     index: IndexOperand | None = None
     traits: frozenset = frozenset()
+    surface: bool = False   # a builtin function of the language under its own name, documented by `doc`
 
     def has(self, trait: str) -> bool:
         return trait in self.traits
@@ -81,12 +86,16 @@ class RunContext:
 
 
 def define(name: str, arity: int | None, infer, kernel, vjp, doc: str = "", shape_attrs=(),
-           random: bool = False, index: IndexOperand | None = None, traits=()) -> Primitive:
+           random: bool = False, index: IndexOperand | None = None, traits=(), surface: bool = False) -> Primitive:
     if name in _REGISTRY:
         raise ValueError(f"primitive {name!r} defined twice")
     if set(traits) - TRAITS:
         raise ValueError(f"primitive {name!r}: unknown traits {sorted(set(traits) - TRAITS)}")
-    prim = Primitive(name, arity, infer, kernel, vjp, doc, tuple(shape_attrs), random, index, frozenset(traits))
+    if surface and (arity != 1 or random or shape_attrs or not doc):
+        raise ValueError(f"primitive {name!r}: only a documented function of one operand, with no attributes, "
+                         "can be a builtin of its own name (surface=True)")
+    prim = Primitive(name, arity, infer, kernel, vjp, doc, tuple(shape_attrs), random, index, frozenset(traits),
+                     surface)
     _REGISTRY[name] = prim
     return prim
 
@@ -101,6 +110,12 @@ def ops_with(trait: str, arity: int | None = None) -> frozenset[str]:
     rules by op."""
     return frozenset(name for name, prim in _REGISTRY.items()
                      if trait in prim.traits and (arity is None or prim.arity == arity))
+
+
+def surface() -> dict[str, Primitive]:
+    """The primitives that are builtin functions of the language under their own names, in the order
+    they are defined."""
+    return {name: prim for name, prim in _REGISTRY.items() if prim.surface}
 
 
 def get(name: str) -> Primitive:

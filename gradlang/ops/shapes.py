@@ -38,8 +38,9 @@ def broadcast(*shapes: Shape) -> Shape:
         dims = {s[axis - rank + len(s)] for s in shapes if axis - rank + len(s) >= 0}
         sized = dims - {1}
         if len(sized) > 1:
+            differ = " vs ".join(str(d) for d in sorted(sized, key=str))
             raise ShapeError("shapes " + " and ".join(fmt_shape(s) for s in shapes)
-                             + f" do not broadcast: dimensions {' vs '.join(str(d) for d in sorted(sized, key=str))} differ")
+                             + f" do not broadcast: dimensions {differ} differ")
         out.append(sized.pop() if sized else 1)
     return tuple(out)
 

@@ -38,7 +38,8 @@ def backprop(graph: Graph, output: int, wrt: list[int], span=None, seed: float =
             continue
         rules = prim.vjp(Emit(graph, ref.span, "grad", ref.site), ref, g)
         if len(rules) != len(ref.operands):
-            raise RuntimeError(f"VJP rule of {ref.op} returned {len(rules)} cotangents for {len(ref.operands)} operands")
+            raise RuntimeError(f"VJP rule of {ref.op} returned {len(rules)} cotangents "
+                               f"for {len(ref.operands)} operands")
         for operand, rule in zip(ref.operands, rules):
             if rule is not None and operand in active:
                 contributions.setdefault(operand, []).append(rule())
@@ -77,4 +78,20 @@ def differentiate(graph: Graph, loss: str = "loss", seed: float = 1) -> Graph:
     grads = backprop(out, out.outputs[loss], list(params.values()), seed=seed)
     for name, node in zip(params, grads):
         out.outputs[f"grad:{name}"] = node
+    return out
+
+
+def differentiate_phases(graph: Graph, phases: list[tuple[str, tuple]], untrained: list[str] = ()) -> Graph:
+    """A copy of `graph` with outputs `grad:<param>` = d loss / d param for each (loss output, params)
+    pair: only those params' gradients are built, so only the backward work they need. The `untrained`
+    params (in no phase) get a zero gradient: training leaves them as they are."""
+    out = graph.copy()
+    for loss, params in phases:
+        grads = backprop(out, out.outputs[loss], [out.params[p] for p in params])
+        for name, node in zip(params, grads):
+            out.outputs[f"grad:{name}"] = node
+    for name in untrained:
+        w = out.params[name]
+        e = Emit(out, out.span(w), "grad", out.data(w)["site"])
+        out.outputs[f"grad:{name}"] = e("broadcast_to", e.const(0, out.dtype(w)), shape=out.shape(w))
     return out

@@ -12,9 +12,9 @@ drops. `simplify(..., stats=Counter())` counts how often each rule and pass fire
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import prod
-from typing import Callable
 
 import numpy as np
 
@@ -37,7 +37,7 @@ class Rule:
 
     name: str
     ops: frozenset
-    find: Callable[[Graph, int], "int | None"]
+    find: Callable[[Graph, int], int | None]
 
 
 RULES: list[Rule] = []

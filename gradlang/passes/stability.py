@@ -28,7 +28,6 @@ from ..ops.registry import ELEMENTWISE
 from .simplify import filled_with
 
 
-
 @dataclass(frozen=True)
 class Rewrite:
     rule: str

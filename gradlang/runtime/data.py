@@ -1,27 +1,29 @@
-"""Data sources a program can name in `data d = source(...)`, and batching.
+"""The data sources' generators and readers, and batching.
 
 A source returns a dict of arrays keyed by the program's input names (its first axis indexes the
 examples). Synthetic sources take a `seed` of their own, so a data set does not change when the
-training seed does. Each source declares the range of every numeric setting, and a generated one the
-bytes it will make (`@data_source`): both are checked before it does any work, with the error at the
-setting in the program.
+training seed does. What each source's settings may be, and the bytes a generated one will make, are
+declared with its signature in frontend/sources.py and checked before it does any work, with the
+error at the setting in the program.
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import inspect
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from ..errors import GradError, Span
 from ..analysis.index_checks import input_index_checks
-from .formats import read_csv, read_idx, read_npz, read_text, refuse_oversize
+from ..errors import GradError, Span
+from ..frontend.settings import at_setting, setting_span
+from ..frontend.sources import DATA_SOURCES as SIGNATURES
+from ..frontend.sources import check_kinds, check_settings
+from ..ir.graph import refuse_oversize
+from .formats import read_csv, read_idx, read_npz, read_text
+
+DATA_SOURCES: dict = {}   # name → generator, each checking its settings as a program's call is checked
 
 
 @dataclass(frozen=True)
@@ -34,165 +36,40 @@ class DataContext:
         return Path(name) if Path(name).is_absolute() else self.folder / name
 
 
-# ---- what a source's settings may be --------------------------------------------------------------
+def generates(generator):
+    """Register `generator` as the maker of the data source of its name, declared in
+    frontend/sources.py, whose settings it takes in the same order. Called from Python, the source fills
+    in its defaults and checks its settings before it does any work, as a program's call is checked where
+    it compiles; any error of its own without a place is placed at the data declaration."""
+    declared = SIGNATURES[generator.__name__]
+    taken = list(inspect.signature(generator).parameters)[1:]
+    if taken != list(declared.signature.parameters):
+        raise TypeError(f"data source {generator.__name__} takes {taken}, but its signature declares "
+                        f"{list(declared.signature.parameters)}")
 
-@dataclass(frozen=True)
-class Range:
-    """The numbers a setting may take: finite, from `low` to `high` (None: unbounded; a string names
-    another setting, as in `classes ≤ n`), the ends excluded when `above` / `below`."""
-
-    low: float | str | None = None
-    high: float | str | None = None
-    above: bool = False
-    below: bool = False
-
-    def refusal(self, value, settings: dict) -> str | None:
-        """What the value must be, in words (the bound it crosses), when `value` is not in the range;
-        else None."""
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            return "a number"
-        low, high = (settings[end] if isinstance(end, str) else end for end in (self.low, self.high))
-        too_low = low is not None and (value <= low if self.above else _below(value, low))
-        too_high = high is not None and (value >= high if self.below else value > high)
-        finite = not isinstance(value, float) or math.isfinite(value)
-        if finite and not too_low and not too_high:
-            return None
-        bounds = [f"{sign} {_bound(end, settings)}" for end, sign, crossed in
-                  ((self.low, ">" if self.above else "≥", too_low or not finite),
-                   (self.high, "<" if self.below else "≤", too_high or not finite)) if end is not None and crossed]
-        return " and ".join(bounds) if finite else " ".join(["a finite number", " and ".join(bounds)]).rstrip()
-
-
-def _below(value: float, low: float) -> bool:
-    """value < low, −0.0 counting as below 0.0: NumPy refuses a scale of −0.0 (its sign bit is set)."""
-    return value < low or value == low and math.copysign(1, value) < math.copysign(1, low)
-
-
-@dataclass(frozen=True)
-class Choice:
-    """The strings a setting may take."""
-
-    options: tuple
-
-    def refusal(self, value, settings: dict) -> str | None:
-        return None if value in self.options else " or ".join(f'"{option}"' for option in self.options)
-
-
-def _bound(end, settings: dict) -> str:
-    return f"{end} ({_show(settings[end])})" if isinstance(end, str) else f"{end:,}" if isinstance(end, int) \
-        else f"{end:g}"
-
-
-def _show(value) -> str:
-    """A setting's value as the program would write it (a long integer shortened)."""
-    if isinstance(value, str):
-        return f'"{value}"'
-    text = str(value).lower() if isinstance(value, bool) else repr(value)
-    return text if len(text) <= 24 else f"{text[:12]}… ({len(text)} digits)"
-
-
-INT64_MAX = 2 ** 63 - 1
-COUNT = Range(1, INT64_MAX)                   # a number of examples, classes, dimensions, …
-COUNT_OR_0 = Range(0, INT64_MAX)              # 0 meaning "all" or "the default"
-SCALE = Range(0)                              # a noise level, standard deviation or spread
-POSITIVE = Range(0, above=True)
-SEED = Range(0)
-HALF_MAX = float(np.finfo(np.float64).max) / 2   # the ends of a uniform draw, whose width must be finite
-
-
-@dataclass(frozen=True)
-class _Declared:
-    defaults: dict
-    rules: dict               # setting → Range or Choice
-    size: Callable | None     # size(**settings): the bytes of the arrays a generated data set is made of
-
-
-_DECLARED: dict[str, _Declared] = {}
-
-
-def data_source(size: Callable[..., int] | None = None, **rules):
-    """Declare what a source's settings may be (`rules`: setting → Range or Choice) and, for generated
-    data, `size(**settings)`: the bytes of the arrays it makes (its named parameters are the settings the
-    size depends on). The source checks them before it does any work (see check_settings), and any error
-    of its own without a place is placed at the data declaration."""
-    def declare(source):
-        signature = inspect.signature(source)
-        defaults = {p.name: p.default for p in list(signature.parameters.values())[1:]
-                    if p.default is not inspect.Parameter.empty}
-        _DECLARED[source.__name__] = _Declared(defaults, rules, size)
-
-        @functools.wraps(source)
-        def checked(ctx: DataContext, *args, **kwargs):
-            settings = signature.bind(ctx, *args, **kwargs).arguments
-            check_settings(source.__name__, {k: v for k, v in settings.items() if k != "ctx"}, ctx.span)
-            try:
-                return source(ctx, *args, **kwargs)
-            except GradError as err:
-                if err.span is not None:
-                    raise
-                raise GradError(err.message, ctx.span, err.notes) from None
-        return checked
-    return declare
-
-
-def check_settings(source: str, kwargs: dict, span: Span | None = None) -> None:
-    """Refuse a setting of data source `source` outside its declared range, and settings that would
-    make more bytes of data than the memory limit, before anything is made; `span` is the source's call
-    in the program, and each error points at the setting there."""
-    declared = _DECLARED[source]
-    settings = {**declared.defaults, **kwargs}
-    for name, rule in declared.rules.items():
-        requirement = rule.refusal(settings[name], settings)
-        if requirement is not None:
-            raise GradError(f"{source}({name}: {_show(settings[name])}): {name} must be {requirement}",
-                            setting_span(span, name))
-    if declared.size is not None:
-        used = [p.name for p in inspect.signature(declared.size).parameters.values() if p.kind != p.VAR_KEYWORD]
-        call = f"{source}({', '.join(f'{k}: {_show(settings[k])}' for k in used)})"
-        with at_setting(span, *used):
-            refuse_oversize(declared.size(**settings), call)
-
-
-@contextmanager
-def at_setting(call: Span | None, *names: str):
-    """Place a GradError raised inside at the first of `names` set in the call at `call` (see setting_span)."""
-    try:
-        yield
-    except GradError as err:
-        raise GradError(err.message, setting_span(call, *names), err.notes) from None
-
-
-def setting_span(call: Span | None, *names: str) -> Span | None:
-    """Where the first of `names` that the call at `call` sets is written (`name: value`), else the call.
-    A DataSpec keeps only its call's span, so the call is found again in its source, parsed anew; this
-    runs only for an error."""
-    if call is None:
-        return None
-    from ..frontend.syntax import ast
-    from ..frontend.syntax.parser import parse
-    try:
-        pending = [parse(call.source.text, call.source.name)]
-    except GradError:
-        return call
-    where = (call.line, call.col, call.end_line, call.end_col)
-    while pending:
-        node = pending.pop()
-        if isinstance(node, (list, tuple)):
-            pending.extend(node)
-        elif isinstance(node, ast.Call) and (node.span.line, node.span.col, node.span.end_line,
-                                             node.span.end_col) == where:
-            written = {keyword.name: keyword.span for keyword in node.kwargs}
-            return next((written[name] for name in names if name in written), call)
-        elif isinstance(node, ast.Node):
-            pending.extend(getattr(node, f.name) for f in dataclasses.fields(node))
-    return call
+    def checked(ctx: DataContext, *args, **kwargs):
+        kwargs = dict(declared.signature.bind_partial(*args, **kwargs).arguments)
+        check_kinds(declared.name, kwargs, ctx.span)
+        settings = check_settings(declared.name, kwargs, ctx.span)
+        try:
+            return generator(ctx, **settings)
+        except GradError as err:
+            if err.span is not None:
+                raise
+            raise GradError(err.message, ctx.span, err.notes) from None
+    checked.__name__ = checked.__qualname__ = declared.name
+    checked.__doc__ = declared.doc
+    checked.__signature__ = declared.signature.replace(
+        parameters=[inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+                    *declared.signature.parameters.values()])
+    DATA_SOURCES[declared.name] = checked
+    return checked
 
 
 # ---- generated data sets --------------------------------------------------------------------------
 
-@data_source(size=lambda n, **_: 8 * 3 * n, n=COUNT, noise=SCALE, seed=SEED)
-def two_moons(ctx: DataContext, n: int = 100, noise: float = 0.1, seed: int = 0) -> dict:
-    """Two interleaving half circles (x: [n, 2]; y: +1 for the upper moon, −1 for the lower)."""
+@generates
+def two_moons(ctx, n, noise, seed) -> dict:
     rng = np.random.default_rng(seed)
     n_upper = n // 2
     n_lower = n - n_upper
@@ -206,19 +83,15 @@ def two_moons(ctx: DataContext, n: int = 100, noise: float = 0.1, seed: int = 0)
     return {"x": x[order], "y": y[order]}
 
 
-@data_source(size=lambda n, **_: 8 * 2 * n, n=COUNT, slope=Range(), intercept=Range(), noise=SCALE,
-             low=Range(-HALF_MAX, "high"), high=Range(-HALF_MAX, HALF_MAX), seed=SEED)
-def line(ctx: DataContext, n: int = 100, slope: float = 1.0, intercept: float = 0.0, noise: float = 0.1,
-         low: float = -1.0, high: float = 1.0, seed: int = 0) -> dict:
-    """Points on y = intercept + slope·x plus Gaussian noise (x, y: [n])."""
+@generates
+def line(ctx, n, slope, intercept, noise, low, high, seed) -> dict:
     rng = np.random.default_rng(seed)
     x = rng.uniform(low, high, size=n)
     return {"x": x, "y": intercept + slope * x + rng.normal(0.0, noise, size=n)}
 
 
-@data_source(size=lambda n, **_: 8 * 3 * n, n=COUNT, noise=SCALE, seed=SEED)
-def xor(ctx: DataContext, n: int = 4, noise: float = 0.0, seed: int = 0) -> dict:
-    """The XOR truth table (x: [n, 2] in {0,1}², y: [n] = x0 xor x1); n > 4 repeats it with noise."""
+@generates
+def xor(ctx, n, noise, seed) -> dict:
     rng = np.random.default_rng(seed)
     corners = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=np.float64)
     pick = np.arange(n) % 4
@@ -226,9 +99,8 @@ def xor(ctx: DataContext, n: int = 4, noise: float = 0.0, seed: int = 0) -> dict
     return {"x": x, "y": (corners[pick, 0] != corners[pick, 1]).astype(np.float64)}
 
 
-@data_source(size=lambda n, **_: 8 * 3 * n, n=COUNT, classes=Range(1, "n"), noise=SCALE, seed=SEED)
-def spirals(ctx: DataContext, n: int = 300, classes: int = 3, noise: float = 0.2, seed: int = 0) -> dict:
-    """`classes` interleaved spiral arms (x: [n, 2]; y: [n] integer class), as in CS231n."""
+@generates
+def spirals(ctx, n, classes, noise, seed) -> dict:
     rng = np.random.default_rng(seed)
     y = np.sort(np.arange(n) % classes)            # arm k has n // classes points, or one more
     counts = np.bincount(y, minlength=classes)[y]
@@ -242,11 +114,8 @@ def spirals(ctx: DataContext, n: int = 300, classes: int = 3, noise: float = 0.2
     return {"x": x[order], "y": y[order].astype(np.int64)}
 
 
-@data_source(size=lambda n, centers, dim, **_: 8 * (centers * dim + n * (2 * dim + 1)), n=COUNT, centers=COUNT,
-             dim=COUNT, std=SCALE, spread=Range(0, HALF_MAX), seed=SEED)
-def blobs(ctx: DataContext, n: int = 300, centers: int = 3, dim: int = 2, std: float = 1.0,
-          spread: float = 5.0, seed: int = 0) -> dict:
-    """Gaussian clusters around `centers` random centres (x: [n, dim]; y: [n] integer cluster)."""
+@generates
+def blobs(ctx, n, centers, dim, std, spread, seed) -> dict:
     rng = np.random.default_rng(seed)
     means = rng.uniform(-spread, spread, size=(centers, dim))
     y = rng.integers(0, centers, size=n)
@@ -255,16 +124,13 @@ def blobs(ctx: DataContext, n: int = 300, centers: int = 3, dim: int = 2, std: f
 
 # ---- data files -----------------------------------------------------------------------------------
 
-@data_source()
-def npz(ctx: DataContext, path: str) -> dict:
-    """Arrays from a NumPy .npz file (one per input name); pickled objects are refused."""
+@generates
+def npz(ctx, path) -> dict:
     return read_npz(ctx.path(path))
 
 
-@data_source()
-def csv(ctx: DataContext, path: str, target: int | str = -1, header: bool = True, delimiter: str = ",",
-        standardize: bool = False) -> dict:
-    """A numeric CSV file: x = the other columns [n, k], y = the `target` column (name or index) [n]."""
+@generates
+def csv(ctx, path, target, header, delimiter, standardize) -> dict:
     out = read_csv(ctx.path(path), target, header, delimiter)
     if standardize:
         spread = out["x"].std(0)
@@ -272,9 +138,8 @@ def csv(ctx: DataContext, path: str, target: int | str = -1, header: bool = True
     return out
 
 
-@data_source(normalize=POSITIVE)
-def idx(ctx: DataContext, x: str, y: str = "", normalize: float = 1.0) -> dict:
-    """IDX files (gzipped or not): x = the array in file `x` divided by `normalize`, y = file `y`."""
+@generates
+def idx(ctx, x, y, normalize) -> dict:
     features = read_idx(ctx.path(x)).astype(np.float64)
     features /= normalize
     out = {"x": features}
@@ -291,10 +156,8 @@ MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.
                "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
 
-@data_source(split=Choice(tuple(MNIST_FILES)), limit=COUNT_OR_0)
-def mnist(ctx: DataContext, split: str = "train", flatten: bool = True, limit: int = 0) -> dict:
-    """MNIST digits from the data directory: x = pixels in [0, 1] ([n, 784], or [n, 1, 28, 28] with
-    flatten: false), y = labels 0..9 ([n], integers). `limit` keeps the first examples only."""
+@generates
+def mnist(ctx, split, flatten, limit) -> dict:
     from .fetch import data_dir
     folder = (ctx.data_dir or data_dir()) / "mnist"
     paths = [folder / name for name in MNIST_FILES[split]]
@@ -324,19 +187,10 @@ def mnist(ctx: DataContext, split: str = "train", flatten: bool = True, limit: i
 
 # ---- sequences, text and generative-model data (deep-learning examples) ---------------------------
 
-SEQUENCE_TASKS = ("reverse", "sort", "copy")
-TOKEN_MAX = 2 ** 31 - 1        # the largest token id a sequence source makes, so that ids fit an i32
 
 
-@data_source(size=lambda n, length, **_: 8 * 7 * n * length,   # x, y and the 4n sequences drawn at a time
-             task=Choice(SEQUENCE_TASKS), n=COUNT, length=COUNT, digits=Range(2, TOKEN_MAX),
-             split=Choice(("train", "test")), seed=SEED)
-def digit_sequences(ctx: DataContext, task: str = "reverse", n: int = 10000, length: int = 8, digits: int = 10,
-                    split: str = "train", seed: int = 0) -> dict:
-    """Digit-sequence tasks for sequence models, as teacher-forced decoder input: x = the digits, a
-    separator (token `digits`), then the answer without its last token ([n, 2·length]); y = the answer
-    ([n, length]): the digits reversed, sorted or copied (`task`). A sequence belongs to split "test"
-    when a fixed hash of it is 0 mod 5, else to "train", so the two splits never share a sequence."""
+@generates
+def digit_sequences(ctx, task, n, length, digits, split, seed) -> dict:
     # digits ** length, capped: 2 ** 64 already exceeds 50·n for any n that passed the size check
     sequences = digits ** min(length, 64)
     if split == "test" and sequences < 50 * n or split == "train" and sequences < 2 * n:
@@ -368,14 +222,8 @@ def _text_file(ctx: DataContext, file: str) -> Path:
                     "--data-dir / GRADLANG_DATA at a folder holding it", ctx.span)
 
 
-@data_source(length=COUNT, split=Choice(("train", "valid")), valid_fraction=Range(0, 1, above=True, below=True),
-             stride=COUNT_OR_0)
-def text_chars(ctx: DataContext, file: str = "text/tinyshakespeare.txt", length: int = 64, split: str = "train",
-               valid_fraction: float = 0.1, stride: int = 0) -> dict:
-    """A text file as character sequences for a language model: x = [n, length] character ids, y = the
-    next character at each position; the vocabulary is the file's distinct characters, sorted (field
-    `vocab`). "train" is the first 1 − valid_fraction of the text, "valid" the rest; sequences start
-    every `stride` characters (0: every `length`, no overlap)."""
+@generates
+def text_chars(ctx, file, length, split, valid_fraction, stride) -> dict:
     path = _text_file(ctx, file)
     text = read_text(path)
     # the characters' code points (4 bytes each, where a list of one-character strings takes 8 or more)
@@ -399,15 +247,8 @@ def text_words(text: str) -> list[str]:
     return re.findall(r"[a-z]+(?:'[a-z]+)*", text.lower())
 
 
-@data_source(vocab_size=Range(2, INT64_MAX), window=COUNT, negatives=Range(1, "vocab_size"), subsample=SCALE,
-             seed=SEED)
-def skipgrams(ctx: DataContext, file: str = "text/tinyshakespeare.txt", vocab_size: int = 4000, window: int = 3,
-              negatives: int = 5, subsample: float = 1e-3, seed: int = 0) -> dict:
-    """Skip-gram pairs with negative samples for word2vec: the `vocab_size` most frequent words of a
-    text (others are dropped), frequent words subsampled (keep probability √(t/f) + t/f for frequency
-    f, t = `subsample`; 0: keep all); each word paired with every word within a random window of 1 to
-    `window` on each side. center, context: [n] word ids; negatives: [n, negatives] ids drawn from the
-    unigram distribution to the power 3/4; vocab: the words, most frequent first."""
+@generates
+def skipgrams(ctx, file, vocab_size, window, negatives, subsample, seed) -> dict:
     from collections import Counter
     path = _text_file(ctx, file)
     words = text_words(read_text(path))
@@ -446,11 +287,8 @@ def skipgrams(ctx: DataContext, file: str = "text/tinyshakespeare.txt", vocab_si
             "vocab": np.array(vocab)}
 
 
-@data_source(size=lambda n, **_: 8 * 3 * n, n=COUNT, modes=COUNT, radius=POSITIVE, std=SCALE, seed=SEED)
-def gaussian_ring(ctx: DataContext, n: int = 20000, modes: int = 8, radius: float = 2.0, std: float = 0.02,
-                  seed: int = 0) -> dict:
-    """A mixture of `modes` Gaussians (std `std`) evenly spaced on a circle of `radius` (x: [n, 2]; y: [n]
-    the mode, integers): the usual test of whether a GAN's generator covers every mode."""
+@generates
+def gaussian_ring(ctx, n, modes, radius, std, seed) -> dict:
     rng = np.random.default_rng(seed)
     y = rng.integers(0, modes, size=n)
     angle = 2 * np.pi * y / modes
@@ -458,28 +296,17 @@ def gaussian_ring(ctx: DataContext, n: int = 20000, modes: int = 8, radius: floa
     return {"x": centres + rng.normal(0.0, std, size=(n, 2)), "y": y.astype(np.int64)}
 
 
-DATA_SOURCES = {"two_moons": two_moons, "line": line, "xor": xor, "spirals": spirals, "blobs": blobs,
-                "npz": npz, "csv": csv, "idx": idx, "mnist": mnist,
-                "digit_sequences": digit_sequences, "text_chars": text_chars, "skipgrams": skipgrams,
-                "gaussian_ring": gaussian_ring}
-
-
-# the arguments of each file-reading source that name files (the rest generate their data)
-_FILE_ARGUMENTS = {"npz": ("path",), "csv": ("path",), "idx": ("x", "y"), "text_chars": ("file",),
-                   "skipgrams": ("file",)}
-_FILE_DEFAULTS = {"text_chars": {"file": "text/tinyshakespeare.txt"}, "skipgrams": {"file": "text/tinyshakespeare.txt"}}
-
-
 def paths(spec, folder: Path, data_dir: Path | None = None) -> list[Path]:
     """The files a data source would read, found without reading any (`gradlang run --dry-run`)."""
     from .fetch import data_dir as default_data_dir
     ctx = DataContext(folder, spec.span, data_dir)
-    kwargs = {**_FILE_DEFAULTS.get(spec.source, {}), **dict(spec.kwargs)}
+    declared = SIGNATURES[spec.source]
+    kwargs = {**declared.defaults, **dict(spec.kwargs)}
     if spec.source == "mnist":
         split = kwargs.get("split", "train")
         return [(data_dir or default_data_dir()) / "mnist" / name for name in MNIST_FILES.get(split, ())]
     found = []
-    for key in _FILE_ARGUMENTS.get(spec.source, ()):
+    for key in declared.files:
         name = kwargs.get(key)
         if not isinstance(name, str) or not name:
             continue

@@ -135,7 +135,7 @@ def default_timeout(environ=None) -> float:
     return value
 
 
-def from_environment(requested: bool | None = None, timeout: float | None = None) -> "DataParallel | None":
+def from_environment(requested: bool | None = None, timeout: float | None = None) -> DataParallel | None:
     """The data-parallel context for this process, or None to train alone.
 
     `requested` None (automatic): distributed exactly when an MPI launcher started more than one

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import GradError, Span
-from ..ir.graph import memory_limit
+from ..errors import GradError
+from ..ir.graph import memory_limit, refuse_oversize
 
 _IDX_TYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
@@ -34,15 +34,6 @@ EXACT_INTEGER = 2 ** 53            # a float64 holds every integer below this ex
 NUMBER_KINDS = "biuf"              # the NumPy dtype kinds a data field may have: bool, int, uint, float
 _KIND_NAMES = {"c": "complex numbers", "U": "strings", "S": "bytes", "V": "raw or structured records",
                "M": "dates", "m": "time spans", "O": "Python objects"}
-
-
-def refuse_oversize(size: int, what: str, span: Span | None = None, at_least: bool = False) -> None:
-    """Refuse `what`, which would need `size` bytes (or more, `at_least`: reading stopped there), before
-    anything more is allocated for it, when that is more than the memory limit."""
-    limit = memory_limit()
-    if size > limit:
-        raise GradError(f"{what} would need {'at least ' * at_least}{size:,} bytes, more than the limit of "
-                        f"{limit:,} bytes (the machine's memory, or $GRADLANG_MAX_BYTES)", span)
 
 
 def _file_kind(mode: int) -> str:

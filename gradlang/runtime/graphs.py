@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections import Counter
 
 from ..errors import GradError
+from ..frontend.plan import Plan, loss_name
 from ..ir.graph import Graph
 from ..passes import differentiate, simplify
+from ..passes.autodiff import differentiate_phases
 from ..passes.stability import stabilize
-from .phases import differentiate_phases, loss_name
-from ..frontend.plan import Plan
 
 
 class ProgramGraphs:

@@ -1,13 +1,13 @@
 """Initialisers: how each kind of `param … = kind(args)` draws a param's first values.
 
 One entry per kind, as the optimizers have (optimizers.py): a function of (shape, args, rng) that
-returns the values, in float64. The kinds are those the compiler makes (builtins.py; `xavier_*` are
+returns the values, in float64. The kinds are those the compiler makes (frontend/builtins.py; `xavier_*` are
 made `glorot_*` there, a number `constant`, a literal list `values`). The program's seeded generator
 is passed to every entry in declaration order, so a seed gives the same params every time.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

@@ -1,9 +1,9 @@
-"""Optimizers: each declares its settings (None = required) and updates params in place.
+"""Optimizers: each updates params in place. Their settings, defaults and update rules are declared in
+frontend/plan.py (OPTIMIZERS), where a program's call is checked.
 
 A setting may be a number or a function of the step (a learning-rate schedule), evaluated by the
-training loop before each update and passed in as a float. Every optimizer accepts `clip_norm`
-(rescale the gradients so their global L2 norm is at most this; 0 = off) and `weight_decay` (an L2
-pull toward zero added to the gradient; AdamW instead decays the params directly, "decoupled").
+training loop before each update and passed in as a float. Every optimizer applies `clip_norm` and
+`weight_decay` here, before its own update.
 """
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-COMMON = {"clip_norm": 0.0, "weight_decay": 0.0}
+from ..frontend.plan import OPTIMIZERS as SIGNATURES
 
 
 class Optimizer:
     """Shared by all: gradient clipping, weight decay, a step counter, state for checkpoints."""
 
-    settings: dict = {}
     decoupled_decay = False
     slots: tuple[str, ...] = ()      # per-param state arrays, zero-initialised
 
@@ -62,9 +61,6 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """v ← μ·v + g;  p ← p − lr·v   (Nesterov: p ← p − lr·(g + μ·v));  μ = 0 is plain gradient descent."""
-
-    settings = {"lr": None, "momentum": 0.0, "nesterov": False}
     slots = ("velocity",)
 
     def apply(self, params, grads, owned, lr, momentum=0.0, nesterov=False):
@@ -103,9 +99,6 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """m ← β1·m + (1−β1)·g;  v ← β2·v + (1−β2)·g²;  p ← p − lr·m̂ / (√v̂ + ε), with bias-corrected m̂, v̂."""
-
-    settings = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}
     slots = ("m", "v")
 
     def apply(self, params, grads, owned, lr, beta1=0.9, beta2=0.999, eps=1e-8):
@@ -130,16 +123,10 @@ class Adam(Optimizer):
 
 
 class AdamW(Adam):
-    """Adam with decoupled weight decay: p ← p·(1 − lr·λ) before the Adam step (Loshchilov & Hutter)."""
-
-    settings = {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}
     decoupled_decay = True
 
 
 class RMSProp(Optimizer):
-    """s ← α·s + (1−α)·g²;  b ← μ·b + g/(√s + ε);  p ← p − lr·b   (μ = 0: p ← p − lr·g/(√s + ε))."""
-
-    settings = {"lr": 0.01, "alpha": 0.99, "eps": 1e-8, "momentum": 0.0}
     slots = ("square_avg", "buffer")
 
     def apply(self, params, grads, owned, lr, alpha=0.99, eps=1e-8, momentum=0.0):
@@ -156,9 +143,6 @@ class RMSProp(Optimizer):
 
 
 class Adagrad(Optimizer):
-    """s ← s + g²;  p ← p − lr·g / (√s + ε)."""
-
-    settings = {"lr": 0.01, "eps": 1e-10}
     slots = ("sum_sq",)
 
     def apply(self, params, grads, owned, lr, eps=1e-10):
@@ -176,6 +160,8 @@ class OptimizerDef:
 
 
 OPTIMIZERS: dict[str, OptimizerDef] = {
-    name: OptimizerDef({**COMMON, **cls.settings}, cls, (cls.__doc__ or "").strip())
+    name: OptimizerDef(SIGNATURES[name].settings, cls, SIGNATURES[name].doc)
     for name, cls in [("sgd", SGD), ("adam", Adam), ("adamw", AdamW), ("rmsprop", RMSProp), ("adagrad", Adagrad)]
 }
+if set(OPTIMIZERS) != set(SIGNATURES):
+    raise TypeError(f"optimizers declared without an implementation: {sorted(set(SIGNATURES) - set(OPTIMIZERS))}")

@@ -18,102 +18,10 @@ import time
 from functools import partial
 
 from ..errors import GradError
-from ..ir.graph import Emit, Graph
-from ..passes.autodiff import backprop
-from ..frontend.values import LayerInstance, OptimizerSpec, PhaseSpec, Tensor, describe
-from ..frontend.plan import DEFAULT_OPTIMIZER
+from ..frontend.plan import loss_name
+from ..frontend.values import PhaseSpec
 from .train import Reporter
 from .updates import ScheduledOptimizer, Update
-
-
-# ---- compile time: the `phase` builtin and the checks of `phases` ------------------------------------
-
-# updates of one phase per step: more is a step that never ends (a GAN's critic takes 5)
-MAX_REPEAT = 10_000
-
-
-def make_phase(el, span, loss, params, optimizer, repeat) -> PhaseSpec:
-    """The value of `phase(loss: …, params: …, optimizer: …, repeat: …)`, checked against the program."""
-    losses = [name for name in el.losses if isinstance(loss, Tensor) and loss.graph is el.graph
-              and el.graph.outputs[name] == loss.node]
-    if not losses:
-        raise GradError(f"phase(loss: …) must be a loss the program declares (such as `loss d_loss = …`), "
-                        f"got {describe(loss)}", span)
-    by_node = {node: name for name, node in el.graph.params.items()}
-    names: set[str] = set()
-    for item in params if isinstance(params, list) else [params]:
-        if isinstance(item, LayerInstance):
-            names.update(by_node[t.node] for t in item.params)
-        elif isinstance(item, Tensor) and item.graph is el.graph and item.node in by_node:
-            names.add(by_node[item.node])
-        else:
-            raise GradError(f"phase(params: …) must be params of the program: a layer, its .params or a list "
-                            f"of params, got {describe(item)}", span)
-    if not names:
-        raise GradError("phase(params: …) names no params", span)
-    if optimizer is None:
-        optimizer = DEFAULT_OPTIMIZER
-    if not isinstance(optimizer, OptimizerSpec):
-        raise GradError("phase(optimizer: …) must be an optimizer such as adam(lr: 0.001), got "
-                        f"{describe(optimizer)}", span)
-    if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
-        raise GradError(f"phase(repeat: …) must be an integer ≥ 1, got {describe(repeat)}", span)
-    if repeat > MAX_REPEAT:
-        raise GradError(f"phase(repeat: {repeat}) is more than {MAX_REPEAT:,} updates per step", span)
-    order = [n for n in el.params if n in names]   # declaration order, whatever order they were listed in
-    return PhaseSpec(losses[0], tuple(order), optimizer, repeat, span)
-
-
-def check_phases(settings: dict, spans: dict) -> None:
-    """`phases` is a non-empty list of phases, with a loss each, sharing no param, and replaces the
-    train block's `optimizer` and `loss` (each phase has its own)."""
-    phases = settings["phases"]
-    wrong = [phases] if not isinstance(phases, list) else [p for p in phases if not isinstance(p, PhaseSpec)]
-    if wrong:
-        raise GradError("phases must be a list of phase(loss: …, params: …, optimizer: …), got "
-                        f"{describe(wrong[0])}", spans["phases"])
-    if not phases:
-        raise GradError("phases is empty: list at least one phase(loss: …, params: …)", spans["phases"])
-    for setting in ("optimizer", "loss"):
-        if setting in settings:
-            raise GradError(f"train settings `{setting}` and `phases` exclude each other: each phase names its "
-                            f"own {setting}", spans[setting])
-    owner: dict[str, PhaseSpec] = {}
-    trained: set[str] = set()
-    for phase in phases:
-        if phase.loss in trained:
-            raise GradError(f"two phases train the loss {loss_name(phase.loss)}; give one phase all of its params",
-                            phase.span)
-        trained.add(phase.loss)
-        for name in phase.params:
-            if name in owner:
-                raise GradError(f"param {name} is in two phases (the {loss_name(owner[name].loss)} phase's and "
-                                f"this one's); a param is trained by one phase", phase.span)
-            owner[name] = phase
-
-
-def loss_name(output: str) -> str:
-    """"loss:d_loss" → "d_loss"; the unnamed loss is "loss"."""
-    return output.split(":", 1)[-1]
-
-
-# ---- gradients ---------------------------------------------------------------------------------------
-
-def differentiate_phases(graph: Graph, phases: list[tuple[str, tuple]], untrained: list[str] = ()) -> Graph:
-    """A copy of `graph` with outputs `grad:<param>` = d loss / d param for each (loss output, params)
-    pair: only those params' gradients are built, so only the backward work they need. The `untrained`
-    params (in no phase) get a zero gradient: training leaves them as they are."""
-    out = graph.copy()
-    for loss, params in phases:
-        grads = backprop(out, out.outputs[loss], [out.params[p] for p in params])
-        for name, node in zip(params, grads):
-            out.outputs[f"grad:{name}"] = node
-    for name in untrained:
-        w = out.params[name]
-        e = Emit(out, out.span(w), "grad", out.data(w)["site"])
-        out.outputs[f"grad:{name}"] = e("broadcast_to", e.const(0, out.dtype(w)), shape=out.shape(w))
-    return out
-
 
 # ---- run time ----------------------------------------------------------------------------------------
 

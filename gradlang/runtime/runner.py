@@ -15,12 +15,13 @@ from functools import partial
 
 import numpy as np
 
+from ..analysis.index_checks import input_index_checks
 from ..errors import GradError
+from ..frontend.plan import Plan, loss_name
 from ..ir.graph import Graph
+from ..lowering.schedule import schedule
 from ..ops.registry import RunContext
 from ..ops.shapes import DTYPES
-from ..analysis.index_checks import input_index_checks
-from ..lowering.schedule import schedule
 from . import data as data_sources
 from .feeds import bind_dimensions, convert
 from .graphs import ProgramGraphs
@@ -28,13 +29,12 @@ from .initializers import initial_value
 from .interpreter import Executable
 from .numerics import nonfinite_loss, run_checked
 from .params import Params
-from .phases import PhasedTraining, loss_name
-from ..frontend.plan import Plan
+from .phases import PhasedTraining
 from .updates import ScheduledOptimizer, Update
 
 
 class Runner:
-    """The run-time state of a compiled program (`elaborated`, elaborate.py) and how to run it.
+    """The run-time state of a compiled program (`elaborated`, frontend/elaborate.py) and how to run it.
 
     Public state: `params` (the live arrays by name, updated in place; `param_list` in declaration
     order), `rng` (the seeded generator that draws the initial params, the shuffling and dropout),

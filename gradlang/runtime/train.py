@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import GradError
+from ..frontend.plan import check_setting, quote_setting
 from ..frontend.values import DataSpec, describe
 from .data import batches, count_examples
 from .numerics import NonFiniteError
-from ..frontend.plan import show
 
 try:
     import fcntl  # file locks tell a live writer's temporary file from one a killed writer left (POSIX)
@@ -102,9 +102,9 @@ def train_per_plan(program, data: dict | None = None, epochs: int | None = None,
     """`Program.train`: every argument, else the plan's setting, checked before anything is trained
     (errors at the setting); then `fit`, and the plan's test set evaluated."""
     plan = program.runner.plan
+    if on_nonfinite is not None:
+        check_setting("on_nonfinite", on_nonfinite, None)   # as the train block's setting is checked
     on_nonfinite = on_nonfinite or plan.get("on_nonfinite", "stop")
-    if on_nonfinite not in ("stop", "skip"):
-        raise ValueError(f"on_nonfinite must be 'stop' or 'skip', not {on_nonfinite!r}")
     if data is None and not program.input_names and "data" not in plan:
         data = {}   # nothing to feed: each step just updates the params
     arrays = data if data is not None else program.load_data()
@@ -114,7 +114,7 @@ def train_per_plan(program, data: dict | None = None, epochs: int | None = None,
         epochs, steps = plan.integer("epochs"), plan.integer("steps")
     for key, value in (("epochs", epochs), ("steps", steps)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise GradError(f"{key} must be a positive integer, got {show(value)}", plan.span_of(key))
+            raise GradError(f"{key} must be a positive integer, got {quote_setting(value)}", plan.span_of(key))
     batch_size = plan.integer("batch", batch_size)
     early_stopping = plan.integer("early_stopping", early_stopping, minimum=0) or 0
     setting_span = plan.span_of("validation") if validation is None else None
@@ -255,7 +255,8 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
             reporter.epoch(run.epoch_log[-1])
             finished = program.steps_taken >= end or run.stopped_early
             writer = parallel is None or parallel.is_root   # one checkpoint per job: rank 0's
-            if checkpoint is not None and writer and (finished or time.perf_counter() - last_saved >= checkpoint_interval):
+            due = finished or time.perf_counter() - last_saved >= checkpoint_interval
+            if checkpoint is not None and writer and due:
                 save_checkpoint(program, checkpoint, run)
                 last_saved = time.perf_counter()
     if run.stopped_early and run.best_params is not None:
@@ -363,7 +364,8 @@ def _remove_stale_temporaries(target: Path) -> None:
     prefix, suffix = _temporary_affixes(target)
     pattern = re.compile(re.escape(prefix) + "[a-z0-9_]{8}" + re.escape(suffix))
     try:
-        found = [e.path for e in os.scandir(target.parent) if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
+        found = [e.path for e in os.scandir(target.parent)
+                 if pattern.fullmatch(e.name) and e.is_file(follow_symlinks=False)]
     except OSError:
         return
     for leftover in found:
@@ -400,9 +402,9 @@ def save_params(params: dict, path: str | Path) -> Path:
 
 
 def save_checkpoint(program, path: Path, run: _Run) -> Path:
-    meta = {"first_step": run.first_step, "epoch": run.epoch, "steps_taken": program.steps_taken, "rng": program.rng.bit_generator.state,
-            "history": run.history, "epoch_log": run.epoch_log, "best": run.best, "since_best": run.since_best,
-            "stopped_early": run.stopped_early}
+    meta = {"first_step": run.first_step, "epoch": run.epoch, "steps_taken": program.steps_taken,
+            "rng": program.rng.bit_generator.state, "history": run.history, "epoch_log": run.epoch_log,
+            "best": run.best, "since_best": run.since_best, "stopped_early": run.stopped_early}
     arrays = {f"param/{k}": v for k, v in program.params.items()}
     arrays.update({f"optimizer/{k}": v for k, v in program.optimizer_state().items()})
     if run.best_params is not None:
@@ -435,7 +437,8 @@ def load_checkpoint(program, path: Path) -> _Run:
     try:
         meta, params, optimizer, best = _checked_checkpoint(arrays, program)
     except _Refused as refused:
-        raise GradError(f"cannot resume: checkpoint {path} {refused.problem} ({refused.why}); {refused.remedy}") from None
+        raise GradError(f"cannot resume: checkpoint {path} {refused.problem} ({refused.why}); "
+                        f"{refused.remedy}") from None
     # every check passed: only now is anything changed
     program.set_params(params)
     program.load_optimizer_state(optimizer)

@@ -7,14 +7,14 @@ phase and repeat, each of its own params with its own optimizer (phases.py).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-from ..ir.graph import Graph
-from ..ops.shapes import DTYPES
-from ..lowering.schedule import schedule
 from ..frontend.values import OptimizerSpec, Tensor
+from ..ir.graph import Graph
+from ..lowering.schedule import schedule
+from ..ops.shapes import DTYPES
 from .interpreter import Executable
 from .optimizers import OPTIMIZERS
 

@@ -31,7 +31,6 @@ from dataclasses import dataclass
 from lark import Lark, Token, Tree
 from lark.exceptions import UnexpectedInput
 
-from ... import resources
 from ...errors import GradError
 from . import parser as _parser_module
 
@@ -318,9 +317,7 @@ _SINK = _CommentSink()
 @functools.lru_cache(maxsize=1)
 def _full_parser() -> Lark:
     """The compiler's grammar and post-lexer, keeping every token (punctuation included) and comments."""
-    return Lark(resources.grammar_path().read_text(), parser="lalr", postlex=_parser_module._Newlines(),
-                propagate_positions=True, maybe_placeholders=True, keep_all_tokens=True,
-                lexer_callbacks={"COMMENT": _SINK})
+    return _parser_module.lark_parser(keep_all_tokens=True, lexer_callbacks={"COMMENT": _SINK})
 
 
 def _parse_with_comments(text: str) -> tuple[Tree, list[Token]]:

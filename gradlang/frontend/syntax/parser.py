@@ -27,7 +27,7 @@ _WRAPPERS = {"args", "positional", "keyword", "subscripts", "at", "range_slice",
 
 
 # a line ending in one of these continues on the next line
-_CONTINUES = {"=", "+", "-", "*", "/", "@", "**", "==", "!=", "<", "<=", ">", ">=", ",", ":"}
+CONTINUES = {"=", "+", "-", "*", "/", "@", "**", "==", "!=", "<", "<=", ">", ">=", ",", ":"}
 
 
 class _Newlines:
@@ -45,7 +45,7 @@ class _Newlines:
                     continue
                 skip_newline = True
             else:
-                skip_newline = tok.type not in ("NAME", "NUMBER", "STRING") and str(tok) in _CONTINUES
+                skip_newline = tok.type not in ("NAME", "NUMBER", "STRING") and str(tok) in CONTINUES
                 if tok.type in _OPENERS:
                     depth += 1
                 elif tok.type in _CLOSERS:
@@ -53,15 +53,22 @@ class _Newlines:
             yield tok
 
 
-@functools.lru_cache(maxsize=1)
-def _parser() -> Lark:
+def lark_parser(**options) -> Lark:
+    """A new LALR parser of the compiler's grammar with its post-lexer (positions kept, optional parts
+    as None); `options` adds Lark options (the formatter keeps every token and the comments)."""
     return Lark(
         resources.grammar_path().read_text(),
         parser="lalr",
         postlex=_Newlines(),
         propagate_positions=True,
         maybe_placeholders=True,
+        **options,
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _parser() -> Lark:
+    return lark_parser()
 
 
 def _number(text: str) -> int | float:
@@ -447,4 +454,5 @@ def _not_utf8(raw: bytes, err: UnicodeDecodeError, name: str) -> GradError:
     line = before.count(b"\n") + 1
     col = len(before[before.rfind(b"\n") + 1:].decode("utf-8", "replace")) + 1
     source = Source(name, raw.decode("utf-8", "replace"))
-    return GradError(f"not a UTF-8 text file ({err.reason} at byte {err.start})", Span(source, line, col, line, col + 1))
+    return GradError(f"not a UTF-8 text file ({err.reason} at byte {err.start})",
+                     Span(source, line, col, line, col + 1))

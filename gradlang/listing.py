@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import GradError
-from ..ops import registry
-from ..ops.shapes import FLOATS
-from ..frontend.syntax import ast, parse
-from .graph import Graph
-from .printer import fmt_index, fmt_scalar, print_order, printed_names
+from .errors import GradError
+from .frontend.syntax import ast, parse
+from .ir.graph import Graph
+from .ir.printer import fmt_index, fmt_scalar, print_order, printed_names
+from .ops import registry
+from .ops.shapes import FLOATS
 
 # Precedence levels of the grammar, loosest first.
 _COMPARE, _SUM, _TERM, _UNARY, _POWER, _ATOM = range(1, 7)

@@ -22,8 +22,7 @@ from ..ir.graph import Graph
 from ..ops import registry
 from ..ops.registry import MOVES_DATA, REDUCTION, VIEW
 from ..ops.shapes import DTYPES, resolve
-from ..lowering.schedule import schedule
-
+from .schedule import schedule
 
 
 def node_flops(graph: Graph, node: int, bindings: dict) -> int:
