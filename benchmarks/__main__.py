@@ -1,14 +1,27 @@
-"""Benchmarks: a compiled gradlang step against hand-written NumPy doing exactly the same computation.
+"""Benchmarks: a compiled gradlang step against hand-written NumPy doing exactly the same computation,
+and against the frameworks a user would pick instead: PyTorch eager and JAX (jit).
 
-    python -m benchmarks [--rounds N] [--json PATH] [--only NAME ...] [--clock wall|cpu]
+    python -m benchmarks [--rounds N] [--json PATH] [--only NAME ...] [--clock wall|cpu] [--contended]
 
 Cases: `mlp`, `linreg`, `cnn`, `lstm`, `attention` (training steps), `compile` (time per IR node) and
 `memory` (peak RSS of an MNIST MLP training run against the arrays it needs; skipped without MNIST).
-Each step case alternates the two sides (A B A B …) after a warm-up, so drift in the machine's speed
-hits both; it reports the median time per step of each side, their ratio and the spread (the
-interquartile range as a fraction of the median). References are checked to give the same loss and
-gradients as gradlang before anything is timed. With PyTorch installed (`pip install -e '.[bench]'`),
-the MLP and linear regression are also timed against PyTorch eager, in a block of their own.
+Each step case times every system in the same process, interleaved (A B C A B C …) after a warm-up,
+so drift in the machine's speed hits them all, with a short pause between samples so that a peer's
+idle worker threads (PyTorch's OpenMP team, XLA's pool) stop spinning before the next sample; it
+reports the median time per step of each, gradlang's ratio to the NumPy reference and to the best
+peer (the faster of PyTorch and JAX), and the spread (the interquartile range as a fraction of the
+median). Every reference is checked to give the same loss and gradients as gradlang before
+anything is timed. PyTorch and JAX are optional (`pip install -e '.[bench]'`): a missing one is
+skipped with a message.
+
+Threads: NumPy (and so gradlang) uses OpenBLAS's threads, set by OPENBLAS_NUM_THREADS before the run.
+With OPENBLAS_NUM_THREADS=1 every system gets one thread's worth: PyTorch is set to one thread, and
+the process is pinned to one CPU, because no flag limits XLA's CPU thread pool (it sizes itself from
+the CPUs the process may use). Otherwise each library uses its default threads. `--clock cpu`
+measures the process's CPU time (all its threads: XLA runs a step on threads of its own) and sets
+PyTorch to one thread; use it with OPENBLAS_NUM_THREADS=1. `--contended` keeps another process (a
+Python busy loop on one CPU) running for the whole measurement, to show how each system degrades
+when a core it would use is taken.
 """
 from __future__ import annotations
 
@@ -26,15 +39,25 @@ import numpy as np
 
 import gradlang
 
-from . import references_torch
+from . import references_jax, references_torch
 from .references import LinRegReference, MLPReference
 from .references_dl import AttentionReference, CNNReference, LSTMReference
 
 HERE = Path(__file__).resolve().parent
 
 
-CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 clock = CLOCKS["wall"]
+
+# the frameworks gradlang is compared with: their modules (version(), available()) and how to install them
+PEERS = {"pytorch": references_torch, "jax": references_jax}
+PEER_LABELS = {"numpy": "NumPy", "pytorch": "PyTorch", "jax": "JAX"}
+INSTALL = "pip install -e '.[bench]'"
+# The pause before each sample, so that the last system's idle worker threads have stopped spinning:
+# none spin with one thread each; with default threads OpenBLAS's threads spin for up to 2^28 cycles (~0.1 s)
+# after a call, PyTorch's OpenMP team and XLA's pool for far less. main picks one.
+SETTLE_S = {"one thread": 0.005, "default threads": 0.25}
+settle_s = SETTLE_S["one thread"]
 
 
 def per_step(fn, steps: int) -> float:
@@ -44,42 +67,58 @@ def per_step(fn, steps: int) -> float:
     return (clock() - start) / steps
 
 
-def interleaved(sides: dict, rounds: int, steps: int, warmup: int = 3) -> dict:
+def interleaved(sides: dict, rounds: int, steps: int, warmup: int = 3, settle: float | None = None) -> dict:
+    """Time each side (a function running one step) `rounds` times, the sides in turn (A B C A B C …),
+    each sample `steps` calls, after a warm-up (where a jit compiles); the median and spread of each,
+    and gradlang's ratios: `ratio` to NumPy, `ratio_<peer>` to each peer, and `ratio_best_peer` to
+    the fastest peer (`best_peer`)."""
     for fn in sides.values():
         per_step(fn, warmup * steps)
     samples = {name: [] for name in sides}
+    settle = settle_s if settle is None else settle
     for _ in range(rounds):
         for name, fn in sides.items():
+            time.sleep(settle)
             samples[name].append(per_step(fn, steps))
     out = {}
     for name, times in samples.items():
         median = statistics.median(times)
         q = statistics.quantiles(times, n=4) if len(times) > 1 else [median, median, median]
         out[name] = {"median_s": median, "spread": (q[2] - q[0]) / median}
-    if "gradlang" in out and "numpy" in out:
-        out["ratio"] = out["gradlang"]["median_s"] / out["numpy"]["median_s"]
+    if "gradlang" in out:
+        mine = out["gradlang"]["median_s"]
+        if "numpy" in out:
+            out["ratio"] = mine / out["numpy"]["median_s"]
+        timed = [name for name in PEERS if name in out]
+        for name in timed:
+            out[f"ratio_{name}"] = mine / out[name]["median_s"]
+        if timed:
+            best = min(timed, key=lambda name: out[name]["median_s"])
+            out["best_peer"] = best
+            out["ratio_best_peer"] = mine / out[best]["median_s"]
     return out
 
 
-def pytorch_reference(prog, feed, make_reference):
-    """PyTorch eager's version of the case, checked against gradlang, or None without torch."""
-    if not references_torch.available():
-        return None
-    reference = make_reference(prog.params)
-    check_same(prog, feed, reference, list(prog.params))
-    return reference
+def peer_references(prog, feed, makers: dict) -> dict:
+    """The installed peers' references for a case ({peer: make(params)}), each checked against
+    gradlang on `feed`; a peer that is not installed is left out (main says so once)."""
+    out = {}
+    for name, make in makers.items():
+        if PEERS[name].available():
+            reference = make(prog.params)
+            check_same(prog, feed, reference, list(prog.params))
+            out[name] = reference
+    return out
 
 
-def with_pytorch(result: dict, prog, feed, reference, rounds: int, steps: int) -> dict:
-    """`result` plus PyTorch eager (`reference`, None without torch) against gradlang, interleaved
-    in a block of their own: PyTorch's OpenMP threads keep spinning after each op and would slow
-    whichever side ran next in the NumPy comparison."""
-    if reference is not None:
-        block = interleaved({"gradlang": lambda: prog.step(feed),
-                             "pytorch": lambda: reference.step(feed["x"], feed["y"])}, rounds, steps)
-        result["pytorch"] = dict(block["pytorch"], gradlang_median_s=block["gradlang"]["median_s"])
-        result["ratio_pytorch"] = block["gradlang"]["median_s"] / block["pytorch"]["median_s"]
-    return result
+def time_case(prog, feed, numpy_reference, peers: dict, rounds: int, steps: int, extra=None) -> dict:
+    """gradlang, the NumPy reference, each peer and any `extra` sides, interleaved."""
+    x, y = feed["x"], feed["y"]
+    sides = {"gradlang": lambda: prog.step(feed), "numpy": lambda: numpy_reference.step(x, y)}
+    for name, reference in peers.items():
+        sides[name] = (lambda r: lambda: r.step(x, y))(reference)
+    sides.update(extra or {})
+    return interleaved(sides, rounds, steps)
 
 
 def check_same(prog, feed, reference, params_order) -> None:
@@ -100,8 +139,8 @@ def case_mlp(rounds: int) -> dict:
     feed = {"x": rng.random((128, 784), dtype=np.float32), "y": rng.integers(0, 10, 128)}
     reference = MLPReference(prog.params, 128)
     check_same(prog, feed, reference, list(prog.params))
-    torch_reference = pytorch_reference(prog, feed, references_torch.TorchMLP)
-    x, y = feed["x"], feed["y"]
+    peers = peer_references(prog, feed, {"pytorch": references_torch.TorchMLP, "jax": references_jax.JaxMLP})
+    x = feed["x"]
     p = reference.p
     z1, h2, d3 = x @ p["W1"], np.ones((128, 64), np.float32), np.ones((128, 10), np.float32)
     dh1, dh2 = np.ones((128, 128), np.float32), np.ones((128, 64), np.float32)
@@ -109,10 +148,9 @@ def case_mlp(rounds: int) -> dict:
     def gemms():   # the eight matrix products of one step: the BLAS floor
         x @ p["W1"], z1 @ p["W2"], h2 @ p["W3"]
         h2.T @ d3, d3 @ p["W3"].T, z1.T @ dh2, dh2 @ p["W2"].T, x.T @ dh1
-    result = interleaved({"gradlang": lambda: prog.step(feed), "numpy": lambda: reference.step(x, y),
-                          "blas_floor": gemms}, rounds, steps=50)
+    result = time_case(prog, feed, reference, peers, rounds, steps=50, extra={"blas_floor": gemms})
     result["ratio_blas_floor"] = result["gradlang"]["median_s"] / result["blas_floor"]["median_s"]
-    return with_pytorch(result, prog, feed, torch_reference, rounds, steps=50)
+    return result
 
 
 def case_linreg(rounds: int) -> dict:
@@ -122,10 +160,8 @@ def case_linreg(rounds: int) -> dict:
     feed = {"x": x, "y": (3.0 * x + 2.0 + rng.normal(0, 0.1, 1000)).astype(np.float32)}
     reference = LinRegReference(prog.params, 1000)
     check_same(prog, feed, reference, ["w", "b"])
-    torch_reference = pytorch_reference(prog, feed, references_torch.TorchLinReg)
-    result = interleaved({"gradlang": lambda: prog.step(feed),
-                          "numpy": lambda: reference.step(feed["x"], feed["y"])}, rounds, steps=500)
-    return with_pytorch(result, prog, feed, torch_reference, rounds, steps=500)
+    peers = peer_references(prog, feed, {"pytorch": references_torch.TorchLinReg, "jax": references_jax.JaxLinReg})
+    return time_case(prog, feed, reference, peers, rounds, steps=500)
 
 
 def cnn_feed(batch: int, seed: int = 0) -> dict:
@@ -140,14 +176,14 @@ def token_feed(batch: int, length: int, vocab: int = 65, seed: int = 0) -> dict:
     return {"x": rng.integers(0, vocab, (batch, length)), "y": rng.integers(0, vocab, (batch, length))}
 
 
-def step_case(program: str, feed: dict, make_reference, rounds: int, steps: int) -> dict:
-    """Compile `program`, check the reference against it on `feed`, then time both steps interleaved."""
+def step_case(program: str, feed: dict, make_reference, peer_makers: dict, rounds: int, steps: int) -> dict:
+    """Compile `program`, check the NumPy reference and each installed peer against it on `feed`, then
+    time them all interleaved."""
     prog = gradlang.compile(HERE / program)
     reference = make_reference(prog.params)
     check_same(prog, feed, reference, list(prog.params))
-    x, y = feed["x"], feed["y"]
-    return interleaved({"gradlang": lambda: prog.step(feed), "numpy": lambda: reference.step(x, y)},
-                       rounds, steps=steps)
+    peers = peer_references(prog, feed, peer_makers)
+    return time_case(prog, feed, reference, peers, rounds, steps)
 
 
 CNN_BATCH = 64
@@ -156,17 +192,21 @@ ATTENTION_BATCH, ATTENTION_LENGTH = 32, 32
 
 
 def case_cnn(rounds: int) -> dict:
-    return step_case("cnn.grad", cnn_feed(CNN_BATCH), lambda p: CNNReference(p, CNN_BATCH), rounds, steps=2)
+    return step_case("cnn.grad", cnn_feed(CNN_BATCH), lambda p: CNNReference(p, CNN_BATCH),
+                     {"pytorch": references_torch.TorchCNN, "jax": references_jax.JaxCNN}, rounds, steps=2)
 
 
 def case_lstm(rounds: int) -> dict:
     return step_case("lstm.grad", token_feed(LSTM_BATCH, LSTM_STEPS),
-                     lambda p: LSTMReference(p, LSTM_BATCH, LSTM_STEPS), rounds, steps=3)
+                     lambda p: LSTMReference(p, LSTM_BATCH, LSTM_STEPS),
+                     {"pytorch": references_torch.TorchLSTM, "jax": references_jax.JaxLSTM}, rounds, steps=3)
 
 
 def case_attention(rounds: int) -> dict:
     return step_case("attention.grad", token_feed(ATTENTION_BATCH, ATTENTION_LENGTH),
-                     lambda p: AttentionReference(p, ATTENTION_BATCH, ATTENTION_LENGTH), rounds, steps=5)
+                     lambda p: AttentionReference(p, ATTENTION_BATCH, ATTENTION_LENGTH),
+                     {"pytorch": references_torch.TorchAttention, "jax": references_jax.JaxAttention},
+                     rounds, steps=5)
 
 
 MEMORY_STEPS = 300
@@ -256,25 +296,39 @@ def memory_row(r: dict) -> str:
             f"{r['ratio_net_loop']:.2f}× net up to the last step; target ≤ {r['target']}× net) | |")
 
 
-def table(results: dict) -> str:
-    rows = ["| case | gradlang | reference | ratio | spread (g / ref) |", "| --- | --- | --- | --- | --- |"]
+def _time(seconds: float, unit: str, scale: float) -> str:
+    return f"{seconds * scale:,.1f} {unit}"
+
+
+def step_rows(results: dict) -> list[str]:
+    """One row per step case: each system's median per step, gradlang's ratios to NumPy and to the best
+    peer, and the spreads; the MLP's BLAS floor on a row of its own."""
+    systems = ["gradlang", "numpy", *PEERS]
+    rows = ["| case | gradlang | NumPy | PyTorch | JAX | gradlang / NumPy | gradlang / best peer | "
+            "spread (g / NumPy / PyTorch / JAX) |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, label in STEP_LABELS.items():
-        if name in results:
-            r = results[name]
-            g, n = r["gradlang"], r["numpy"]
-            unit, scale = ("ms", 1e3) if n["median_s"] >= 1e-2 else ("µs", 1e6)
-            rows.append(f"| {label} | {g['median_s'] * scale:,.1f} {unit} | {n['median_s'] * scale:,.1f} {unit} "
-                        f"(NumPy) | {g['median_s'] / n['median_s']:.2f}× | {g['spread']:.0%} / {n['spread']:.0%} |")
-            if "pytorch" in r:   # from a block of its own: gradlang's time there, beside PyTorch's
-                t, mine = r["pytorch"], r["pytorch"]["gradlang_median_s"]
-                rows.append(f"| {name} vs PyTorch eager | {mine * scale:,.1f} {unit} | "
-                            f"{t['median_s'] * scale:,.1f} {unit} (PyTorch) | {r['ratio_pytorch']:.2f}× | "
-                            f"— / {t['spread']:.0%} |")
-            if "blas_floor" in r:
-                b = r["blas_floor"]
-                rows.append(f"| mlp vs BLAS floor | {g['median_s'] * 1e6:,.1f} µs | {b['median_s'] * 1e6:,.1f} µs "
-                            f"(8 GEMMs) | {g['median_s'] / b['median_s']:.2f}× | {g['spread']:.0%} / "
-                            f"{b['spread']:.0%} |")
+        if name not in results:
+            continue
+        r = results[name]
+        g = r["gradlang"]
+        unit, scale = ("ms", 1e3) if g["median_s"] >= 1e-2 else ("µs", 1e6)
+        times = [_time(r[k]["median_s"], unit, scale) if k in r else "—" for k in systems]
+        spreads = " / ".join(f"{r[k]['spread']:.0%}" if k in r else "—" for k in systems)
+        best = f"{r['ratio_best_peer']:.2f}× ({PEER_LABELS[r['best_peer']]})" if "best_peer" in r else "— (no peer)"
+        rows.append(f"| {label} | {' | '.join(times)} | {r['ratio']:.2f}× | {best} | {spreads} |")
+        if "blas_floor" in r:
+            b = r["blas_floor"]
+            rows.append(f"| mlp vs BLAS floor (its 8 GEMMs alone) | {_time(g['median_s'], unit, scale)} | "
+                        f"{_time(b['median_s'], unit, scale)} (floor) | | | {r['ratio_blas_floor']:.2f}× | | "
+                        f"{g['spread']:.0%} / {b['spread']:.0%} (floor) |")
+    return rows
+
+
+def table(results: dict) -> str:
+    out = []
+    if any(name in results for name in STEP_LABELS):
+        out.append("\n".join(step_rows(results)))
+    rows = []
     if "compile" in results:
         c = results["compile"]
         for k, v in c.items():
@@ -282,7 +336,82 @@ def table(results: dict) -> str:
                         f"{v['us_per_node']:.0f} µs/node | |")
     if "memory" in results:
         rows.append(memory_row(results["memory"]))
-    return "\n".join(rows)
+    if rows:
+        out.append("\n".join(["| case | gradlang | reference | ratio | |", "| --- | --- | --- | --- | --- |", *rows]))
+    return "\n\n".join(out)
+
+
+def one_blas_thread() -> bool:
+    """Whether NumPy's OpenBLAS was told to use one thread (it reads the variable when it loads)."""
+    return os.environ.get("OPENBLAS_NUM_THREADS") == "1"
+
+
+def allowed_cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+
+
+def pin(cpus) -> None:
+    """Set the CPU affinity of every thread of this process (os.sched_setaffinity(0, …) moves only the
+    calling thread; threads started later inherit it)."""
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            os.sched_setaffinity(int(tid), cpus)
+        except OSError:            # a thread that ended meanwhile
+            pass
+
+
+def set_threads(clock_name: str) -> dict:
+    """Give the peers the threads NumPy has (see the module's docstring); returns what each system uses
+    and the CPU the process is pinned to (None when it is not)."""
+    one = one_blas_thread()
+    if one or clock_name == "cpu":
+        references_torch.one_thread()
+    pinned = None
+    if one and hasattr(os, "sched_setaffinity") and os.path.isdir("/proc/self/task"):
+        pinned = allowed_cpus()[0]
+        pin({pinned})
+    if clock_name == "cpu" and not one:
+        print("note: --clock cpu counts every thread's CPU time, OpenBLAS's idle spinning included: "
+              "use it with OPENBLAS_NUM_THREADS=1", file=sys.stderr)
+    return {"blas": os.environ.get("OPENBLAS_NUM_THREADS", "default"), "pytorch": references_torch.threads(),
+            "jax": (f"XLA's pool, pinned with the process to CPU {pinned}" if pinned is not None
+                    else "XLA's default pool") if references_jax.available() else None,
+            "pinned_cpu": pinned}
+
+
+BUSY_LOOP = "import os, sys\nif hasattr(os, 'sched_setaffinity'): os.sched_setaffinity(0, {int(sys.argv[1])})\n" \
+            "while True: pass\n"
+
+
+def start_busy(cpus: list[int], pinned: int | None) -> tuple[subprocess.Popen, int]:
+    """A Python busy loop in a process of its own, on one CPU: the last of `cpus` (those this process
+    may use), or when this process is pinned, another one than it (the same one when there is no other)."""
+    others = [c for c in cpus if c != pinned]
+    cpu = others[-1] if others else cpus[-1]
+    busy = subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(cpu)])
+    time.sleep(0.2)                # its start-up, so that the warm-ups already run against it
+    return busy, cpu
+
+
+def stop_busy(busy: subprocess.Popen) -> None:
+    busy.kill()
+    busy.wait()
+
+
+def header(m: dict) -> str:
+    t = m["threads"]
+    if t["pinned_cpu"] is not None:
+        threads = (f"1 BLAS thread, PyTorch 1 thread, all on CPU {t['pinned_cpu']} "
+                   "(process pinned: no flag limits XLA's thread pool)")
+    else:
+        threads = (f"{t['blas']} BLAS threads, PyTorch {t['pytorch'] or '—'} threads, "
+                   f"JAX {'default pool' if t['jax'] else '—'}")
+    versions = ", ".join(f"{PEER_LABELS[k]} {m[k] or 'not installed'}" for k in ("numpy", *PEERS))
+    machine = m["processor"] or m["platform"]
+    line = f"{m['date']}, {m['cores']} cores, {machine}, {versions}, {m['clock']} clock, {threads}"
+    if m["contended"] is not None:
+        line += f"\nCONTENDED: a busy-loop process kept CPU {m['contended']['cpu']} busy throughout"
+    return line
 
 
 def main(argv=None) -> int:
@@ -291,22 +420,38 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path, default=HERE / "results.json")
     parser.add_argument("--only", nargs="*", choices=sorted(CASES))
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
-                        help="wall: elapsed time (default); cpu: this thread's CPU time, which other "
-                             "processes on a busy machine disturb less (use with one BLAS thread)")
+                        help="wall: elapsed time (default); cpu: the process's CPU time, which other "
+                             "processes on a busy machine disturb less (use with OPENBLAS_NUM_THREADS=1)")
+    parser.add_argument("--contended", action="store_true",
+                        help="keep a busy-loop process running on one CPU while measuring, to show how each "
+                             "system degrades when another process takes a core")
     args = parser.parse_args(argv)
-    global clock
+    global clock, settle_s
     clock = CLOCKS[args.clock]
-    if args.clock == "cpu":
-        references_torch.one_thread()   # a thread's CPU time would not count PyTorch's other threads
+    settle_s = SETTLE_S["one thread" if one_blas_thread() else "default threads"]
+    affinity = allowed_cpus()
+    threads = set_threads(args.clock)
+    for name, module in PEERS.items():
+        if not module.available():
+            print(f"{PEER_LABELS[name]}: not installed, skipped ({INSTALL})", file=sys.stderr)
     results = {"machine": {"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(),
                            "python": sys.version.split()[0], "numpy": np.__version__,
                            "platform": platform.platform(), "processor": platform.processor(),
-                           "clock": args.clock, "pytorch": references_torch.version()}}
-    for name in args.only or CASES:
-        results[name] = CASES[name](args.rounds)
-    m = results["machine"]
-    print(f"{m['date']}, {m['cores']} cores, {m['processor'] or m['platform']}, NumPy {m['numpy']}, "
-          f"{args.clock} clock, {os.environ.get('OPENBLAS_NUM_THREADS', 'default')} BLAS threads\n")
+                           "clock": args.clock, "pytorch": references_torch.version(),
+                           "jax": references_jax.version(), "threads": threads, "contended": None}}
+    busy = None
+    try:
+        if args.contended:
+            busy, cpu = start_busy(affinity, threads["pinned_cpu"])
+            results["machine"]["contended"] = {"cpu": cpu}
+        for name in args.only or CASES:
+            results[name] = CASES[name](args.rounds)
+    finally:
+        if busy is not None:
+            stop_busy(busy)
+        if threads["pinned_cpu"] is not None:
+            pin(set(affinity))     # as it was (main may run inside a longer-lived process: the tests)
+    print(header(results["machine"]) + "\n")
     print(table(results))
     args.json.write_text(json.dumps(results, indent=2))
     print(f"\nwritten to {args.json}")

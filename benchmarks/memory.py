@@ -31,7 +31,7 @@ def measure(program: Path, steps: int) -> dict:
     import numpy as np
 
     import gradlang
-    from gradlang.analysis.cost import training_step_cost
+    from gradlang.lowering.cost import training_step_cost
     from gradlang.runtime.train import Reporter
 
     baseline = rss_bytes("VmRSS")                   # Python + NumPy + gradlang, before the program exists

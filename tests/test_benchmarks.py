@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:        # `benchmarks` lives beside the package, not in it
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.__main__ import check_same, cnn_feed, main, token_feed  # noqa: E402
+from benchmarks import references_jax, references_torch  # noqa: E402
+from benchmarks.__main__ import check_same, cnn_feed, main, step_rows, token_feed  # noqa: E402
 from benchmarks.references import LinRegReference, MLPReference  # noqa: E402
 from benchmarks.references_dl import AttentionReference, CNNReference, LSTMReference  # noqa: E402
 
@@ -48,18 +49,36 @@ def test_reference_matches_gradlang(case):
         np.testing.assert_allclose(value, after[name], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
-@pytest.mark.parametrize("case", ["mlp", "linreg"])
-def test_pytorch_reference_matches_gradlang(case):
-    pytest.importorskip("torch", reason="PyTorch is the optional third reference: pip install -e '.[bench]'")
-    from benchmarks.references_torch import TorchLinReg, TorchMLP
+# each peer's reference class for each case, by name (the module is imported only where it is installed)
+PEER_CLASSES = {
+    "pytorch": ("torch", references_torch, {"mlp": "TorchMLP", "linreg": "TorchLinReg", "cnn": "TorchCNN",
+                                            "lstm": "TorchLSTM", "attention": "TorchAttention"}),
+    "jax": ("jax", references_jax, {"mlp": "JaxMLP", "linreg": "JaxLinReg", "cnn": "JaxCNN",
+                                    "lstm": "JaxLSTM", "attention": "JaxAttention"}),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SMALL_CASES))
+@pytest.mark.parametrize("peer", sorted(PEER_CLASSES))
+def test_peer_reference_matches_gradlang(peer, case):
+    library, module, classes = PEER_CLASSES[peer]
+    pytest.importorskip(library, reason=f"{peer} is an optional peer in the benchmarks: pip install -e '.[bench]'")
     program, make_feed, _ = SMALL_CASES[case]
     prog = gradlang.compile(BENCH / program)
     feed = make_feed()
-    reference = (TorchMLP if case == "mlp" else TorchLinReg)(prog.params)
-    check_same(prog, feed, reference, list(prog.params))
+    reference = getattr(module, classes[case])(prog.params)
+    check_same(prog, feed, reference, list(prog.params))      # what the runner checks before timing
+    # tighter than the runner: float32 rounding only (relative to each gradient's largest entry)
+    loss, grads = reference.loss_and_grads(feed["x"], feed["y"])
+    assert loss == pytest.approx(prog.loss(feed), rel=1e-5)
+    for name, ours in prog.gradients(feed).items():
+        scale = float(np.abs(ours).max())
+        np.testing.assert_allclose(grads[name], ours, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+    # one SGD step each: the same loss before it and the same params after it
     assert prog.step(feed) == pytest.approx(reference.step(feed["x"], feed["y"]), rel=1e-4)
+    after = reference.params()
     for name, value in prog.params.items():
-        np.testing.assert_allclose(value, reference.p[name].detach().numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(value, after[name], rtol=1e-4, atol=1e-6, err_msg=name)
 
 
 def test_check_same_catches_a_reference_that_differs():
@@ -74,14 +93,59 @@ def test_check_same_catches_a_reference_that_differs():
 def test_runner_times_a_case_and_skips_memory_without_mnist(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GRADLANG_DATA", str(tmp_path))           # no mnist/ here
     out = tmp_path / "results.json"
-    assert main(["--only", "attention", "memory", "--rounds", "1", "--json", str(out), "--clock", "cpu"]) == 0
+    assert main(["--only", "linreg", "memory", "--rounds", "1", "--json", str(out), "--clock", "cpu"]) == 0
     results = json.loads(out.read_text())
-    attention = results["attention"]
-    assert attention["ratio"] == pytest.approx(attention["gradlang"]["median_s"] / attention["numpy"]["median_s"])
+    linreg = results["linreg"]
+    assert linreg["ratio"] == pytest.approx(linreg["gradlang"]["median_s"] / linreg["numpy"]["median_s"])
     assert "skipped" in results["memory"] and "no MNIST" in results["memory"]["skipped"]
     printed = capsys.readouterr()
-    assert "| attention step" in printed.out and "| memory | skipped" in printed.out
+    assert "| linreg step" in printed.out and "| memory | skipped" in printed.out
     assert "no MNIST" in printed.err
+    assert "gradlang / best peer" in printed.out
+    timed = [peer for peer in ("pytorch", "jax") if peer in linreg]      # the peers installed here
+    assert timed == [peer for peer, module in (("pytorch", references_torch), ("jax", references_jax))
+                     if module.available()]
+    if timed:
+        best = min(timed, key=lambda peer: linreg[peer]["median_s"])
+        assert linreg["best_peer"] == best
+        assert linreg["ratio_best_peer"] == pytest.approx(linreg["gradlang"]["median_s"] / linreg[best]["median_s"])
+        assert f"{linreg['ratio_best_peer']:.2f}×" in printed.out
+
+
+def test_report_gives_each_peers_time_and_the_ratio_to_the_best():
+    def timing(seconds):
+        return {"median_s": seconds, "spread": 0.1}
+    results = {"cnn": {"gradlang": timing(0.060), "numpy": timing(0.050), "pytorch": timing(0.030),
+                       "jax": timing(0.040), "ratio": 1.2, "ratio_pytorch": 2.0, "ratio_jax": 1.5,
+                       "best_peer": "pytorch", "ratio_best_peer": 2.0},
+               "linreg": {"gradlang": timing(12e-6), "numpy": timing(10e-6), "ratio": 1.2}}
+    rows = step_rows(results)
+    assert "| gradlang | NumPy | PyTorch | JAX | gradlang / NumPy | gradlang / best peer |" in rows[0]
+    cnn = next(row for row in rows if row.startswith("| cnn step"))
+    assert "| 60.0 ms | 50.0 ms | 30.0 ms | 40.0 ms | 1.20× | 2.00× (PyTorch) |" in cnn
+    linreg = next(row for row in rows if row.startswith("| linreg step"))
+    assert "| 12.0 µs | 10.0 µs | — | — | 1.20× | — (no peer) |" in linreg
+
+
+def test_runner_skips_missing_peers_and_runs_contended(tmp_path, monkeypatch, capsys):
+    """Without PyTorch and JAX the runner says so and times gradlang against NumPy alone; --contended
+    keeps a busy process on one CPU while it measures, and ends it."""
+    import benchmarks.__main__ as runner
+    monkeypatch.setattr(references_torch, "version", lambda: None)
+    monkeypatch.setattr(references_jax, "version", lambda: None)
+    busy = []
+    real_stop = runner.stop_busy
+    monkeypatch.setattr(runner, "stop_busy", lambda process: (busy.append(process), real_stop(process)))
+    out = tmp_path / "results.json"
+    assert main(["--only", "linreg", "--rounds", "1", "--contended", "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert set(results["linreg"]) == {"gradlang", "numpy", "ratio"}
+    assert results["machine"]["pytorch"] is None and results["machine"]["jax"] is None
+    assert results["machine"]["contended"]["cpu"] in runner.allowed_cpus()
+    assert len(busy) == 1 and busy[0].poll() is not None             # the busy loop is gone
+    printed = capsys.readouterr()
+    assert "PyTorch: not installed, skipped" in printed.err and "JAX: not installed, skipped" in printed.err
+    assert "CONTENDED" in printed.out and "— (no peer)" in printed.out
 
 
 def test_memory_run_reports_peak_baseline_and_bound():
