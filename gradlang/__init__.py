@@ -5,10 +5,10 @@ by a NumPy interpreter.
     prog = gradlang.compile("examples/moons_mlp.grad")
     result = prog.train()
 """
-from .api import InputInfo, Program, compile
+from .api import OPTIMIZATIONS, InputInfo, Program, compile
 from .errors import GradError
 
-__all__ = ["compile", "Program", "InputInfo", "GradError"]
+__all__ = ["compile", "Program", "InputInfo", "GradError", "OPTIMIZATIONS"]
 __version__ = "0.1.0"
 
 

@@ -21,6 +21,7 @@ from .frontend.outputs import OUTPUT_SETTINGS
 from .frontend.plan import Plan, loss_name
 from .frontend.syntax import parse, parse_file
 from .ir.printer import format_graph
+from .lowering.schedule import REWRITES
 from .ops.shapes import fmt_type
 from .runtime import data as data_sources
 from .runtime.graphs import ProgramGraphs
@@ -29,6 +30,8 @@ from .runtime.runner import Runner
 from .runtime.train import Reporter, TrainResult, save_params, train_per_plan
 
 _DTYPE_NAMES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
+# What `compile(no_opt=…)` and `--no-opt` may leave out: name → what it does
+OPTIMIZATIONS = dict(REWRITES)
 
 
 @dataclass(frozen=True)
@@ -40,14 +43,20 @@ class InputInfo:
         return fmt_type(self.shape, self.dtype)
 
 
-def compile(source: str | Path, dtype: str = "float32", seed: int | None = None) -> Program:  # noqa: A001
+def compile(source: str | Path, dtype: str = "float32", seed: int | None = None,  # noqa: A001
+            no_opt=()) -> Program:
     """Compile a `.grad` file (a path) or gradlang source text into a `Program`.
 
     `dtype` is the float precision of every float value ("float32" or "float64");
-    `seed` overrides the training plan's seed (which seeds initialisation, shuffling and dropout).
+    `seed` overrides the training plan's seed (which seeds initialisation, shuffling and dropout);
+    `no_opt` names optimisations to leave out (`gradlang.OPTIMIZATIONS`), to debug one or measure it.
     """
     if dtype not in _DTYPE_NAMES:
         raise ValueError(f"dtype must be 'float32' or 'float64', not {dtype!r}")
+    no_opt = frozenset([no_opt] if isinstance(no_opt, str) else no_opt)
+    unknown = sorted(no_opt - set(OPTIMIZATIONS))
+    if unknown:
+        raise GradError(f"no optimisation named {unknown[0]!r}; the optimisations are {', '.join(OPTIMIZATIONS)}")
     path = Path(source) if isinstance(source, Path) or _looks_like_path(source) else None
     if path is not None:
         if not path.is_file():
@@ -56,7 +65,7 @@ def compile(source: str | Path, dtype: str = "float32", seed: int | None = None)
     else:
         module, folder, name = parse(source, "<string>"), Path.cwd(), "<string>"
     elaborated = elaborate_source(module, folder, _DTYPE_NAMES[dtype])
-    program = Program(elaborated, folder, seed, name)
+    program = Program(elaborated, folder, seed, name, no_opt)
     for setting in OUTPUT_SETTINGS:   # refused now, not after an hour of training
         program.plan_output(setting)
     return program
@@ -102,12 +111,13 @@ class Program:
     model_graph, forward_graph, rewrites, stats = _held("graphs", 4)
     gradient_graph, raw_gradient_graph, loss_output = _held("graphs", 3, read_only=True)
 
-    def __init__(self, elaborated: Elaborated, folder: Path, seed: int | None, name: str = "<string>"):
+    def __init__(self, elaborated: Elaborated, folder: Path, seed: int | None, name: str = "<string>",
+                 no_opt: frozenset = frozenset()):
         self.elaborated, self.folder, self.name = elaborated, folder, name
         plan = Plan(elaborated.plan)
         seed = plan.seed(seed)
         self.graphs = ProgramGraphs(elaborated, plan)
-        self.runner = Runner(elaborated, plan, self.graphs, seed)
+        self.runner = Runner(elaborated, plan, self.graphs, seed, no_opt)
         self._data_dir: Path | None = None
 
     @property

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from .errors import GradError
 from .gradcheck import DEFAULT_BATCH, DEFAULT_TOLERANCE, gradcheck
+from .lowering.schedule import REWRITES
 from .stages import FORMATS, STAGES, format_stats, show_stage, stage_graph, stage_stats
 
 
@@ -48,8 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show the Python traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
+    # the commands that compile and run a program's steps
+    compiling = argparse.ArgumentParser(add_help=False)
+    compiling.add_argument("--no-opt", action="append", metavar="NAME",
+                           help="leave out one optimisation, to debug it or measure what it gains (repeatable): "
+                                + ", ".join(REWRITES))
 
-    run = sub.add_parser("run", parents=[common], help="train a model per its train block")
+    run = sub.add_parser("run", parents=[common, compiling], help="train a model per its train block")
     run.add_argument("file", type=Path)
     run.add_argument("--json", action="store_true", help="print one JSON object with the results at the end")
     group = run.add_mutually_exclusive_group()
@@ -83,7 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="how long a rank waits for the others in one collective before the job stops "
                           "(default: $GRADLANG_MPI_TIMEOUT, else 300)")
 
-    evaluate = sub.add_parser("eval", parents=[common], help="loss and metrics of trained params on a data set")
+    evaluate = sub.add_parser("eval", parents=[common, compiling],
+                              help="loss and metrics of trained params on a data set")
     evaluate.add_argument("file", type=Path)
     evaluate.add_argument("--params", type=Path, required=True, help="trained params (.npz from gradlang run)")
     evaluate.add_argument("--data", help="a data declaration of the program (default: the train block's "
@@ -91,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir", type=Path)
     evaluate.add_argument("--json", action="store_true")
 
-    predict = sub.add_parser("predict", parents=[common], help="the program's outputs for new inputs")
+    predict = sub.add_parser("predict", parents=[common, compiling], help="the program's outputs for new inputs")
     predict.add_argument("file", type=Path)
     predict.add_argument("--params", type=Path, required=True, help="trained params (.npz from gradlang run)")
     source = predict.add_mutually_exclusive_group(required=True)
@@ -101,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", type=Path, help="write the outputs to this .npz instead of printing them")
     predict.add_argument("--json", action="store_true", help="print the outputs as JSON")
 
-    ir = sub.add_parser("ir", parents=[common], help="print the IR of a model")
+    ir = sub.add_parser("ir", parents=[common, compiling], help="print the IR of a model")
     ir.add_argument("file", type=Path)
     ir.add_argument("--grad", action="store_true", help="include the gradient (backward) graph")
     ir.add_argument("--no-locations", action="store_true", help="omit the source location of each node")
@@ -224,7 +231,7 @@ def _check_readable(path: Path) -> None:
 def _compile(args, **kw):
     from . import api
     _check_readable(args.file)
-    program = api.compile(args.file, **kw)
+    program = api.compile(args.file, no_opt=tuple(getattr(args, "no_opt", None) or ()), **kw)
     program.data_dir = getattr(args, "data_dir", None)
     return program
 
@@ -529,7 +536,7 @@ def cmd_ir(args) -> int:
     if args.stage == "elaborated" and args.grad:
         raise GradError("--grad applies to the optimized stage; the gradient before simplification is --stage grad")
     if args.stats:
-        stats = stage_stats(program)
+        stats = stage_stats(program, args.batch)
         sys.stdout.write(_json(stats) + "\n" if args.format == "json" else format_stats(stats))
     elif args.cost:
         from .lowering.cost import format_cost, training_step_cost
@@ -544,7 +551,7 @@ def cmd_ir(args) -> int:
         print(f"drawn in {path}")
     else:
         sys.stdout.write(show_stage(program, args.file, args.stage, args.grad, args.format,
-                                    locations=not args.no_locations))
+                                    locations=not args.no_locations, batch=args.batch))
     return 0
 
 

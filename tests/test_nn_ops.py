@@ -186,6 +186,43 @@ def test_max_pool_sends_a_tie_to_the_first_maximum_and_never_to_padding():
     np.testing.assert_array_equal(y, [[[[-1.0, -2.0], [-4.0, -5.0]]]])
 
 
+@pytest.mark.parametrize("kernel, stride, padding", POOL_CASES + [((2, 2), (2, 2), (0, 0))],
+                         ids=POOL_IDS + ["2x2_even"])
+def test_a_max_pool_paired_with_its_gradient_routes_as_one_alone(kernel, stride, padding):
+    """The scheduler pairs max_pool2d with its gradient (the forward keeps where each maximum is);
+    with many ties (small integers), the paired gradient equals the one that finds the maxima again."""
+    from gradlang.ops.nn_ops import MaxPool
+    rng = np.random.default_rng(1)
+    shape = (3, 2, 8, 6) if kernel == stride == (2, 2) else (3, 2, 7, 6)
+    x = rng.integers(-2, 3, size=shape).astype(np.float64)
+    attrs = {"kernel": kernel, "stride": stride, "padding": padding}
+    alone = MaxPool(attrs, x.shape, "f64")
+    paired = MaxPool(attrs, x.shape, "f64", keep=True)
+    pooled = paired.forward(x)
+    np.testing.assert_array_equal(pooled, alone.forward(x))
+    g = rng.standard_normal(pooled.shape)
+    expected = _first_maximum_routing(x, g, kernel, stride, padding)
+    # (overlapping windows add their shares in another order than the loops: equal up to rounding)
+    np.testing.assert_allclose(paired.gradient(x, g), expected, rtol=0, atol=1e-14)
+    assert paired.saved is None   # consumed: the next step's forward keeps its own
+    np.testing.assert_allclose(paired.gradient(x, g), expected, rtol=0, atol=1e-14)   # no forward first
+    np.testing.assert_allclose(alone.gradient(x, g), expected, rtol=0, atol=1e-14)
+
+
+def _first_maximum_routing(x, g, kernel, stride, padding):
+    """max_pool2d's gradient by loops: each window's g goes to its first maximum in row-major order,
+    padding never taking it."""
+    out = np.zeros_like(x)
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    for n, c, oy, ox in np.ndindex(*g.shape):
+        cells = [(oy * sh + i - ph, ox * sw + j - pw) for i in range(kh) for j in range(kw)]
+        cells = [(y, x_) for y, x_ in cells if 0 <= y < x.shape[2] and 0 <= x_ < x.shape[3]]
+        best = max(x[n, c, y, x_] for y, x_ in cells)
+        y, x_ = next(cell for cell in cells if x[n, c, cell[0], cell[1]] == best)
+        out[n, c, y, x_] += g[n, c, oy, ox]
+    return out
+
+
 def test_avg_pool_builtin_counts_padding_as_zeros_and_its_gradient():
     prog = gradlang.compile("""
         input x : f32[B, 2, 5, 4]

@@ -12,7 +12,7 @@ call kernels.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -20,6 +20,7 @@ from ..analysis.index_checks import IndexGuard, guarded
 from ..errors import GradError
 from ..ir.graph import Graph, check_size, memory_limit
 from ..ops import registry
+from ..ops.nn_ops import MaxPool
 from ..ops.primitives import SoftmaxCrossEntropy
 from ..ops.registry import VIEW, RunContext
 from ..ops.shapes import DTYPES, broadcast, resolve
@@ -38,6 +39,7 @@ class Schedule:
     # input or param, shared with no other output), so a caller may overwrite it once it is done
     fresh_outputs: tuple = ()
     output_nodes: tuple = ()   # the node of each requested output, in order
+    rewrites: dict = field(default_factory=dict)   # REWRITES name → the calls it changed (absent: not made)
 
 
 @dataclass
@@ -202,6 +204,33 @@ def _share_softmax_cross_entropy(graph: Graph, calls: list, roots: set, bindings
     return out
 
 
+def _share_max_pool(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
+    """A max_pool2d and its gradient on the same input and windows, the gradient computed later in
+    the step, share one `MaxPool(keep=True)`: the forward keeps where each window's first maximum is,
+    and the gradient writes g there instead of finding the maxima again."""
+    forwards = {}
+    for i, call in enumerate(calls):
+        if graph.op(call.node) == "max_pool2d":
+            forwards.setdefault((call.operands[0], _window_key(graph, call.node)), (i, call))
+    shared = {}
+    for i, call in enumerate(calls):
+        if graph.op(call.node) != "max_pool2d_grad":
+            continue
+        key = (call.operands[0], _window_key(graph, call.node))
+        if key in forwards and forwards[key][0] < i:
+            forward = forwards[key][1].node
+            if forward not in shared:
+                x = call.operands[0]
+                pool = MaxPool(graph.attrs(call.node), resolve(graph.shape(x), bindings), graph.dtype(x), keep=True)
+                shared[forward], shared[call.node] = pool.forward, pool.gradient
+    return [_Call(call.node, shared[call.node], call.operands) if call.node in shared else call for call in calls]
+
+
+def _window_key(graph: Graph, node: int) -> tuple:
+    attrs = graph.attrs(node)
+    return tuple(attrs[k] for k in ("kernel", "stride", "padding"))
+
+
 def _in_place(graph: Graph, calls: list, roots: set, bindings: dict, static: dict) -> list:
     """Let a kernel write its result into an operand's buffer when that buffer is dead afterwards: it
     was computed by this schedule (not an input, param or constant), nothing else reads it or any
@@ -317,10 +346,24 @@ def _reuse_buffers(graph: Graph, calls: list, roots: set, bindings: dict) -> lis
     return out
 
 
+# The rewrites the scheduler makes once shapes are known, in the order it makes them. Each can be
+# turned off by name (`disabled`; `gradlang … --no-opt NAME`, `compile(no_opt=…)`), for debugging and
+# for measuring what it gains; none changes a result beyond float rounding (tests/test_schedule_rewrites.py).
+REWRITES = {
+    "shared-softmax": "a softmax cross-entropy and its gradient on the same logits share the exponentials",
+    "pool-argmax": "max_pool2d keeps where each window's maximum is, for its gradient",
+    "dot-products": "sum(a * b) over every axis is one dot product",
+    "in-place": "a kernel writes its result into the buffer of an operand that dies with it",
+    "reuse-buffers": "the training step's large matrix products get memory allocated once",
+}
+
+
 def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
-             context: RunContext | None = None, reuse_buffers: bool = False) -> Schedule:
+             context: RunContext | None = None, reuse_buffers: bool = False,
+             disabled: frozenset = frozenset()) -> Schedule:
     """The schedule of `outputs`. With `reuse_buffers`, large matrix products live in memory allocated
-    once (see `_reuse_buffers`): each run then overwrites the outputs of the one before."""
+    once (see `_reuse_buffers`): each run then overwrites the outputs of the one before. The rewrites
+    named in `disabled` (REWRITES) are not made; the schedule counts the calls each one changed."""
     roots = [graph.outputs[name] for name in outputs]
     order = graph.order(roots=roots)
     slot = {node: i for i, node in enumerate(order)}
@@ -364,13 +407,25 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
             continue
         calls.append(_Call(node, kernel, tuple(d["operands"])))
 
-    calls = _share_softmax_cross_entropy(graph, calls, set(roots), bindings)
-    calls = _fuse_dot_products(graph, calls, set(roots), bindings)
+    made: dict[str, int] = {}
+
+    def rewrite(name: str, apply, *args) -> list:
+        if name in disabled:
+            return calls
+        before = {call.node: call.kernel for call in calls}
+        after = apply(graph, calls, set(roots), bindings, *args)
+        kept = {call.node: call.kernel for call in after}
+        made[name] = sum(node not in kept or kept[node] is not kernel for node, kernel in before.items())
+        return after
+
+    calls = rewrite("shared-softmax", _share_softmax_cross_entropy)
+    calls = rewrite("pool-argmax", _share_max_pool)
+    calls = rewrite("dot-products", _fuse_dot_products)
     calls = [_Call(c.node, IndexGuard(c.kernel, *guards[c.node]), c.operands)   # a fused kernel checks too
              if c.node in guards and not isinstance(c.kernel, IndexGuard) else c for c in calls]
-    calls = _in_place(graph, calls, set(roots), bindings, static)
+    calls = rewrite("in-place", _in_place, static)
     if reuse_buffers:
-        calls = _reuse_buffers(graph, calls, set(roots), bindings)
+        calls = rewrite("reuse-buffers", _reuse_buffers)
     last_use: dict[int, int] = {}
     for i, call in enumerate(calls):
         for o in call.operands:
@@ -385,7 +440,7 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
              for i, call in enumerate(calls)]
     return Schedule(steps, len(order), {slot[n]: v for n, v in static.items()}, input_slots, param_slots,
                     [slot[r] for r in roots], [call.node for call in calls], _fresh(graph, calls, roots),
-                    tuple(roots))
+                    tuple(roots), made)
 
 
 def _check_peak_memory(graph: Graph, calls: list, frees: list, slot: dict, bindings: dict) -> None:

@@ -89,8 +89,11 @@ def _windows(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, fill=0
 
 # The windows of a whole batch, laid out for one matrix product, take N·OH·OW·C·KH·KW elements — 3 GB
 # for 10,000 MNIST images in a 5×5 layer of 16 channels. Kernels therefore work through the batch in
-# chunks of at most this many window elements (one product per chunk: still BLAS-sized).
-_CHUNK_ELEMENTS = 1 << 24
+# chunks of at most this many window elements, one product per chunk. The size is the cache's, not
+# only memory's: a chunk's windows (2 MB in float32) are still in cache when its product reads them,
+# which makes gathering and multiplying a chunk at a time about 10% faster per step than the whole
+# batch at once (benchmarks/cnn.grad, one thread), and a product of 512K elements is still BLAS-sized.
+_CHUNK_ELEMENTS = 1 << 19
 
 
 def _batch_chunks(n: int, per_example: int):
@@ -157,21 +160,36 @@ def _conv2d_infer(shapes, dtypes, attrs):
     return (x[0], w[0], oh, ow), dtype
 
 
-def _conv2d_kernel(attrs, in_shapes, out_shape, dtype):
-    stride, padding = attrs["stride"], attrs["padding"]
-    kernel = tuple(in_shapes[1][2:])
-    _, o, oh, ow = out_shape
+class Conv2d:
+    """The kernels of conv2d and of its filter gradient for one input shape and filter size: both
+    multiply the input's windows (`_im2col`), gathered a chunk of the batch at a time."""
 
-    per_example = in_shapes[1][1] * kernel[0] * kernel[1] * oh * ow
+    def __init__(self, attrs: dict, x_shape: tuple, kernel: tuple, out_channels: int):
+        self.stride, self.padding, self.kernel = attrs["stride"], attrs["padding"], tuple(kernel)
+        self.channels, self.out_channels = x_shape[1], out_channels
+        self.oh, self.ow = _out_size("conv2d", x_shape[2:], self.kernel, self.stride, self.padding)
+        self.per_example = self.channels * self.kernel[0] * self.kernel[1] * self.oh * self.ow
 
-    def conv2d(x, w):
-        out = np.empty(out_shape, dtype=np.result_type(x, w))
+    def forward(self, x, w):
+        o, oh, ow = self.out_channels, self.oh, self.ow
+        out = np.empty((len(x), o, oh, ow), dtype=np.result_type(x, w))
         filters = _filter_rows(w).T                                          # [KH·KW·C, O]
-        for part in _batch_chunks(len(x), per_example):
-            rows = _im2col(x[part], kernel, stride, padding) @ filters        # [n·OH·OW, O]
-            out[part] = rows.reshape(-1, oh, ow, o).transpose(0, 3, 1, 2)
+        for part in _batch_chunks(len(x), self.per_example):
+            cols = _im2col(x[part], self.kernel, self.stride, self.padding)  # [n·OH·OW, KH·KW·C]
+            out[part] = (cols @ filters).reshape(-1, oh, ow, o).transpose(0, 3, 1, 2)
         return out
-    return conv2d
+
+    def filter_gradient(self, x, g, dtype):
+        (kh, kw), c, o = self.kernel, self.channels, self.out_channels
+        rows = np.zeros((kh * kw * c, o), dtype=dtype)                       # [KH·KW·C, O]
+        for part in _batch_chunks(len(x), self.per_example):
+            cols = _im2col(x[part], self.kernel, self.stride, self.padding)
+            rows += cols.T @ _channels_last_rows(g[part])
+        return np.ascontiguousarray(rows.reshape(kh, kw, c, o).transpose(3, 2, 0, 1))
+
+
+def _conv2d_kernel(attrs, in_shapes, out_shape, dtype):
+    return Conv2d(attrs, in_shapes[0], in_shapes[1][2:], out_shape[1]).forward
 
 
 def _vjp_conv2d(e, n, g):
@@ -208,26 +226,25 @@ def _conv_transpose_kernel(attrs, in_shapes, out_shape, dtype):
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     _, o, oh, ow = in_shapes[0]
     c = out_shape[1]
-    # At stride 1 with padding smaller than the filter, the transposed convolution is a convolution:
-    # of g padded by K − 1 − p with the filters flipped and their channel axes swapped — one im2col
-    # and one product, several times faster than adding KH·KW shifted products back into an image.
-    as_convolution = stride == (1, 1) and ph < kh and pw < kw
-    per_example = (o if as_convolution else c) * kh * kw * max(oh * ow, size[0] * size[1])
+    per_example = (o + c) * oh * ow   # g's rows and one window offset's product, per example
 
     def conv2d_transpose(g, w):
+        # One product per window offset, g's channels-last rows [n·OH·OW, O] times that offset's
+        # filter slice [O, C], added where the offset's values came from in a channels-last image:
+        # each product is written into the same buffer, and each addition runs over whole rows of
+        # the image. (A single product of all offsets at once leaves them interleaved in memory,
+        # and gathering them back is slower than the products themselves.)
         out = np.empty(out_shape, dtype=target)
+        slices = [np.ascontiguousarray(w[:, :, i, j], dtype=target) for i in range(kh) for j in range(kw)]
         for part in _batch_chunks(len(g), per_example):
-            if as_convolution:
-                flipped = _filter_rows(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).T   # [KH·KW·O, C]
-                rows = _im2col(g[part], kernel, (1, 1), (kh - 1 - ph, kw - 1 - pw)) @ flipped
-                out[part] = rows.reshape(-1, size[0], size[1], c).transpose(0, 3, 1, 2)
-                continue
-            cols = (_channels_last_rows(g[part]) @ _filter_rows(w)).reshape(-1, oh, ow, kh, kw, c)
-            cols = np.ascontiguousarray(cols.transpose(3, 4, 0, 1, 2, 5))   # [KH, KW, n, OH, OW, C]
-            image = np.zeros((cols.shape[2], size[0] + 2 * ph, size[1] + 2 * pw, c), dtype=target)
-            for i in range(kh):          # each window offset's values added back where they came from
-                for j in range(kw):
-                    image[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += cols[i, j]
+            rows = _channels_last_rows(g[part]).astype(target, copy=False)
+            n = len(rows) // (oh * ow)
+            product = np.empty((len(rows), c), dtype=target)
+            image = np.zeros((n, size[0] + 2 * ph, size[1] + 2 * pw, c), dtype=target)
+            for k, filters in enumerate(slices):
+                i, j = divmod(k, kw)
+                np.matmul(rows, filters, out=product)
+                image[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += product.reshape(n, oh, ow, c)
             out[part] = image[:, ph:ph + size[0], pw:pw + size[1]].transpose(0, 3, 1, 2)
         return out
     return conv2d_transpose
@@ -261,16 +278,10 @@ def _filter_grad_infer(shapes, dtypes, attrs):
 
 
 def _filter_grad_kernel(attrs, in_shapes, out_shape, dtype):
-    stride, padding, kernel = attrs["stride"], attrs["padding"], attrs["kernel"]
-    o, c, kh, kw = out_shape
-
-    per_example = in_shapes[0][1] * kernel[0] * kernel[1] * in_shapes[1][2] * in_shapes[1][3]
+    conv, target = Conv2d(attrs, in_shapes[0], attrs["kernel"], out_shape[0]), DTYPES[dtype]
 
     def conv2d_filter_grad(x, g):
-        rows = np.zeros((o, kh * kw * c), dtype=DTYPES[dtype])               # [O, KH·KW·C]
-        for part in _batch_chunks(len(x), per_example):
-            rows += _channels_last_rows(g[part]).T @ _im2col(x[part], kernel, stride, padding)
-        return np.ascontiguousarray(rows.reshape(o, kh, kw, c).transpose(0, 3, 1, 2))
+        return conv.filter_gradient(x, g, target)
     return conv2d_filter_grad
 
 
@@ -379,65 +390,103 @@ def _pool_infer(op: str, image_operands: int):
     return infer
 
 
-def _first_max_masks(x, kernel, stride, padding):
-    """For each window offset (i, j): where that offset holds its window's first maximum, as bool
-    [N, C, OH, OW] arrays, and the padded input's window views they index."""
-    win = _windows(x, kernel, stride, padding, -np.inf)
-    kh, kw = kernel
-    best = win[..., 0, 0].copy()
-    for i in range(kh):
-        for j in range(kw):
-            np.maximum(best, win[..., i, j], out=best)
-    taken = np.zeros(best.shape, dtype=bool)
-    masks = []
-    for i in range(kh):
-        for j in range(kw):
-            hit = win[..., i, j] == best
-            hit &= ~taken
-            taken |= hit
-            masks.append(hit)
-    return masks
+class MaxPool:
+    """The kernels of max_pool2d and of its gradient for one input shape and window. When one step
+    computes both on the same input, the scheduler runs them as a pair (`keep`): the forward keeps
+    which offset of each window held its first maximum, and the gradient writes g there instead of
+    finding the maxima again. The forward must run first in each step, as it does in a schedule;
+    should it not have, the gradient finds them itself.
+
+    Windows that tile the image exactly (stride = kernel, no padding: the usual 2×2 pooling) are read
+    as a reshape of x, and the gradient writes each element once; other windows go through strided
+    views of a padded copy, and the gradient adds each window offset's share back."""
+
+    def __init__(self, attrs: dict, in_shape: tuple, dtype: str, keep: bool = False):
+        self.kernel, self.stride, self.padding = attrs["kernel"], attrs["stride"], attrs["padding"]
+        n, c, h, w = in_shape
+        kh, kw = self.kernel
+        self.tiles = self.stride == self.kernel and self.padding == (0, 0) and h % kh == 0 and w % kw == 0
+        self.in_shape, self.target, self.keep = tuple(in_shape), DTYPES[dtype], keep
+        self.saved = None
+
+    def _offsets(self, x):
+        """For each window offset (i, j) in row-major order, the view of x holding that offset of every
+        window, [N, C, OH, OW]."""
+        kh, kw = self.kernel
+        if self.tiles:
+            n, c, h, w = x.shape
+            tiled = x.reshape(n, c, h // kh, kh, w // kw, kw)
+            return [tiled[:, :, :, i, :, j] for i in range(kh) for j in range(kw)]
+        win = _windows(x, self.kernel, self.stride, self.padding, -np.inf)
+        return [win[..., i, j] for i in range(kh) for j in range(kw)]
+
+    def _first_maxima(self, x):
+        """The window maxima and the offset holding each one first (uint8, or int32 for windows of
+        more than 256 elements)."""
+        views = self._offsets(x)
+        best = views[0].copy()
+        first = np.zeros(best.shape, np.uint8 if len(views) <= 256 else np.int32)
+        greater, offset = np.empty(best.shape, bool), np.empty_like(first)
+        for k, view in enumerate(views[1:], 1):
+            np.greater(view, best, out=greater)   # strictly: a tie keeps the earlier offset
+            # first = k where greater: k exceeds every offset before it, so a maximum does it (a
+            # masked copy is twenty times slower)
+            np.multiply(greater, first.dtype.type(k), out=offset)
+            np.maximum(first, offset, out=first)
+            np.maximum(best, view, out=best)
+        return best, first
+
+    def forward(self, x):
+        if not self.keep:
+            views = self._offsets(x)
+            best = views[0].copy()
+            for view in views[1:]:
+                np.maximum(best, view, out=best)
+            return best
+        best, first = self._first_maxima(x)
+        self.saved = first
+        return best
+
+    def gradient(self, x, g):
+        if self.saved is None:
+            _, first = self._first_maxima(x)
+        else:
+            first, self.saved = self.saved, None
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
+        n, c, oh, ow = g.shape
+        hit = np.empty(first.shape, bool)
+        if self.tiles:   # every element of x is in exactly one window: each is written once
+            out = np.empty(self.in_shape, dtype=self.target)
+            for k, view in enumerate(self._offsets(out)):
+                np.equal(first, k, out=hit)
+                np.multiply(g, hit, out=view)
+            return out
+        h, w = self.in_shape[2:]
+        out = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=self.target)
+        for k in range(kh * kw):
+            i, j = divmod(k, kw)
+            np.equal(first, k, out=hit)
+            out[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += g * hit
+        return out[:, :, ph:ph + h, pw:pw + w] if ph or pw else out
 
 
 def _max_pool_kernel(attrs, in_shapes, out_shape, dtype):
-    kernel, stride, padding = attrs["kernel"], attrs["stride"], attrs["padding"]
-
-    def max_pool2d(x):
-        win = _windows(x, kernel, stride, padding, -np.inf)
-        best = win[..., 0, 0].copy()
-        for i in range(kernel[0]):
-            for j in range(kernel[1]):
-                np.maximum(best, win[..., i, j], out=best)
-        return best
-    return max_pool2d
+    return MaxPool(attrs, in_shapes[0], dtype).forward
 
 
 def _max_pool_grad_kernel(attrs, in_shapes, out_shape, dtype):
-    kernel, stride, padding = attrs["kernel"], attrs["stride"], attrs["padding"]
-    (sh, sw), (ph, pw), target = stride, padding, DTYPES[dtype]
-
-    def max_pool2d_grad(x, g):
-        masks = _first_max_masks(x, kernel, stride, padding)
-        n, c, oh, ow = g.shape
-        out = np.zeros((n, c, x.shape[2] + 2 * ph, x.shape[3] + 2 * pw), dtype=target)
-        zero = target(0)
-        for k, hit in enumerate(masks):
-            i, j = divmod(k, kernel[1])
-            out[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += np.where(hit, g, zero)
-        return out[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]] if ph or pw else out
-    return max_pool2d_grad
+    return MaxPool(attrs, in_shapes[0], dtype).gradient
 
 
 def _max_pool_select_kernel(attrs, in_shapes, out_shape, dtype):
-    kernel, stride, padding = attrs["kernel"], attrs["stride"], attrs["padding"]
+    pool = MaxPool(attrs, in_shapes[0], dtype)
 
     def max_pool2d_select(x, u):
-        masks = _first_max_masks(x, kernel, stride, padding)
-        win = _windows(u, kernel, stride, padding)
-        out = np.zeros(out_shape, dtype=u.dtype)
-        for k, hit in enumerate(masks):
-            i, j = divmod(k, kernel[1])
-            np.copyto(out, win[..., i, j], where=hit)
+        _, first = pool._first_maxima(x)
+        win = _windows(u, pool.kernel, pool.stride, pool.padding)
+        (kh, kw), out = pool.kernel, np.zeros(out_shape, dtype=u.dtype)
+        for k in range(kh * kw):
+            np.copyto(out, win[..., k // kw, k % kw], where=first == k)
         return out
     return max_pool2d_select
 

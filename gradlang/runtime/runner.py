@@ -43,7 +43,7 @@ class Runner:
     (a DataParallel, distributed.py: each MPI rank steps and evaluates its share of each batch and the
     ranks' results are combined; None: this process works alone)."""
 
-    def __init__(self, elaborated, plan: Plan, graphs: ProgramGraphs, seed: int):
+    def __init__(self, elaborated, plan: Plan, graphs: ProgramGraphs, seed: int, no_opt: frozenset = frozenset()):
         self.inputs = elaborated.inputs   # name → InputSpec
         self.input_names = list(elaborated.inputs)
         self.param_names = list(elaborated.params)
@@ -52,6 +52,7 @@ class Runner:
         self.float_dtype = elaborated.float_dtype
         self.plan, self.graphs, self.phases = plan, graphs, plan.phases
         self.seed = seed
+        self.no_opt = no_opt   # the schedule's rewrites left out (lowering/schedule.py: REWRITES)
         self.rng = np.random.default_rng(seed)
         arrays = {name: initial_value(spec, self.rng) for name, spec in elaborated.params.items()}
         self.params = Params(arrays)
@@ -104,7 +105,7 @@ class Runner:
                     raise GradError(f"the feed is missing input {name!r} (it has {', '.join(fed) or 'no inputs'})",
                                     self.inputs[name].span)
             sched = schedule(graph, list(outputs), bind_dimensions(self.inputs, arrays),
-                             RunContext(self.rng, training), reuse_buffers)
+                             RunContext(self.rng, training), reuse_buffers, self.no_opt)
             found = self.executables[key] = Executable(sched, graph, self.input_names, self.param_names)
         return found
 

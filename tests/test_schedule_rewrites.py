@@ -1,0 +1,77 @@
+"""The scheduler's rewrites (lowering/schedule.py: REWRITES) change how a step runs, never what it
+computes: every example's and benchmark's loss, gradients and trained params are the same, in float64,
+with each rewrite left out (`compile(no_opt=…)`) as with all of them; and each is counted, listed and
+refused by name."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gradlang
+from gradlang import GradError
+from gradlang.gradcheck import random_feed
+from gradlang.lowering.schedule import REWRITES
+
+ROOT = Path(__file__).resolve().parent.parent
+PROGRAMS = sorted(ROOT.glob("examples/*.grad")) + sorted(ROOT.glob("benchmarks/*.grad"))
+# programs whose gradient graph needs more than a loss (a phased GAN trains two losses in turn)
+PHASED = {"gan"}
+
+
+def _step_results(path: Path, no_opt=()) -> tuple:
+    """The loss and gradients on a random feed, and the params after two training steps on it."""
+    prog = gradlang.compile(path, dtype="float64", seed=0, no_opt=no_opt)
+    feed = random_feed(prog, 4, np.random.default_rng(0))
+    gradients = prog.gradients(feed) if path.stem not in PHASED else {}
+    losses = [prog.step(feed) for _ in range(2)]
+    return losses, gradients, {name: value.copy() for name, value in prog.params.items()}
+
+
+@pytest.mark.parametrize("path", PROGRAMS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_each_rewrite_left_out_gives_the_same_step(path):
+    losses, gradients, params = _step_results(path)
+    for name in REWRITES:
+        other_losses, other_gradients, other_params = _step_results(path, no_opt=(name,))
+        np.testing.assert_allclose(other_losses, losses, rtol=1e-12, atol=1e-12, err_msg=name)
+        for param in gradients:
+            np.testing.assert_allclose(other_gradients[param], gradients[param], rtol=1e-12, atol=1e-12,
+                                       err_msg=f"{name}: grad {param}")
+        for param in params:
+            np.testing.assert_allclose(other_params[param], params[param], rtol=1e-12, atol=1e-12,
+                                       err_msg=f"{name}: {param} after two steps")
+
+
+def test_the_cnn_step_pairs_its_pools_and_lists_the_kernels_chosen(capsys):
+    from gradlang.cli import main
+    assert main(["ir", str(ROOT / "benchmarks" / "cnn.grad"), "--stage", "scheduled", "--batch", "4"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("MaxPool.forward(") == 2 and listing.count("MaxPool.gradient(") == 2
+    assert "SoftmaxCrossEntropy.scaled_gradient(" in listing and "into a reused buffer" in listing
+    assert "# rewrites: shared-softmax 3, pool-argmax 4," in listing
+    assert main(["ir", str(ROOT / "benchmarks" / "cnn.grad"), "--stage", "scheduled", "--batch", "4",
+                 "--no-opt", "pool-argmax", "--no-opt", "reuse-buffers"]) == 0
+    listing = capsys.readouterr().out
+    assert "MaxPool.forward(" in listing   # the kernels are MaxPool's either way; only unpaired
+    assert "pool-argmax" not in listing and "reuse-buffers" not in listing and "reused buffer" not in listing
+
+
+def test_stats_count_the_rewrites_of_the_training_step(capsys):
+    from gradlang.cli import main
+    assert main(["ir", str(ROOT / "benchmarks" / "cnn.grad"), "--stats", "--format", "json", "--batch", "8"]) == 0
+    import json
+    scheduled = json.loads(capsys.readouterr().out)["schedule"]
+    assert scheduled["batch"] == 8 and scheduled["kernel_calls"] > 30
+    assert scheduled["rewrites"]["pool-argmax"] == 4 and set(scheduled["rewrites"]) == set(REWRITES)
+
+
+def test_an_unknown_optimisation_is_refused_naming_the_known_ones():
+    with pytest.raises(GradError, match="no optimisation named 'fusion'; the optimisations are shared-softmax, "):
+        gradlang.compile("input x : f32[B]\nloss = mean(x)\n", no_opt=("fusion",))
+    result = subprocess.run([sys.executable, "-m", "gradlang", "run", str(ROOT / "examples" / "xor.grad"),
+                             "--no-opt", "nothing"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 1 and "no optimisation named 'nothing'" in result.stderr
+    assert set(gradlang.OPTIMIZATIONS) >= set(REWRITES)
