@@ -260,7 +260,7 @@ def case_compile(rounds: int) -> dict:
     for layers in (10, 100, 1000):
         source = mlp_source(layers)
         times = []
-        for _ in range(max(1, rounds // (layers // 10 + 1)) if layers > 10 else rounds):
+        for _ in range(max(3, rounds // (layers // 10 + 1)) if layers > 10 else rounds):   # a median of ≥ 3
             start = clock()
             prog = gradlang.compile(source)
             prog.gradients(feed)          # forces differentiation, simplification and scheduling
