@@ -108,6 +108,12 @@ IDENTITY_CASES = [
     ("unslice(a) + unslice(b) + … tiling an axis → concat(a, b, …)",
      lambda e, a, b: e("add", e("unslice", b, index=((FULL, ("s", 2, None, None))), shape=(4, 6)),
                        e("unslice", a, index=(FULL, ("s", 0, 2, None)), shape=(4, 6))), [(4, 2), (4, 4)], ["concat"]),
+    # the gradient of the steps x[:, t] of an unrolled loop: picked positions (one from the end) written back
+    ("unslice(a) + unslice(b) + … tiling an axis → concat(a, b, …)",
+     lambda e, a, b, c: e("add", e("add", e("unslice", c, index=(FULL, ("i", -1)), shape=(4, 3, 2)),
+                                   e("unslice", a, index=(FULL, ("i", 0)), shape=(4, 3, 2))),
+                          e("unslice", b, index=(FULL, ("i", 1)), shape=(4, 3, 2))),
+     [(4, 2), (4, 2), (4, 2)], ["concat", "reshape", "reshape", "reshape"]),
     ("slice or unslice of every element → reshape",
      lambda e, x: e("slice", x, index=(("s", None, None, None), ("i", 0))), [(4, 1)], ["reshape"]),
     ("slice or unslice of every element → reshape",

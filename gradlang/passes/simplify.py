@@ -353,14 +353,21 @@ def _implicit_broadcast(graph, node):
     return _emit(graph, node)(d["op"], *operands, **d["attrs"])
 
 
-def _axis_range(index: tuple, rank: int):
-    """(axis, start, stop) if `index` takes one static range along one axis and everything elsewhere."""
+def _axis_range(index: tuple, rank: int, size=None):
+    """(axis, start, stop, picked) if `index` takes one static range along one axis and everything
+    elsewhere; a picked position (`x[:, t]`, which drops the axis; `size`: the axis's length, to count
+    a negative position from the end) is the range t:t+1 with `picked` set."""
     items = list(index) + [("s", None, None, None)] * (rank - len(index))
     ranged = [(i, item) for i, item in enumerate(items) if item != ("s", None, None, None)]
-    if len(ranged) != 1 or ranged[0][1][0] != "s" or ranged[0][1][3] not in (None, 1):
+    if len(ranged) != 1:
         return None
-    axis, (_, start, stop, _) = ranged[0]
-    return axis, start, stop
+    axis, item = ranged[0]
+    if item[0] == "i":
+        position = item[1] + size if item[1] < 0 and isinstance(size, int) else item[1]
+        return axis, position, position + 1, True
+    if item[3] not in (None, 1):
+        return None
+    return axis, item[1], item[2], False
 
 
 @_rule("unslice(a) + unslice(b) + … tiling an axis → concat(a, b, …)", "add")
@@ -377,17 +384,23 @@ def _tiling_unslices(graph, node):
         else:
             return None
     shape = graph.shape(node)
-    ranges = [_axis_range(graph.attrs(p)["index"], len(shape)) for p in parts]
-    if None in ranges or len({axis for axis, _, _ in ranges}) != 1 or not isinstance(shape[ranges[0][0]], int):
+    first = [_axis_range(graph.attrs(p)["index"], len(shape)) for p in parts]
+    if None in first or len({r[0] for r in first}) != 1 or not isinstance(shape[first[0][0]], int):
         return None
-    axis = ranges[0][0]
-    spans = sorted(((range(*slice(start, stop).indices(shape[axis])), p) for (_, start, stop), p in zip(ranges, parts)),
-                   key=lambda span: span[0].start)
-    covered = [r for r, _ in spans]
+    axis = first[0][0]
+    ranges = [_axis_range(graph.attrs(p)["index"], len(shape), shape[axis]) for p in parts]
+    spans = sorted(((range(*slice(start, stop).indices(shape[axis])), picked, p)
+                    for (_, start, stop, picked), p in zip(ranges, parts)), key=lambda span: span[0].start)
+    covered = [r for r, _, _ in spans]
     if covered[0].start != 0 or covered[-1].stop != shape[axis] or any(
             a.stop != b.start for a, b in zip(covered, covered[1:])):
         return None
-    return _emit(graph, node)("concat", *(graph.operands(p)[0] for _, p in spans), axis=axis)
+    e = _emit(graph, node)
+    pieces = []
+    for _, picked, p in spans:   # a picked position's part lacks the axis: given back as one of length 1
+        part = graph.operands(p)[0]
+        pieces.append(e("reshape", part, shape=shape[:axis] + (1,) + shape[axis + 1:]) if picked else part)
+    return e("concat", *pieces, axis=axis)
 
 
 @_rule("slice or unslice of every element → reshape", "slice", "unslice")
