@@ -1,8 +1,10 @@
-"""The README's performance table from two runs of the benchmarks, one BLAS thread and default threads:
+"""The README's performance table from runs of the benchmarks: one BLAS thread, default threads and,
+optionally, default threads with another process busy on one core:
 
     OPENBLAS_NUM_THREADS=1 python -m benchmarks --json one.json
     python -m benchmarks --json default.json
-    python -m benchmarks.readme_table one.json default.json
+    python -m benchmarks --contended --only mlp cnn lstm attention --json contended.json
+    python -m benchmarks.readme_table one.json default.json [contended.json]
 """
 from __future__ import annotations
 
@@ -19,14 +21,16 @@ def _time(seconds: float) -> str:
     return f"{seconds * 1e6:,.1f} µs" if seconds < 1e-3 else f"{seconds * 1e3:,.2f} ms"
 
 
-def table(one: dict, default: dict) -> str:
+def table(one: dict, default: dict, contended: dict | None = None) -> str:
+    runs = [one, default] + ([contended] if contended else [])
     rows = ["| training step (times: 1 thread) | gradlang | NumPy by hand | PyTorch eager | JAX jit "
-            "| gradlang / best peer, 1 thread | default threads |", "| --- | --- | --- | --- | --- | --- | --- |"]
+            "| gradlang / best peer, 1 thread | default threads |" + (" contended |" if contended else ""),
+            "| --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if contended else "")]
     for case, label in CASES.items():
-        a, b = one[case], default[case]
+        a = one[case]
         cells = [_time(a[side]["median_s"]) if side in a else "—" for side in ("gradlang", "numpy", "pytorch", "jax")]
-        ratios = [f"{r['ratio_best_peer']:.2f}× ({LABELS[r['best_peer']]})" if "best_peer" in r else "—"
-                  for r in (a, b)]
+        ratios = [f"{r[case]['ratio_best_peer']:.2f}× ({LABELS[r[case]['best_peer']]})"
+                  if "best_peer" in r.get(case, {}) else "—" for r in runs]
         rows.append(f"| {label} | " + " | ".join(cells + ratios) + " |")
     rows += ["", "| also measured (1 thread) | gradlang | | |", "| --- | --- | --- | --- |"]
     for name, run in one["compile"].items():
@@ -41,5 +45,8 @@ def table(one: dict, default: dict) -> str:
 
 
 if __name__ == "__main__":
-    with open(sys.argv[1]) as f1, open(sys.argv[2]) as f2:
-        sys.stdout.write(table(json.load(f1), json.load(f2)))
+    loaded = []
+    for path in sys.argv[1:4]:
+        with open(path) as file:
+            loaded.append(json.load(file))
+    sys.stdout.write(table(*loaded))

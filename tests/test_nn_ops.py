@@ -109,7 +109,7 @@ def test_convolution_kernels_work_through_large_batches_in_chunks(monkeypatch):
                 run_graph(lambda g, a, b: op(g, "conv2d_transpose", a, b, size=(6, 5), **attrs), g_out, w),
                 run_graph(lambda g, a, b: op(g, "conv2d_filter_grad", a, b, kernel=(3, 3), **attrs), x, g_out)]
     whole = all_three()
-    monkeypatch.setattr(nn_ops, "_CHUNK_ELEMENTS", 200)     # a chunk of one or two examples
+    monkeypatch.setattr(nn_ops, "CHUNK_ELEMENTS", 200)     # a chunk of one or two examples
     assert len(nn_ops._batch_chunks(7, 2 * 9 * 3 * 5)) == 7
     for chunked, expected in zip(all_three(), whole):
         np.testing.assert_allclose(chunked, expected, rtol=1e-12, atol=1e-12)

@@ -20,7 +20,7 @@ from ..analysis.index_checks import IndexGuard, guarded
 from ..errors import GradError
 from ..ir.graph import Graph, check_size, memory_limit
 from ..ops import registry
-from ..ops.nn_ops import MaxPool
+from ..ops.nn_ops import CHUNK_ELEMENTS, MaxPool
 from ..ops.primitives import SoftmaxCrossEntropy
 from ..ops.registry import VIEW, RunContext
 from ..ops.shapes import DTYPES, broadcast, resolve
@@ -40,6 +40,7 @@ class Schedule:
     fresh_outputs: tuple = ()
     output_nodes: tuple = ()   # the node of each requested output, in order
     rewrites: dict = field(default_factory=dict)   # REWRITES name → the calls it changed (absent: not made)
+    largest_product: int = 0   # multiply-adds of the step's largest single BLAS product (runtime/threads.py)
 
 
 @dataclass
@@ -440,7 +441,20 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
              for i, call in enumerate(calls)]
     return Schedule(steps, len(order), {slot[n]: v for n, v in static.items()}, input_slots, param_slots,
                     [slot[r] for r in roots], [call.node for call in calls], _fresh(graph, calls, roots),
-                    tuple(roots), made)
+                    tuple(roots), made, max((_product_size(graph, c.node, bindings) for c in calls), default=0))
+
+
+def _product_size(graph: Graph, node: int, bindings: dict) -> int:
+    """Multiply-adds of the largest single BLAS product `node`'s kernel makes: a matrix product's own
+    (per matrix of a batch); for a convolution, a bound on any chunk's (nn_ops.CHUNK_ELEMENTS window
+    values, each meeting at most the larger channel count); 0 for an op that makes none."""
+    op = graph.op(node)
+    if op == "matmul":
+        a, b = (resolve(graph.shape(o), bindings) for o in graph.operands(node))
+        return a[-2] * a[-1] * b[-1]
+    if op in ("conv2d", "conv2d_transpose", "conv2d_filter_grad"):
+        return CHUNK_ELEMENTS * max(resolve(graph.shape(o), bindings)[1] for o in (*graph.operands(node), node))
+    return 0
 
 
 def _check_peak_memory(graph: Graph, calls: list, frees: list, slot: dict, bindings: dict) -> None:

@@ -93,12 +93,12 @@ def _windows(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, fill=0
 # only memory's: a chunk's windows (2 MB in float32) are still in cache when its product reads them,
 # which makes gathering and multiplying a chunk at a time about 10% faster per step than the whole
 # batch at once (benchmarks/cnn.grad, one thread), and a product of 512K elements is still BLAS-sized.
-_CHUNK_ELEMENTS = 1 << 19
+CHUNK_ELEMENTS = 1 << 19
 
 
 def _batch_chunks(n: int, per_example: int):
-    """Slices covering range(n), each holding at most _CHUNK_ELEMENTS / per_example examples (≥ 1)."""
-    step = max(1, _CHUNK_ELEMENTS // max(per_example, 1))
+    """Slices covering range(n), each holding at most CHUNK_ELEMENTS / per_example examples (≥ 1)."""
+    step = max(1, CHUNK_ELEMENTS // max(per_example, 1))
     return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from ..errors import GradError
 from ..ir.graph import Graph
 from ..lowering.schedule import InPlace, IntoBuffer, Schedule
+from .threads import WithThreads, step_threads
 
 _KERNEL_ERRORS = (ValueError, IndexError, TypeError, FloatingPointError, MemoryError)
 
@@ -51,6 +52,9 @@ class Executable:
         self.input_names, self.param_names = input_names, param_names
         self.steps = sched.steps
         self._run = _generate(sched, input_names, param_names)
+        threads = step_threads(sched.largest_product)
+        if threads is not None:   # small products: one BLAS thread, or what GRADLANG_BLAS_THREADS says
+            self._run = WithThreads(self._run, threads)
 
     def run(self, inputs: list, params: list) -> list:
         """The requested outputs, given one array per declared input (None where unused) and per param."""

@@ -1,0 +1,96 @@
+"""How many threads BLAS may use while a step runs.
+
+OpenBLAS splits a product over its threads once the product is large enough, and its threads then
+wait on each other: on small products that costs more than it gains, and when another process keeps
+a core busy a multi-threaded step collapses (the MLP benchmark step ran about 9× slower with its two
+threads under `--contended`). A step whose largest product is below `THREADED_MIN_WORK` multiply-adds
+therefore runs with one BLAS thread, set just before the step and restored right after, so that
+NumPy code around gradlang keeps its own setting; a step with a larger product uses the threads
+BLAS was given. `GRADLANG_BLAS_THREADS=N` makes every step use N threads instead.
+
+The thread count is set through OpenBLAS's own function, found in the library NumPy loaded (Linux:
+/proc/self/maps). Where it is not found (another BLAS, another system), steps run as BLAS is set.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+
+from ..errors import GradError
+
+# The largest product (m·n·k multiply-adds) of a step below which it runs on one thread; see
+# docs/architecture.md for the measurement behind it.
+THREADED_MIN_WORK = 1 << 27
+ENVIRONMENT = "GRADLANG_BLAS_THREADS"
+_NAMES = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
+          ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
+          ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
+          ("openblas_get_num_threads", "openblas_set_num_threads"))
+
+
+def _openblas():
+    """OpenBLAS's (get, set) thread-count functions in the library this process loaded, or None."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for get, set_ in _NAMES:
+            if hasattr(library, get) and hasattr(library, set_):
+                getter, setter = getattr(library, get), getattr(library, set_)
+                getter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
+                return getter, setter
+    return None
+
+
+_CONTROL = _openblas()
+
+
+def requested() -> int | None:
+    """The thread count `GRADLANG_BLAS_THREADS` asks for, or None; refused unless a positive integer."""
+    text = os.environ.get(ENVIRONMENT)
+    if text is None or text == "":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise GradError(f"{ENVIRONMENT} must be a positive integer (a number of threads), got {text!r}")
+    return int(text)
+
+
+def step_threads(largest_product: int) -> int | None:
+    """The BLAS threads for a step whose largest product is `largest_product` multiply-adds; None:
+    leave BLAS as it is."""
+    if _CONTROL is None:
+        return None
+    wanted = requested()
+    if wanted is not None:
+        return wanted
+    return 1 if largest_product < THREADED_MIN_WORK else None
+
+
+class WithThreads:
+    """A step (a callable) run with BLAS limited to `threads`, the previous count restored after."""
+
+    __slots__ = ("run", "threads")
+
+    def __init__(self, run, threads: int):
+        self.run, self.threads = run, threads
+
+    def __call__(self, *args):
+        get, set_ = _CONTROL
+        before = get()
+        if before == self.threads:
+            return self.run(*args)
+        set_(self.threads)
+        try:
+            return self.run(*args)
+        finally:
+            set_(before)
+
+
+def controllable() -> bool:
+    return _CONTROL is not None
