@@ -425,7 +425,18 @@ def main(argv=None) -> int:
     parser.add_argument("--contended", action="store_true",
                         help="keep a busy-loop process running on one CPU while measuring, to show how each "
                              "system degrades when another process takes a core")
+    parser.add_argument("--time-to-accuracy", action="store_true",
+                        help="train examples/mnist_cnn.grad and the same model in PyTorch to 99%% test accuracy "
+                             "and report both training times (minutes; needs MNIST: GRADLANG_DATA or --data-dir)")
+    parser.add_argument("--data-dir", type=Path, help="where mnist/ is, for --time-to-accuracy")
     args = parser.parse_args(argv)
+    if args.time_to_accuracy:
+        from .time_to_accuracy import report, time_to_accuracy
+        result = time_to_accuracy(args.data_dir)
+        sys.stdout.write(report(result))
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"written to {args.json}")
+        return 0
     global clock, settle_s
     clock = CLOCKS[args.clock]
     settle_s = SETTLE_S["one thread" if one_blas_thread() else "default threads"]

@@ -159,3 +159,18 @@ def test_memory_run_reports_peak_baseline_and_bound():
     assert report["bound_parts"]["data"] == sum(a.nbytes for a in prog.load_data().values())
     assert report["bound"] == sum(report["bound_parts"].values())
     assert 0 < report["baseline_rss"] <= report["loop_peak_rss"] <= report["peak_rss"]
+
+
+def test_time_to_accuracy_trains_the_same_network_in_pytorch():
+    """The PyTorch side of `--time-to-accuracy` computes the program's loss from the program's params."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from benchmarks.time_to_accuracy import PROGRAM, cosine_decay, torch_model
+    prog = gradlang.compile(PROGRAM, dtype="float64")
+    rng = np.random.default_rng(0)
+    feed = {"x": rng.random((8, 1, 28, 28)), "y": rng.integers(0, 10, 8)}
+    _, logits = torch_model({name: value.copy() for name, value in prog.params.items()})
+    mine = F.cross_entropy(logits(torch.from_numpy(feed["x"])), torch.from_numpy(feed["y"])).item()
+    assert mine == pytest.approx(prog.loss(feed), rel=1e-10)
+    assert cosine_decay(0) == pytest.approx(0.002) and cosine_decay(10 ** 6) == pytest.approx(0.0001)
