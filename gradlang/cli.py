@@ -236,6 +236,11 @@ def _compile(args, **kw):
     return program
 
 
+def _count(number, noun: str) -> str:
+    """`1 step`, `3 steps`, `1.5 epochs`."""
+    return f"{number:g} {noun}" + ("" if number == 1 else "s")
+
+
 def _print_numbers(title: str, numbers: dict) -> None:
     print(title)
     width = max(len(k) for k in numbers)
@@ -299,7 +304,7 @@ def _train(args, parallel) -> int:
         print(_json({**result.as_dict(), "params_file": str(path), "checkpoint": str(checkpoint),
                           **({"plot": str(plot)} if plot else {}), **({"ranks": parallel.size} if parallel else {})}))
         return 0
-    print(f"trained {result.steps} steps ({result.epochs:g} epochs) in {result.seconds:.2f} s"
+    print(f"trained {_count(result.steps, 'step')} ({_count(result.epochs, 'epoch')}) in {result.seconds:.2f} s"
           + (f" on {parallel.size} ranks" if parallel else "")
           + (" — stopped early, best params restored" if result.stopped_early else ""))
     _print_numbers("training set", {"loss": result.loss, **result.metrics})

@@ -41,6 +41,12 @@ class TerminalReporter(Reporter):
         self.last = 0.0
         self.losses: list[float] = []
         self.val_losses: list[float] = []
+        self.resumed_at = 0   # steps a resumed run had taken before this process: not counted in the rate
+
+    def resumed(self, done, total, path):
+        self.resumed_at = done
+        self.stream.write(f"resumed at step {done:,} of {total:,} from {path}\n")
+        self.stream.flush()
 
     def step(self, done, total, loss, seconds):
         self.losses.append(loss)
@@ -48,7 +54,7 @@ class TerminalReporter(Reporter):
         if done != total and now - self.last < self.interval and done > 1:
             return
         self.last = now
-        rate = done / seconds if seconds > 0 else 0.0
+        rate = (done - self.resumed_at) / seconds if seconds > 0 else 0.0
         eta = (total - done) / rate if rate > 0 else 0.0
         width = 24
         filled = int(width * done / total)

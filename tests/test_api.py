@@ -196,3 +196,11 @@ def test_train_checks_on_nonfinite_as_the_train_block_does():
     prog = gradlang.compile("input x : f32[B]\nparam w : f32[]\nloss = mean(x * w)\n")
     with pytest.raises(GradError, match='on_nonfinite must be "stop" or "skip", got \'bogus\''):
         prog.train({"x": np.ones(4, np.float32)}, steps=1, on_nonfinite="bogus")
+
+
+def test_a_train_result_shows_its_numbers_not_its_history():
+    prog = gradlang.compile("input x : f32[B]\nparam w : f32[]\nloss = mean((x * w - 1.0) ** 2)\n")
+    result = prog.train({"x": np.ones(4, np.float32)}, steps=100)
+    text = repr(result)
+    assert text.startswith("TrainResult(loss=") and "steps=100" in text and text.endswith("history of 100 steps)")
+    assert len(text) < 200 and len(result.history) == 100

@@ -156,3 +156,26 @@ def test_help_lists_every_command():
     proc = subprocess.run([sys.executable, "-m", "gradlang.cli", "--help"], capture_output=True, text=True)
     for command in ("run", "eval", "predict", "ir", "data"):
         assert command in proc.stdout
+
+
+def test_the_summary_counts_one_step_and_one_epoch_in_the_singular(tmp_path, capsys):
+    program = tmp_path / "m.grad"
+    program.write_text("data d = line(n: 8)\ninput x : f32[B]\ninput y : f32[B]\nparam w : f32[]\n"
+                       "loss = mean((x * w - y) ** 2)\ntrain {\n  data = d\n  batch = 8\n}\n")
+    assert main(["run", str(program), "--steps", "1", "--quiet", "--out", str(tmp_path / "p.npz")]) == 0
+    assert capsys.readouterr().out.startswith("trained 1 step (1 epoch) in ")
+    assert main(["run", str(program), "--steps", "3", "--quiet", "--out", str(tmp_path / "p.npz")]) == 0
+    assert capsys.readouterr().out.startswith("trained 3 steps (3 epochs) in ")
+
+
+def test_a_resumed_run_says_where_it_resumed_and_counts_its_rate_from_there(program, tmp_path, capsys):
+    cli(capsys, "run", program, "--json", "--epochs", "2", "--out", tmp_path / "part.npz",
+        "--checkpoint", tmp_path / "run.ckpt.npz")
+    out = cli(capsys, "run", program, "--epochs", "4", "--resume", "--out", tmp_path / "resumed.npz",
+              "--checkpoint", tmp_path / "run.ckpt.npz")
+    import re
+    said = re.search(r"resumed at step ([\d,]+) of ([\d,]+) from (\S+)", out.err)
+    assert said and said.group(3) == str(tmp_path / "run.ckpt.npz")
+    done, total = (int(g.replace(",", "")) for g in said.groups()[:2])
+    assert total == 2 * done > 0                  # two of four epochs were done
+    assert out.out.startswith(f"trained {total} steps")   # the whole run, the resumed part included

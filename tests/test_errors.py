@@ -471,3 +471,15 @@ def test_subprocess_debug_shows_the_traceback(tmp_path):
     assert "GradError" in done.stderr and "unknown name 'exxp'" in done.stderr
     done = gradlang_cli("ir", "missing.grad", "--debug", cwd=tmp_path)
     assert "Traceback (most recent call last)" in done.stderr and "no such file" in done.stderr
+
+
+def test_a_misspelt_optimizer_setting_is_named_before_a_missing_one():
+    with pytest.raises(GradError, match=r"sgd\(\) has no setting 'learning_rate'; known: lr, momentum, nesterov, "
+                                        r"clip_norm, weight_decay"):
+        gradlang.compile("input x : f32[B]\nparam w : f32[]\nloss = mean(x * w)\n"
+                         "train {\n  optimizer = sgd(learning_rate: 0.1)\n}\n")
+
+
+def test_a_dropout_rate_out_of_range_is_quoted():
+    with pytest.raises(GradError, match=r"dropout rate must be a number in \[0, 1\), got 1\.5"):
+        gradlang.compile("input x : f32[B, 2]\nparam w : f32[2, 1]\nloss = mean(dropout(x @ w, 1.5))\n")

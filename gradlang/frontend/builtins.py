@@ -231,7 +231,7 @@ def dropout_mask(el, span, x, rate):
     """inverted-dropout mask for x: 0 with probability rate, else 1/(1-rate), new every training step;
     all ones in evaluation"""
     if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
-        raise GradError(f"dropout rate must be a number in [0, 1), got {describe(rate)}", span)
+        raise GradError(f"dropout rate must be a number in [0, 1), got {show(rate)}", span)
     el.random_keys += 1   # each mask is its own draw: never merged with another by CSE
     return el.emit("dropout_mask", [_float_tensor(el, x, span)], span, rate=float(rate), key=el.random_keys)
 
@@ -593,6 +593,9 @@ for _name, _source in sources.DATA_SOURCES.items():
 
 def _optimizer_builtin(name: str, spec):
     def impl(el, span, **kwargs):
+        unknown = [key for key in kwargs if key not in spec.settings]
+        if unknown:   # named first: `sgd(learning_rate: 0.1)` is a misspelt lr, not a missing one
+            raise GradError(f"{name}() has no setting {unknown[0]!r}; known: {', '.join(spec.settings)}", span)
         settings = {}
         for key, default in spec.settings.items():
             value = kwargs.pop(key, default)
@@ -604,9 +607,6 @@ def _optimizer_builtin(name: str, spec):
                 if value.graph is el.graph:
                     raise GradError(f"{name}({key}: …) can depend on the step only, not on the model", span)
             settings[key] = value
-        if kwargs:
-            raise GradError(f"{name}() has no setting {next(iter(kwargs))!r}; known: "
-                            f"{', '.join(spec.settings)}", span)
         check_statics(name, OPTIMIZER_SETTINGS, {k: v for k, v in settings.items() if not isinstance(v, Tensor)}, span)
         return OptimizerSpec(name, tuple(settings.items()), span)
     BUILTINS[name] = Builtin(name, impl, spec.doc)

@@ -76,7 +76,11 @@ class OptimizerSignature:
 # Every optimizer accepts these: rescale the gradients to a global L2 norm of at most clip_norm (0: off);
 # an L2 pull toward zero added to the gradient (AdamW decays the params directly, "decoupled").
 COMMON_OPTIMIZER_SETTINGS = {"clip_norm": 0.0, "weight_decay": 0.0}
-OPTIMIZERS = {name: OptimizerSignature({**COMMON_OPTIMIZER_SETTINGS, **settings}, doc) for name, settings, doc in [
+# (each optimizer's own settings first, as `sgd() has no setting …; known: …` lists them; its own default
+# for a common one, AdamW's weight_decay, wins)
+OPTIMIZERS = {name: OptimizerSignature({**settings, **{k: v for k, v in COMMON_OPTIMIZER_SETTINGS.items()
+                                                       if k not in settings}}, doc)
+              for name, settings, doc in [
     ("sgd", {"lr": None, "momentum": 0.0, "nesterov": False},
      "v ← μ·v + g;  p ← p − lr·v   (Nesterov: p ← p − lr·(g + μ·v));  μ = 0 is plain gradient descent."),
     ("adam", {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},

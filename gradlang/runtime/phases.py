@@ -103,5 +103,8 @@ class PhaseReporter(Reporter):
     def epoch(self, record):
         self.inner.epoch(record)
 
+    def resumed(self, done, total, path):
+        self.inner.resumed(done, total, path)
+
     def curves(self) -> str:
         return self.inner.curves() if hasattr(self.inner, "curves") else ""

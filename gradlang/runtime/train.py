@@ -47,6 +47,18 @@ class TrainResult:
     test: dict = field(default_factory=dict)        # loss and metrics on the plan's test set
     skipped: list = field(default_factory=list)     # on_nonfinite = "skip": each skipped step's error, formatted
 
+    def __repr__(self) -> str:
+        """The result's numbers, not its history (`history` and `epoch_log` hold one entry per step and
+        per epoch)."""
+        parts = [f"loss={self.loss:.6g}", f"metrics={self.metrics}", f"steps={self.steps}", f"epochs={self.epochs:g}",
+                 f"seconds={self.seconds:.2f}"]
+        parts += [f"{name}={getattr(self, name)}" for name in ("validation", "test") if getattr(self, name)]
+        if self.stopped_early:
+            parts.append("stopped_early=True")
+        if self.skipped:
+            parts.append(f"skipped={len(self.skipped)} steps")
+        return f"TrainResult({', '.join(parts)}; history of {len(self.history)} steps)"
+
     def as_dict(self) -> dict:
         out = {"loss": self.loss, "metrics": self.metrics, "steps": self.steps, "epochs": self.epochs,
                "seconds": self.seconds}
@@ -69,6 +81,9 @@ class Reporter:
 
     def epoch(self, record: dict) -> None:
         pass
+
+    def resumed(self, done: int, total: int, path: Path) -> None:
+        """The run continues from a checkpoint at `path`, `done` of its `total` steps already taken."""
 
 
 class CallbackReporter(Reporter):
@@ -218,6 +233,7 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
         if checkpoint is None or not Path(checkpoint).exists():
             raise GradError(f"nothing to resume: no checkpoint at {checkpoint}")
         run = load_checkpoint(program, checkpoint)
+        reporter.resumed(program.steps_taken - run.first_step, total, Path(checkpoint))
     parallel = program.distributed   # data-parallel over MPI (distributed.py), or None
     if parallel is not None:         # every rank checks it runs the same job and takes rank 0's params
         parallel.start(program.runner, n, size)
