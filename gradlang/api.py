@@ -57,6 +57,9 @@ def compile(source: str | Path, dtype: str = "float32", seed: int | None = None,
     unknown = sorted(no_opt - set(OPTIMIZATIONS))
     if unknown:
         raise GradError(f"no optimisation named {unknown[0]!r}; the optimisations are {', '.join(OPTIMIZATIONS)}")
+    if isinstance(source, str) and source != source.strip() and _looks_like_path(source.strip()):
+        raise GradError(f"no such file: {source!r}: the name has spaces around it (did you mean "
+                        f"{source.strip()!r}?)")
     path = Path(source) if isinstance(source, Path) or _looks_like_path(source) else None
     if path is not None:
         if not path.is_file():

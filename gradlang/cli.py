@@ -221,7 +221,10 @@ def _check_readable(path: Path) -> None:
     try:
         path.read_bytes()   # (text that is not UTF-8 is reported by the parser, at its line and column)
     except FileNotFoundError:
-        raise GradError("no such file") from None
+        near = Path(str(path).strip())
+        spaced = near != path and near.exists()
+        raise GradError("no such file" + (f" (the name has spaces around it: did you mean {str(near)!r}?)"
+                                          if spaced else "")) from None
     except IsADirectoryError:
         raise GradError("is a directory, not a .grad file") from None
     except OSError as err:

@@ -483,3 +483,12 @@ def test_a_misspelt_optimizer_setting_is_named_before_a_missing_one():
 def test_a_dropout_rate_out_of_range_is_quoted():
     with pytest.raises(GradError, match=r"dropout rate must be a number in \[0, 1\), got 1\.5"):
         gradlang.compile("input x : f32[B, 2]\nparam w : f32[2, 1]\nloss = mean(dropout(x @ w, 1.5))\n")
+
+
+def test_a_path_with_a_trailing_space_is_a_missing_file_not_a_syntax_error(tmp_path, capsys):
+    (tmp_path / "m.grad").write_text("input x : f32[B]\nloss = mean(x)\n")
+    with pytest.raises(GradError, match=r"no such file: '.*m\.grad ': the name has spaces around it \(did you mean"):
+        gradlang.compile(f"{tmp_path / 'm.grad'} ")
+    from gradlang.cli import main
+    assert main(["check", f"{tmp_path / 'm.grad'} "]) == 1
+    assert "no such file (the name has spaces around it: did you mean" in capsys.readouterr().err

@@ -224,3 +224,10 @@ def test_every_example_has_a_cost():
         cost = training_step_cost(prog, 4)
         assert cost.step_flops > 0 and cost.backward.peak_bytes >= cost.forward.peak_bytes > 0, path.name
         assert random_feed(prog, 4, np.random.default_rng(0)).keys() == prog.inputs.keys()
+
+
+def test_cost_sizes_are_never_written_in_exponent_notation():
+    from gradlang.lowering.cost import _binary, _si
+    assert _binary(1020 * 1024) == "1,020 KiB" and _binary(1000 * 1024) == "1,000 KiB"
+    assert _binary(999 * 1024) == "999 KiB" and _binary(3 * 2 ** 20) == "3 MiB"
+    assert _si(101e6, "FLOP") == "101 MFLOP" and _si(2.5e15, "FLOP") == "2,500 TFLOP"

@@ -134,17 +134,22 @@ def training_step_cost(program, batch: int | None) -> StepCost:
                     _bytes(params, bindings), _bytes(inputs, bindings))
 
 
+def _digits(value: float) -> str:
+    """Three significant digits, never in exponent notation (1,020 KiB, not 1.02e+03 KiB)."""
+    return f"{value:.3g}" if value < 1000 else f"{value:,.0f}"
+
+
 def _si(value: float, unit: str) -> str:
     for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if value >= factor:
-            return f"{value / factor:.3g} {prefix}{unit}"
-    return f"{value:.3g} {unit}"
+            return f"{_digits(value / factor)} {prefix}{unit}"
+    return f"{_digits(value)} {unit}"
 
 
 def _binary(value: int) -> str:
     for factor, prefix in ((2 ** 30, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB")):
         if value >= factor:
-            return f"{value / factor:.3g} {prefix}"
+            return f"{_digits(value / factor)} {prefix}"
     return f"{value} B"
 
 
