@@ -42,6 +42,11 @@ class TerminalReporter(Reporter):
         self.losses: list[float] = []
         self.val_losses: list[float] = []
         self.resumed_at = 0   # steps a resumed run had taken before this process: not counted in the rate
+        # an epoch's line at most this often (the first and the last always): a full-batch run of 600
+        # epochs in a second would otherwise print 600 lines
+        self.epoch_interval = 1.0 if self.live else plain_interval
+        self.epoch_shown: float | None = None
+        self.done = self.total = 0
 
     def resumed(self, done, total, path):
         self.resumed_at = done
@@ -50,6 +55,7 @@ class TerminalReporter(Reporter):
 
     def step(self, done, total, loss, seconds):
         self.losses.append(loss)
+        self.done, self.total = done, total
         now = time.monotonic()
         if done != total and now - self.last < self.interval and done > 1:
             return
@@ -68,12 +74,16 @@ class TerminalReporter(Reporter):
         self.stream.flush()
 
     def epoch(self, record):
-        if "val_loss" not in record and not self.live:
-            return
-        parts = [f"epoch {record['epoch']}", f"loss {record['loss']:.4g}"]
-        parts += [f"{k} {v:.4g}" for k, v in record.items() if k.startswith("val_")]
         if "val_loss" in record:
             self.val_losses.append(record["val_loss"])
+        if "val_loss" not in record and not self.live:
+            return
+        now = time.monotonic()
+        if self.epoch_shown is not None and self.done != self.total and now - self.epoch_shown < self.epoch_interval:
+            return
+        self.epoch_shown = now
+        parts = [f"epoch {record['epoch']}", f"loss {record['loss']:.4g}"]
+        parts += [f"{k} {v:.4g}" for k, v in record.items() if k.startswith("val_")]
         if self.live:
             self.stream.write("\r\033[K")
         self.stream.write("  ".join(parts) + "\n")

@@ -179,3 +179,15 @@ def test_a_resumed_run_says_where_it_resumed_and_counts_its_rate_from_there(prog
     done, total = (int(g.replace(",", "")) for g in said.groups()[:2])
     assert total == 2 * done > 0                  # two of four epochs were done
     assert out.out.startswith(f"trained {total} steps")   # the whole run, the resumed part included
+
+
+def test_a_long_run_of_fast_epochs_prints_the_first_and_last_epoch_not_every_one():
+    import io
+
+    import gradlang
+    prog = gradlang.compile("data d = line(n: 16)\ninput x : f32[B]\ninput y : f32[B]\nparam w : f32[]\n"
+                            "loss = mean((x * w - y) ** 2)\ntrain {\n  data = d\n  validation = 0.25\n}\n")
+    stream = io.StringIO()
+    prog.train(epochs=300, reporter=TerminalReporter(stream))
+    lines = [line for line in stream.getvalue().splitlines() if line.startswith("epoch ")]
+    assert lines[0].startswith("epoch 1 ") and lines[-1].startswith("epoch 300 ") and len(lines) <= 5
