@@ -218,7 +218,8 @@ class Program:
               batch_size: int | None = None, validation: float | dict | None = None,
               early_stopping: int | None = None, log=None, reporter: Reporter | None = None,
               checkpoint: str | Path | None = None, resume: bool = False,
-              checkpoint_interval: float = 0.0, on_nonfinite: str | None = None) -> TrainResult:
+              checkpoint_interval: float = 0.0, on_nonfinite: str | None = None,
+              eval_limit: int | None = None) -> TrainResult:
         """Train per the file's plan; arguments override it.
 
         `validation` is a fraction of the data to hold out or a dict of arrays; `early_stopping` the
@@ -226,9 +227,11 @@ class Program:
         params are restored); `checkpoint` a path written atomically after every epoch, from which
         `resume=True` continues (`checkpoint_interval`: at least this many seconds between writes).
         `log(step, total, loss, seconds)` or a `Reporter` hears progress. `on_nonfinite` ("stop" or
-        "skip", else the plan's setting, else "stop") says what a step whose loss is NaN or infinite does."""
+        "skip", else the plan's setting, else "stop") says what a step whose loss is NaN or infinite does.
+        `eval_limit` bounds the final evaluation to each set's first examples (0: none; the result's loss
+        is then the last epoch's mean training loss)."""
         return train_per_plan(self, data, epochs, steps, batch_size, validation, early_stopping, log, reporter,
-                              checkpoint, resume, checkpoint_interval, on_nonfinite)
+                              checkpoint, resume, checkpoint_interval, on_nonfinite, eval_limit)
 
     def save(self, path: str | Path) -> Path:
         return save_params(self.params, path)

@@ -34,14 +34,19 @@ from .lowering.schedule import REWRITES
 from .stages import FORMATS, STAGES, format_stats, show_stage, stage_graph, stage_stats
 
 
-def _positive(text: str) -> int:
+def _positive(text: str, low: int = 1) -> int:
+    noun = "a positive integer" if low == 1 else "a whole number ≥ 0"
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+        raise argparse.ArgumentTypeError(f"must be {noun}, got {text!r}") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"must be {noun}, got {value}")
     return value
+
+
+def _whole(text: str) -> int:
+    return _positive(text, low=0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -71,6 +76,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint", type=Path, help="checkpoint file, written every epoch "
                                                      "(default: the params file with .ckpt.npz)")
     run.add_argument("--resume", action="store_true", help="continue the run saved in the checkpoint")
+    run.add_argument("--eval-limit", type=_whole, metavar="N",
+                     help="evaluate the final numbers on each set's first N examples only (0: no final evaluation)")
     run.add_argument("--checkpoint-every", type=float, default=1.0, metavar="SECONDS",
                      help="at least this many seconds between checkpoints, written at the end of an epoch "
                           "(default 1; 0: after every epoch)")
@@ -292,7 +299,8 @@ def _train(args, parallel) -> int:
         from .runtime.phases import PhaseReporter
         reporter = PhaseReporter(reporter, program)
     result = program.train(epochs=args.epochs, steps=args.steps, batch_size=args.batch, reporter=reporter,
-                           checkpoint=checkpoint, resume=args.resume, checkpoint_interval=args.checkpoint_every)
+                           checkpoint=checkpoint, resume=args.resume, checkpoint_interval=args.checkpoint_every,
+                           eval_limit=args.eval_limit)
     if not root:
         return 0
     try:
@@ -310,11 +318,15 @@ def _train(args, parallel) -> int:
     print(f"trained {_count(result.steps, 'step')} ({_count(result.epochs, 'epoch')}) in {result.seconds:.2f} s"
           + (f" on {parallel.size} ranks" if parallel else "")
           + (" — stopped early, best params restored" if result.stopped_early else ""))
-    _print_numbers("training set", {"loss": result.loss, **result.metrics})
-    if result.validation:
-        _print_numbers("validation set", result.validation)
-    if result.test:
-        _print_numbers("test set", result.test)
+    if result.evaluated == 0:
+        _print_numbers("training set (the last epoch's mean loss; no final evaluation)", {"loss": result.loss})
+    else:
+        first = f" (first {result.evaluated:,} examples)" if result.evaluated else ""
+        _print_numbers(f"training set{first}", {"loss": result.loss, **result.metrics})
+        if result.validation:
+            _print_numbers(f"validation set{first}", result.validation)
+        if result.test:
+            _print_numbers(f"test set{first}", result.test)
     if reporter is not None and reporter.curves():
         print(reporter.curves())
     print(f"params saved to {path}" + (f", curves drawn in {plot}" if plot else ""))

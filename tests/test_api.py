@@ -204,3 +204,14 @@ def test_a_train_result_shows_its_numbers_not_its_history():
     text = repr(result)
     assert text.startswith("TrainResult(loss=") and "steps=100" in text and text.endswith("history of 100 steps)")
     assert len(text) < 200 and len(result.history) == 100
+
+
+def test_train_eval_limit_is_checked_and_bounds_the_final_numbers():
+    prog = gradlang.compile("input x : f32[B]\nparam w : f32[]\nloss = mean((x * w - 1.0) ** 2)\n")
+    data = {"x": np.arange(1, 9, dtype=np.float32)}
+    first = prog.train(data, steps=1, eval_limit=2)
+    assert first.evaluated == 2 and first.loss == pytest.approx(prog.loss({"x": data["x"][:2]}))
+    none = prog.train(data, steps=1, eval_limit=0)
+    assert none.evaluated == 0 and none.loss == none.epoch_log[-1]["loss"]
+    with pytest.raises(GradError, match="eval_limit must be a whole number of examples"):
+        prog.train(data, steps=1, eval_limit=-3)

@@ -191,3 +191,15 @@ def test_a_long_run_of_fast_epochs_prints_the_first_and_last_epoch_not_every_one
     prog.train(epochs=300, reporter=TerminalReporter(stream))
     lines = [line for line in stream.getvalue().splitlines() if line.startswith("epoch ")]
     assert lines[0].startswith("epoch 1 ") and lines[-1].startswith("epoch 300 ") and len(lines) <= 5
+
+
+def test_eval_limit_bounds_or_skips_the_final_evaluation(program, tmp_path, capsys):
+    out = cli(capsys, "run", program, "--quiet", "--eval-limit", "5", "--out", tmp_path / "p.npz")
+    assert "training set (first 5 examples)" in out.out and "test set (first 5 examples)" in out.out
+    out = cli(capsys, "run", program, "--json", "--eval-limit", "0", "--out", tmp_path / "p.npz")
+    result = json.loads(out.out)
+    assert result["evaluated_examples"] == 0 and result["metrics"] == {} and "test" not in result
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(program), "--eval-limit", "-1"])
+    assert exit_.value.code == 2
+    assert "--eval-limit: must be a whole number ≥ 0, got -1" in capsys.readouterr().err

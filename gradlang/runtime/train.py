@@ -46,6 +46,8 @@ class TrainResult:
     stopped_early: bool = False
     test: dict = field(default_factory=dict)        # loss and metrics on the plan's test set
     skipped: list = field(default_factory=list)     # on_nonfinite = "skip": each skipped step's error, formatted
+    evaluated: int | None = None   # the final numbers are on each set's first `evaluated` examples; None: all;
+                                   # 0: no final evaluation (`loss` is the last epoch's mean training loss)
 
     def __repr__(self) -> str:
         """The result's numbers, not its history (`history` and `epoch_log` hold one entry per step and
@@ -70,6 +72,8 @@ class TrainResult:
             out["stopped_early"] = True
         if self.skipped:
             out["skipped_steps"] = len(self.skipped)
+        if self.evaluated is not None:
+            out["evaluated_examples"] = self.evaluated
         return out
 
 
@@ -113,10 +117,14 @@ def train_per_plan(program, data: dict | None = None, epochs: int | None = None,
                    batch_size: int | None = None, validation: float | dict | None = None,
                    early_stopping: int | None = None, log=None, reporter: Reporter | None = None,
                    checkpoint: str | Path | None = None, resume: bool = False, checkpoint_interval: float = 0.0,
-                   on_nonfinite: str | None = None) -> TrainResult:
+                   on_nonfinite: str | None = None, eval_limit: int | None = None) -> TrainResult:
     """`Program.train`: every argument, else the plan's setting, checked before anything is trained
-    (errors at the setting); then `fit`, and the plan's test set evaluated."""
+    (errors at the setting); then `fit`, and the plan's test set evaluated (its first `eval_limit`
+    examples; none with 0)."""
     plan = program.runner.plan
+    if eval_limit is not None and (isinstance(eval_limit, bool) or not isinstance(eval_limit, int) or eval_limit < 0):
+        raise GradError(f"eval_limit must be a whole number of examples (0: no final evaluation), got "
+                        f"{quote_setting(eval_limit)}")
     if on_nonfinite is not None:
         check_setting("on_nonfinite", on_nonfinite, None)   # as the train block's setting is checked
     on_nonfinite = on_nonfinite or plan.get("on_nonfinite", "stop")
@@ -152,10 +160,15 @@ def train_per_plan(program, data: dict | None = None, epochs: int | None = None,
         reporter = CallbackReporter(log)
     result = fit(program, arrays, epochs, steps, batch_size, validation, early_stopping, reporter,
                  Path(checkpoint) if checkpoint is not None else None, resume, checkpoint_interval,
-                 on_nonfinite=on_nonfinite)
-    if "test" in plan:
-        result.test = program.evaluate(program.load_data(setting="test"))
+                 on_nonfinite=on_nonfinite, eval_limit=eval_limit)
+    if "test" in plan and eval_limit != 0:
+        result.test = program.evaluate(first_examples(program.load_data(setting="test"), eval_limit))
     return result
+
+
+def first_examples(arrays: dict, count: int | None) -> dict:
+    """The first `count` examples of every field (all of them for None)."""
+    return arrays if count is None else {name: value[:count] for name, value in arrays.items()}
 
 
 def _check_fields_cover_inputs(program, arrays: dict, origin: str) -> None:
@@ -208,7 +221,7 @@ MAX_SKIPS_IN_A_ROW = 10
 def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size: int | None,
         validation: dict | None = None, early_stopping: int = 0, reporter: Reporter | None = None,
         checkpoint: Path | None = None, resume: bool = False, checkpoint_interval: float = 1.0,
-        on_nonfinite: str = "stop") -> TrainResult:
+        on_nonfinite: str = "stop", eval_limit: int | None = None) -> TrainResult:
     """Run optimizer steps over shuffled mini-batches until `steps` updates or `epochs` passes.
 
     The checkpoint is written at the end of an epoch, at most once every `checkpoint_interval`
@@ -279,11 +292,14 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
         program.set_params(run.best_params)
     seconds = time.perf_counter() - start
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a non-finite result is reported, not warned
-        final = program.evaluate(arrays)
-        val = program.evaluate(validation) if validation is not None else {}
+        if eval_limit == 0:   # no final evaluation: the last epoch's mean training loss
+            final, val = {"loss": run.epoch_log[-1]["loss"] if run.epoch_log else float("nan")}, {}
+        else:
+            final = program.evaluate(first_examples(arrays, eval_limit))
+            val = program.evaluate(first_examples(validation, eval_limit)) if validation is not None else {}
     done = program.steps_taken - run.first_step
     return TrainResult(final.pop("loss"), final, done, done / per_epoch, seconds,
-                       run.history, run.epoch_log, val, run.stopped_early, skipped=run.skipped)
+                       run.history, run.epoch_log, val, run.stopped_early, skipped=run.skipped, evaluated=eval_limit)
 
 
 def _end_epoch(program, run: _Run, train_loss: float, validation: dict | None, patience: int,
