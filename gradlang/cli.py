@@ -317,6 +317,7 @@ def _train(args, parallel) -> int:
         return 0
     print(f"trained {_count(result.steps, 'step')} ({_count(result.epochs, 'epoch')}) in {result.seconds:.2f} s"
           + (f" on {parallel.size} ranks" if parallel else "")
+          + (f", learning rate now {result.learning_rate:.3g}" if result.learning_rate is not None else "")
           + (" — stopped early, best params restored" if result.stopped_early else ""))
     if result.evaluated == 0:
         _print_numbers("training set (the last epoch's mean loss; no final evaluation)", {"loss": result.loss})

@@ -47,6 +47,10 @@ class TerminalReporter(Reporter):
         self.epoch_interval = 1.0 if self.live else plain_interval
         self.epoch_shown: float | None = None
         self.done = self.total = 0
+        self.learning_rate = None   # a function giving the last update's rate, once training starts
+
+    def started(self, learning_rate):
+        self.learning_rate = learning_rate
 
     def resumed(self, done, total, path):
         self.resumed_at = done
@@ -65,7 +69,9 @@ class TerminalReporter(Reporter):
         width = 24
         filled = int(width * done / total)
         bar = "█" * filled + "·" * (width - filled)
-        text = (f"{bar} {done:>{len(str(total))}}/{total}  loss {loss:.4g}  {rate:,.1f} steps/s  "
+        lr = self.learning_rate() if self.learning_rate is not None else None
+        text = (f"{bar} {done:>{len(str(total))}}/{total}  loss {loss:.4g}  "
+                + (f"lr {lr:.3g}  " if lr is not None else "") + f"{rate:,.1f} steps/s  "
                 f"elapsed {_fmt_time(seconds)}  eta {_fmt_time(eta)}")
         if self.live:
             self.stream.write("\r" + text + "\033[K" + ("\n" if done == total else ""))

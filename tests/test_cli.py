@@ -203,3 +203,18 @@ def test_eval_limit_bounds_or_skips_the_final_evaluation(program, tmp_path, caps
         main(["run", str(program), "--eval-limit", "-1"])
     assert exit_.value.code == 2
     assert "--eval-limit: must be a whole number ≥ 0, got -1" in capsys.readouterr().err
+
+
+def test_progress_and_summary_show_the_learning_rate_as_its_schedule_moves(tmp_path, capsys):
+    import io
+
+    import gradlang
+    source = ("data d = line(n: 8)\ninput x : f32[B]\ninput y : f32[B]\nparam w : f32[]\n"
+              "loss = mean((x * w - y) ** 2)\ntrain {\n  data = d\n  optimizer = sgd(lr: 0.1 * 0.5 ** step)\n}\n")
+    stream = io.StringIO()
+    result = gradlang.compile(source).train(steps=3, reporter=TerminalReporter(stream))
+    assert result.learning_rate == pytest.approx(0.1 * 0.5 ** 3)        # the rate of the next update
+    assert "lr 0.1 " in stream.getvalue() and "lr 0.025 " in stream.getvalue()   # the rate each step used
+    (tmp_path / "m.grad").write_text(source)
+    out = cli(capsys, "run", tmp_path / "m.grad", "--steps", "3", "--quiet", "--out", tmp_path / "p.npz")
+    assert "learning rate now 0.0125" in out.out.splitlines()[0]

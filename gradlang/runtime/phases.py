@@ -106,5 +106,8 @@ class PhaseReporter(Reporter):
     def resumed(self, done, total, path):
         self.inner.resumed(done, total, path)
 
+    def started(self, learning_rate):
+        self.inner.started(learning_rate)
+
     def curves(self) -> str:
         return self.inner.curves() if hasattr(self.inner, "curves") else ""

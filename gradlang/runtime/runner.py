@@ -251,6 +251,14 @@ class Runner:
         """Each phase's loss in the last step (before its updates); empty without phases."""
         return dict(self._phased.last_losses) if self._phased is not None else {}
 
+    def learning_rate(self, step: int | None = None) -> float | None:
+        """The learning rate of the update after `step` updates (default: the next one; a schedule's
+        value there); None for a program trained in phases, each with its own."""
+        if self.phases:
+            return None
+        rate = self.training_update.optimizer.settings(self.steps_taken if step is None else step).get("lr")
+        return None if rate is None else float(rate)
+
     def optimizer(self):
         """The optimizer and its state (made from the plan's `optimizer` on first use)."""
         if self.phases:

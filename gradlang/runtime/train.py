@@ -46,6 +46,7 @@ class TrainResult:
     stopped_early: bool = False
     test: dict = field(default_factory=dict)        # loss and metrics on the plan's test set
     skipped: list = field(default_factory=list)     # on_nonfinite = "skip": each skipped step's error, formatted
+    learning_rate: float | None = None   # the rate the next update would use (None with phases)
     evaluated: int | None = None   # the final numbers are on each set's first `evaluated` examples; None: all;
                                    # 0: no final evaluation (`loss` is the last epoch's mean training loss)
 
@@ -88,6 +89,9 @@ class Reporter:
 
     def resumed(self, done: int, total: int, path: Path) -> None:
         """The run continues from a checkpoint at `path`, `done` of its `total` steps already taken."""
+
+    def started(self, learning_rate) -> None:
+        """Training starts; `learning_rate()` gives the rate of the update just made (None with phases)."""
 
 
 class CallbackReporter(Reporter):
@@ -251,6 +255,7 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
     if parallel is not None:         # every rank checks it runs the same job and takes rank 0's params
         parallel.start(program.runner, n, size)
     end = run.first_step + total
+    reporter.started(lambda: program.runner.learning_rate(max(program.steps_taken - 1, 0)))
     skipped_in_a_row = 0
     start = last_saved = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a non-finite loss is reported below
@@ -299,7 +304,8 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
             val = program.evaluate(first_examples(validation, eval_limit)) if validation is not None else {}
     done = program.steps_taken - run.first_step
     return TrainResult(final.pop("loss"), final, done, done / per_epoch, seconds,
-                       run.history, run.epoch_log, val, run.stopped_early, skipped=run.skipped, evaluated=eval_limit)
+                       run.history, run.epoch_log, val, run.stopped_early, skipped=run.skipped,
+                       learning_rate=program.runner.learning_rate(), evaluated=eval_limit)
 
 
 def _end_epoch(program, run: _Run, train_loss: float, validation: dict | None, patience: int,
