@@ -372,5 +372,5 @@ def test_gan_covers_the_modes():
     prog = gradlang.compile(EXAMPLES / "gan.grad")
     prog.train()
     counts, quality = gan_modes(prog.predict({"x": np.zeros((5000, 2))})["samples"])
-    assert (counts >= 100).sum() >= 7 and quality > 0.7       # measured: all 8 modes, 85% of samples near one
+    assert (counts >= 100).sum() >= 7 and quality > 0.7       # measured: all 8 modes, 84% of samples near one
 
