@@ -4,9 +4,10 @@ OpenBLAS splits a product over its threads once the product is large enough, and
 wait on each other: on small products that costs more than it gains, and when another process keeps
 a core busy a multi-threaded step collapses (the MLP benchmark step ran about 9× slower with its two
 threads under `--contended`). A step whose largest product is below `THREADED_MIN_WORK` multiply-adds
-therefore runs with one BLAS thread, set just before the step and restored right after, so that
-NumPy code around gradlang keeps its own setting; a step with a larger product uses the threads
-BLAS was given. `GRADLANG_BLAS_THREADS=N` makes every step use N threads instead.
+(but large enough for OpenBLAS to thread at all) therefore runs with one BLAS thread, set just before
+the step and restored right after, so that NumPy code around gradlang keeps its own setting; a step
+with a larger product uses the threads BLAS was given. `GRADLANG_BLAS_THREADS=N` makes every step
+use N threads instead.
 
 The thread count is set through OpenBLAS's own function, found in the library NumPy loaded (Linux:
 /proc/self/maps). Where it is not found (another BLAS, another system), steps run as BLAS is set.
@@ -21,6 +22,9 @@ from ..errors import GradError
 # The largest product (m·n·k multiply-adds) of a step below which it runs on one thread; see
 # docs/architecture.md for the measurement behind it.
 THREADED_MIN_WORK = 1 << 27
+# OpenBLAS itself runs a product of fewer multiply-adds than this on one thread (its SMP threshold,
+# 65,536 × GEMM_MULTITHREAD_THRESHOLD = 4): a step made only of such products needs no setting at all.
+BLAS_THREADS_ANYWAY = 1 << 18
 ENVIRONMENT = "GRADLANG_BLAS_THREADS"
 _NAMES = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
           ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
@@ -63,13 +67,14 @@ def requested() -> int | None:
 
 def step_threads(largest_product: int) -> int | None:
     """The BLAS threads for a step whose largest product is `largest_product` multiply-adds; None:
-    leave BLAS as it is."""
+    leave BLAS as it is (no call around the step: a step of tiny products, which BLAS runs on one
+    thread anyway, or one large enough to gain from more)."""
     if _CONTROL is None:
         return None
     wanted = requested()
     if wanted is not None:
         return wanted
-    return 1 if largest_product < THREADED_MIN_WORK else None
+    return 1 if BLAS_THREADS_ANYWAY <= largest_product < THREADED_MIN_WORK else None
 
 
 class WithThreads:
