@@ -19,7 +19,7 @@ from .errors import GradError
 from .frontend.elaborate import Elaborated, elaborate_source
 from .frontend.outputs import OUTPUT_SETTINGS
 from .frontend.plan import Plan, loss_name
-from .frontend.syntax import parse, parse_file
+from .frontend.syntax import parse, parse_file, parse_setting
 from .ir.printer import format_graph
 from .lowering.schedule import REWRITES
 from .ops.shapes import fmt_type
@@ -44,12 +44,15 @@ class InputInfo:
 
 
 def compile(source: str | Path, dtype: str = "float32", seed: int | None = None,  # noqa: A001
-            no_opt=()) -> Program:
+            no_opt=(), settings: dict | None = None) -> Program:
     """Compile a `.grad` file (a path) or gradlang source text into a `Program`.
 
     `dtype` is the float precision of every float value ("float32" or "float64");
     `seed` overrides the training plan's seed (which seeds initialisation, shuffling and dropout);
-    `no_opt` names optimisations to leave out (`gradlang.OPTIMIZATIONS`), to debug one or measure it.
+    `no_opt` names optimisations to leave out (`gradlang.OPTIMIZATIONS`), to debug one or measure it;
+    `settings` replaces or adds train settings, as `gradlang run --set` does: name → gradlang text
+    (`{"optimizer": "adam(lr: 0.01)", "save": '"model.npz"'}`; a Python number or bool is written as one),
+    checked as the file's are.
     """
     if dtype not in _DTYPE_NAMES:
         raise ValueError(f"dtype must be 'float32' or 'float64', not {dtype!r}")
@@ -67,8 +70,9 @@ def compile(source: str | Path, dtype: str = "float32", seed: int | None = None,
         module, folder, name = parse_file(path), path.resolve().parent, str(path)
     else:
         module, folder, name = parse(source, "<string>"), Path.cwd(), "<string>"
-    elaborated = elaborate_source(module, folder, _DTYPE_NAMES[dtype])
-    program = Program(elaborated, folder, seed, name, no_opt)
+    overrides = settings_from_python(settings)
+    elaborated = elaborate_source(module, folder, _DTYPE_NAMES[dtype], overrides)
+    program = Program(elaborated, folder, seed, name, no_opt, (module, overrides))
     for setting in OUTPUT_SETTINGS:   # refused now, not after an hour of training
         program.plan_output(setting)
     return program
@@ -115,8 +119,9 @@ class Program:
     gradient_graph, raw_gradient_graph, loss_output = _held("graphs", 3, read_only=True)
 
     def __init__(self, elaborated: Elaborated, folder: Path, seed: int | None, name: str = "<string>",
-                 no_opt: frozenset = frozenset()):
+                 no_opt: frozenset = frozenset(), source: tuple | None = None):
         self.elaborated, self.folder, self.name = elaborated, folder, name
+        self._source = source   # (module AST, settings given outside it): to elaborate again with others
         plan = Plan(elaborated.plan)
         seed = plan.seed(seed)
         self.graphs = ProgramGraphs(elaborated, plan)
@@ -219,9 +224,13 @@ class Program:
               early_stopping: int | None = None, log=None, reporter: Reporter | None = None,
               checkpoint: str | Path | None = None, resume: bool = False,
               checkpoint_interval: float = 0.0, on_nonfinite: str | None = None,
-              eval_limit: int | None = None) -> TrainResult:
+              eval_limit: int | None = None, optimizer: str | None = None) -> TrainResult:
         """Train per the file's plan; arguments override it.
 
+        `optimizer` is gradlang text such as "sgd(lr: 0.1, momentum: 0.9)", checked as the train block's
+        (schedules may use `step` and the program's names): it replaces the plan's optimizer for this and
+        later training, starting afresh (no momentum or Adam moments carried over); params and the step
+        count stay.
         `validation` is a fraction of the data to hold out or a dict of arrays; `early_stopping` the
         number of epochs without a better validation loss after which training stops (and the best
         params are restored); `checkpoint` a path written atomically after every epoch, from which
@@ -230,8 +239,19 @@ class Program:
         "skip", else the plan's setting, else "stop") says what a step whose loss is NaN or infinite does.
         `eval_limit` bounds the final evaluation to each set's first examples (0: none; the result's loss
         is then the last epoch's mean training loss)."""
+        if optimizer is not None:
+            self.use_optimizer(optimizer)
         return train_per_plan(self, data, epochs, steps, batch_size, validation, early_stopping, log, reporter,
                               checkpoint, resume, checkpoint_interval, on_nonfinite, eval_limit)
+
+    def use_optimizer(self, text: str) -> None:
+        """Train from now on with the optimizer `text` (gradlang, as in the train block), started afresh."""
+        if self._source is None:
+            raise GradError("this program was not made by gradlang.compile, so its optimizer cannot be replaced")
+        module, overrides = self._source
+        setting = parse_setting("optimizer", text, "<optimizer>")
+        elaborated = elaborate_source(module, self.folder, self.float_dtype, (*overrides, setting))
+        self.runner.use_plan(Plan(elaborated.plan))
 
     def save(self, path: str | Path) -> Path:
         return save_params(self.params, path)
@@ -260,6 +280,25 @@ class Program:
     def _repr_markdown_(self) -> str:
         from .display import program_markdown
         return program_markdown(self)
+
+
+def settings_from_python(settings: dict | None, origin: str = "<settings>") -> tuple:
+    """Train settings passed from Python (name → gradlang text, or a number or bool) as parsed settings."""
+    if settings is None:
+        return ()
+    if isinstance(settings, tuple):   # parsed already (the command line's --set)
+        return settings
+    if not isinstance(settings, dict):
+        raise TypeError(f"settings must be a dict of train setting → gradlang text, not {type(settings).__name__}")
+    return tuple(parse_setting(name, _setting_text(value), origin) for name, value in settings.items())
+
+
+def _setting_text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)) and not isinstance(value, np.bool_):
+        return repr(float(value)) if isinstance(value, float) else str(value)
+    return value
 
 
 def _looks_like_path(source: str) -> bool:

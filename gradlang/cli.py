@@ -24,11 +24,13 @@ import argparse
 import json
 import math
 import sys
+import textwrap
 import traceback
 import warnings
 from pathlib import Path
 
 from .errors import GradError
+from .frontend.plan import OPTIMIZERS, SETTING_HELP
 from .gradcheck import DEFAULT_BATCH, DEFAULT_TOLERANCE, gradcheck
 from .lowering.schedule import REWRITES
 from .stages import FORMATS, STAGES, format_stats, show_stage, stage_graph, stage_stats
@@ -49,6 +51,28 @@ def _whole(text: str) -> int:
     return _positive(text, low=0)
 
 
+def _settings_epilog() -> str:
+    """The train settings `--set` takes, for `gradlang run --help`."""
+    width = max(map(len, SETTING_HELP))
+    rows = [f"  {name:<{width}}  {text}" for name, text in SETTING_HELP.items()]
+    optimizers = ", ".join(f"{name}({', '.join(signature.settings)})" for name, signature in OPTIMIZERS.items())
+    return "\n".join(["train settings (in the file's train block, or --set NAME=VALUE):", *rows,
+                      "", "optimizers:", *textwrap.wrap(optimizers, 100, initial_indent="  ", subsequent_indent="  "),
+                      "", "example: gradlang run model.grad --set optimizer='adam(lr: 0.01)' --set batch=64"])
+
+
+def _settings(arguments: list | None) -> tuple:
+    """`--set NAME=VALUE` arguments, parsed (frontend/syntax: parse_setting); the last of one name wins."""
+    from .frontend.syntax import parse_setting
+    settings = []
+    for argument in arguments or ():
+        name, equals, value = argument.partition("=")
+        if not equals or not name.strip():
+            raise GradError(f"--set takes NAME=VALUE (a train setting and gradlang text), got {argument!r}")
+        settings.append(parse_setting(name.strip(), value, "--set"))
+    return tuple(settings)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradlang", description="Compile and train gradlang (.grad) models.")
     common = argparse.ArgumentParser(add_help=False)
@@ -59,8 +83,12 @@ def _parser() -> argparse.ArgumentParser:
     compiling.add_argument("--no-opt", action="append", metavar="NAME",
                            help="leave out one optimisation, to debug it or measure what it gains (repeatable): "
                                 + ", ".join(REWRITES))
+    compiling.add_argument("--set", action="append", metavar="NAME=VALUE", dest="settings",
+                           help="replace or add a train setting; VALUE is gradlang, as in the file (repeatable): "
+                                "--set optimizer='adam(lr: 0.01)' --set batch=64")
 
-    run = sub.add_parser("run", parents=[common, compiling], help="train a model per its train block")
+    run = sub.add_parser("run", parents=[common, compiling], help="train a model per its train block",
+                         epilog=_settings_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("file", type=Path)
     run.add_argument("--json", action="store_true", help="print one JSON object with the results at the end")
     group = run.add_mutually_exclusive_group()
@@ -241,7 +269,8 @@ def _check_readable(path: Path) -> None:
 def _compile(args, **kw):
     from . import api
     _check_readable(args.file)
-    program = api.compile(args.file, no_opt=tuple(getattr(args, "no_opt", None) or ()), **kw)
+    program = api.compile(args.file, no_opt=tuple(getattr(args, "no_opt", None) or ()),
+                          settings=_settings(getattr(args, "settings", None)), **kw)
     program.data_dir = getattr(args, "data_dir", None)
     return program
 

@@ -96,6 +96,7 @@ class Elaborator:
         self.inputs: dict[str, InputSpec] = {}
         self.data: dict[str, DataSpec] = {}
         self.plan: TrainPlan | None = None
+        self.overrides: dict = {}   # train setting name → its ast.Assign given outside the file
         self.losses: list[str] = []
         self.metrics: list[str] = []
         self.outputs: list[str] = []
@@ -117,11 +118,23 @@ class Elaborator:
             self.prelude.vars.update({k: v for k, v in module.scope.vars.items() if not k.startswith("_")})
 
     # ---- modules ---------------------------------------------------------------------------------
-    def elaborate_main(self, module: ast.Module, folder: Path | None) -> Elaborated:
+    def elaborate_main(self, module: ast.Module, folder: Path | None, overrides: tuple = ()) -> Elaborated:
+        """`overrides`: train settings given outside the file (`parse_setting`), each replacing the train
+        block's setting of that name or joining it (the last of one name wins); without a train block
+        they make one, after the program's last line."""
+        for setting in overrides:
+            if setting.name not in TRAIN_SETTINGS:
+                close = _closest(setting.name, set(TRAIN_SETTINGS))
+                raise GradError(f"unknown train setting {setting.name!r}"
+                                f"{f' (did you mean {close!r}?)' if close else ''}; known: {', '.join(TRAIN_SETTINGS)}",
+                                _name_span(setting))
+            self.overrides[setting.name] = setting
         scope = Scope(self.prelude)
         if self.observer is not None:
             self.observer.on_program(scope)
         self.exec_block(module.body, scope, context="main", folder=folder)
+        if self.overrides and self.plan is None:
+            self.train_block(ast.TrainBlock(next(iter(self.overrides.values())).span, []), scope)
         if not self.losses:
             raise GradError("the program declares no loss; add a line such as `loss = mean((y - pred) ** 2)`",
                             module.span)   # (an empty module's span is its line 1, column 1)
@@ -473,7 +486,10 @@ class Elaborator:
         plan = TrainPlan(span=stmt.span)
         step = plan.graph.add("input", (), {"name": "step", "shape": (), "dtype": self.float}, stmt.span)
         inner = Scope(scope, {"step": Tensor(plan.graph, step)})
-        for setting in stmt.body:
+        written = {setting.name for setting in stmt.body}
+        body = [self.overrides.get(setting.name, setting) for setting in stmt.body]
+        body += [setting for name, setting in self.overrides.items() if name not in written]
+        for setting in body:
             if setting.name not in TRAIN_SETTINGS:
                 raise GradError(f"unknown train setting {setting.name!r}; known: {', '.join(TRAIN_SETTINGS)}",
                                 setting.span)
@@ -816,6 +832,12 @@ def _in_stdlib(span: Span) -> bool:
     return span.source.name.startswith("<stdlib>")
 
 
+def _name_span(setting: ast.Assign) -> Span:
+    """The span of a setting's name (its statement starts with it)."""
+    span = setting.span
+    return Span(span.source, span.line, span.col, span.line, span.col + len(setting.name))
+
+
 def _closest(name: str, candidates: set[str]) -> str | None:
     import difflib
     found = difflib.get_close_matches(name, sorted(candidates), n=1, cutoff=0.75)
@@ -827,13 +849,14 @@ def _no_span() -> Span:
     return Span(Source("<prelude>", ""), 1, 1, 1, 1)
 
 
-def elaborate_source(module: ast.Module, folder: Path | None, float_dtype: str = "f32") -> Elaborated:
+def elaborate_source(module: ast.Module, folder: Path | None, float_dtype: str = "f32",
+                     overrides: tuple = ()) -> Elaborated:
     # Elaboration recurses once per nested call or expression; allow the depths MAX_CALL_DEPTH permits, and
     # turn anything deeper into an error rather than a crash.
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(limit, 20_000))
     try:
-        return Elaborator(float_dtype).elaborate_main(module, folder)
+        return Elaborator(float_dtype).elaborate_main(module, folder, overrides)
     except RecursionError:
         raise GradError("the program nests too deeply (expressions, calls or imports) to compile",
                         module.span) from None

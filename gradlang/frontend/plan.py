@@ -15,8 +15,24 @@ from .outputs import resolve_output
 from .settings import COUNT, COUNT_OR_0, FRACTION_BELOW_1, SCALE_SETTING, SEED, Range, Static
 from .values import DataSpec, LayerInstance, OptimizerSpec, PhaseSpec, Tensor, describe, show
 
-TRAIN_SETTINGS = ("data", "batch", "epochs", "steps", "optimizer", "seed", "save", "loss", "validation",
-                  "early_stopping", "test", "checkpoint", "phases", "on_nonfinite")
+# each train setting and what it says, in one line (`gradlang run --help`; docs/language.md has the full table)
+SETTING_HELP = {
+    "data": "the training data: a data declaration or a data source",
+    "batch": "mini-batch size (default: the whole data set)",
+    "epochs": "passes over the data (default 1)",
+    "steps": "optimizer updates; wins over epochs",
+    "optimizer": "an optimizer, as sgd(lr: 0.1, momentum: 0.9) (default sgd(lr: 0.01))",
+    "seed": "seeds initialisation, shuffling and the validation split (default 0)",
+    "save": 'where `run` saves the params, "name.npz" below the program\'s folder',
+    "loss": "the name of the loss to train, with several losses",
+    "validation": "a fraction of the data held out, or a data source",
+    "early_stopping": "stop after this many epochs without a better validation loss",
+    "test": "a data source evaluated once after training",
+    "checkpoint": 'a file written after every epoch, "name.npz" below the program\'s folder',
+    "phases": "[phase(loss: …, params: …, optimizer: …), …] instead of optimizer and loss",
+    "on_nonfinite": '"stop" or "skip" a step whose loss is NaN or infinite (default "stop")',
+}
+TRAIN_SETTINGS = tuple(SETTING_HELP)
 
 
 @dataclass

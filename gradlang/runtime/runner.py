@@ -234,6 +234,14 @@ class Runner:
             self._training_update = Update(self, optimizer, graph, None, self.param_names)
         return self._training_update
 
+    def use_plan(self, plan: Plan) -> None:
+        """Train by `plan` from now on: the same program's plan with another optimizer. The params and the
+        step count stay; the optimizer starts afresh."""
+        if plan.phases != self.plan.phases or plan.get("loss") != self.plan.get("loss"):
+            raise GradError("a new plan may change the optimizer only, not the losses or phases trained")
+        self.plan = plan
+        self._training_update = None
+
     @property
     def phased(self) -> PhasedTraining:
         """The plan's phases as updates (made on first use)."""

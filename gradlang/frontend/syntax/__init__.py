@@ -1,4 +1,4 @@
 """Front end: text → AST."""
-from .parser import parse, parse_file
+from .parser import parse, parse_file, parse_setting
 
-__all__ = ["parse", "parse_file"]
+__all__ = ["parse", "parse_file", "parse_setting"]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 
 from lark import Lark, Tree, v_args
@@ -433,6 +434,27 @@ def parse(text: str, name: str = "<string>") -> ast.Module:
         if isinstance(err.orig_exc, GradError):
             raise err.orig_exc from None
         raise
+
+
+# train settings whose value is text: a bare word given for one is a string missing its quotes
+_TEXT_SETTINGS = ("save", "checkpoint", "on_nonfinite")
+
+
+def parse_setting(name: str, value: str, origin: str) -> ast.Assign:
+    """A train setting given outside the file (`--set NAME=VALUE`, `compile(settings=…)`): `value` is a
+    gradlang expression, parsed as the line `train { NAME = VALUE }` of a source named `origin`, so that an
+    error in it is shown on that line with a caret, like one in the file."""
+    if not isinstance(value, str):
+        raise GradError(f"{origin}: the value of {name} must be gradlang text, got {type(value).__name__}")
+    if "\n" in value or "\r" in value:
+        raise GradError(f"{origin}: the value of {name} must be one line, got {value!r}")
+    if name in _TEXT_SETTINGS and re.fullmatch(r"[\w./~-]+", value.strip()) and not value.strip()[0].isdigit():
+        raise GradError(f"{origin}: {name} takes text in quotes, as in the file: {name}='\"{value.strip()}\"'")
+    module = parse(f"train {{ {name} = {value} }}", origin)
+    block = module.body[0] if len(module.body) == 1 else None
+    if not isinstance(block, ast.TrainBlock) or len(block.body) != 1:
+        raise GradError(f"{origin}: {name} = {value!r} is not one setting", module.span)
+    return block.body[0]
 
 
 def parse_file(path: str | Path, display_name: str | None = None) -> ast.Module:
