@@ -127,6 +127,8 @@ class Program:
         self.graphs = ProgramGraphs(elaborated, plan)
         self.runner = Runner(elaborated, plan, self.graphs, seed, no_opt)
         self._data_dir: Path | None = None
+        # the training data's feature statistics, for `standardize: true` sets (None until computed or loaded)
+        self.standardization: data_sources.Standardization | None = None
 
     @property
     def data_dir(self) -> Path | None:
@@ -214,10 +216,30 @@ class Program:
             raise KeyError(f"no data declaration named {name!r}")
         spec = self.elaborated.data[name] if name is not None else self.runner.plan.data_spec(setting)
         arrays = data_sources.load(spec, self.folder, self.data_dir)
-        files = data_sources.paths(spec, self.folder, self.data_dir)
-        origin = ", ".join(str(f) for f in files) if files else f"{spec.source}(…)"
+        origin = self._origin(spec)
+        if data_sources.standardizes(spec):
+            arrays = self.standardization_for(spec, arrays).apply(arrays, origin, spec.span)
         data_sources.check_fields(arrays, self.elaborated.inputs, self.model_graph, origin, spec.span)
         return arrays
+
+    def _origin(self, spec) -> str:
+        files = data_sources.paths(spec, self.folder, self.data_dir)
+        return ", ".join(str(f) for f in files) if files else f"{spec.source}(…)"
+
+    def standardization_for(self, spec, arrays: dict | None = None) -> data_sources.Standardization:
+        """The statistics that scale a `standardize: true` data set: the training data's (the train block's
+        `data`), computed from it when first needed (`arrays`: that set as read, if `spec` is it) and
+        saved with the params; loaded back with them."""
+        if self.standardization is None:
+            training = self.runner.plan.get("data")
+            if not data_sources.standardizes(training):
+                raise GradError("standardize: true scales a data set with the training data's statistics, but the "
+                                "train block's data is not a csv(…, standardize: true) set; standardize that too, "
+                                "or scale this one yourself", spec.span)
+            if spec != training or arrays is None:
+                arrays = data_sources.load(training, self.folder, self.data_dir)
+            self.standardization = data_sources.Standardization.of(arrays)
+        return self.standardization
 
     def train(self, data: dict | None = None, epochs: int | None = None, steps: int | None = None,
               batch_size: int | None = None, validation: float | dict | None = None,
@@ -254,11 +276,21 @@ class Program:
         self.runner.use_plan(Plan(elaborated.plan))
 
     def save(self, path: str | Path) -> Path:
-        return save_params(self.params, path)
+        """Write the params (and the standardization statistics, if any) to an .npz file."""
+        extra = self.standardization.arrays() if self.standardization is not None else {}
+        return save_params({**self.params, **extra}, path)
 
     def load(self, path: str | Path) -> None:
+        """Read params written by `save` (or `gradlang run`), with their standardization statistics."""
         with np.load(path, allow_pickle=False) as archive:
-            self.set_params({k: archive[k] for k in archive.files})
+            self.load_arrays({k: archive[k] for k in archive.files}, str(path))
+
+    def load_arrays(self, arrays: dict, origin: str = "the params") -> None:
+        """Set the params from named arrays, and the standardization statistics where they are included."""
+        params, statistics = data_sources.Standardization.split(arrays, origin)
+        self.set_params(params)
+        if statistics is not None:
+            self.standardization = statistics
 
     def export_onnx(self, path: str | Path, outputs: list[str] | None = None, batch: int | None = None) -> Path:
         """Write the inference graph (dropout off) of `outputs` — by default the `output` declarations —

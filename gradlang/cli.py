@@ -447,7 +447,7 @@ def _load_params(program, path: Path) -> None:
     from .runtime.formats import read_npz
     values = read_npz(path)   # (a damaged or pickled file is named with its field)
     try:
-        program.set_params(values)
+        program.load_arrays(values, str(path))
     except KeyError as err:
         raise GradError(f"cannot load params from {path}: {err.args[0]}") from None
     except (ValueError, GradError) as err:
@@ -476,12 +476,31 @@ def _data_name(program, name: str) -> str:
     return name
 
 
-def _read_inputs(path: Path) -> dict:
-    if path.suffix == ".csv":
-        from .runtime.formats import read_csv
+def _read_inputs(program, path: Path) -> dict:
+    """Inputs to predict from: an .npz (one array per input), or a CSV read with the columns of the
+    train block's csv(…) data — its features as `x`; its target, where the file has it, left out — and
+    scaled with the training statistics where that data is standardized. Without a csv training set,
+    every column of the CSV is a feature."""
+    if path.suffix != ".csv":
+        from .runtime.formats import read_npz
+        return read_npz(path)
+    from .runtime.data import standardizes
+    from .runtime.formats import read_csv
+    spec = program.plan.get("data")
+    if getattr(spec, "source", None) != "csv":
         return read_csv(path, target=None)
-    from .runtime.formats import read_npz
-    return read_npz(path)
+    settings = dict(spec.kwargs)
+    x = program.elaborated.inputs.get("x")
+    width = x.shape[-1] if x is not None and len(x.shape) == 2 and isinstance(x.shape[-1], int) else None
+    arrays = read_csv(path, settings.get("target", -1), settings.get("header", True), settings.get("delimiter", ","),
+                      settings.get("features", ()), target_optional=True, feature_count=width)
+    arrays.pop("y", None)
+    if standardizes(spec):
+        if program.standardization is None:
+            raise GradError("the program standardizes its csv data, but the params file holds no "
+                            "standardization statistics (train with this version of gradlang, which saves them)")
+        arrays = program.standardization.apply(arrays, str(path))
+    return arrays
 
 
 def cmd_predict(args) -> int:
@@ -492,7 +511,7 @@ def cmd_predict(args) -> int:
         feed = program.load_data(_data_name(program, args.data))
     else:   # checked as a data set is: a field per input, one entry per example, no NaN, labels in range
         from .runtime.data import check_fields
-        feed = _read_inputs(args.input)
+        feed = _read_inputs(program, args.input)
         check_fields(feed, program.elaborated.inputs, program.model_graph, str(args.input))
     feed = {k: v for k, v in feed.items() if k in program.input_names}
     outputs = program.predict(feed)

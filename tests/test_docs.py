@@ -299,11 +299,13 @@ def _documented_default(row: str, key: str):
         return text == "true"
     if text.startswith('"'):
         return json.loads(text)
+    if text.startswith("["):
+        return tuple(json.loads(text))
     return float(text)
 
 
 def _same_default(documented, actual) -> bool:
-    if isinstance(actual, (bool, str)) or isinstance(documented, (bool, str)):
+    if isinstance(actual, (bool, str, tuple)) or isinstance(documented, (bool, str, tuple)):
         return documented == actual
     return documented == pytest.approx(actual)
 

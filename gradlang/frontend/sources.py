@@ -103,9 +103,11 @@ def npz(ctx, path: str):
 
 
 @_source(files=("path",))
-def csv(ctx, path: str, target: int | str = -1, header: bool = True, delimiter: str = ",",
+def csv(ctx, path: str, target: int | str = -1, features: list = (), header: bool = True, delimiter: str = ",",
         standardize: bool = False):
-    """A numeric CSV file: x = the other columns [n, k], y = the `target` column (name or index) [n]."""
+    """A numeric CSV file: x = the `features` columns [n, k] (names or indices; default: all but the
+    target), y = the `target` column (name or index) [n]; `standardize` scales x with the training set's
+    mean and std."""
 
 
 @_source(files=("x", "y"), normalize=POSITIVE)
@@ -164,7 +166,10 @@ def gaussian_ring(ctx, n: int = 20000, modes: int = 8, radius: float = 2.0, std:
 _SETTING_TYPES = {"int": (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
                   "float": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
                   "bool": (lambda v: isinstance(v, bool), "true or false"),
-                  "str": (lambda v: isinstance(v, str), "a string")}
+                  "str": (lambda v: isinstance(v, str), "a string"),
+                  "list": (lambda v: isinstance(v, (list, tuple)) and all(
+                      isinstance(i, str) or (isinstance(i, int) and not isinstance(i, bool)) for i in v),
+                      "a list of column names or indices")}
 
 
 def check_kinds(source: str, kwargs: dict, span: Span | None) -> None:

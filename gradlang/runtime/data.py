@@ -130,12 +130,56 @@ def npz(ctx, path) -> dict:
 
 
 @generates
-def csv(ctx, path, target, header, delimiter, standardize) -> dict:
-    out = read_csv(ctx.path(path), target, header, delimiter)
-    if standardize:
-        spread = out["x"].std(0)
-        out["x"] = (out["x"] - out["x"].mean(0)) / np.where(spread > 0, spread, 1.0)
-    return out
+def csv(ctx, path, target, features, header, delimiter, standardize) -> dict:
+    """The columns as read: `standardize` is applied by whoever holds the training set's statistics
+    (`Standardization`: a program scales every standardized set with its training data's)."""
+    return read_csv(ctx.path(path), target, header, delimiter, features)
+
+
+def standardizes(spec) -> bool:
+    """Whether a data source's features are to be scaled with the training set's statistics."""
+    return spec is not None and spec.source == "csv" and bool(dict(spec.kwargs).get("standardize", False))
+
+
+@dataclass(frozen=True)
+class Standardization:
+    """The mean and standard deviation of each feature column of the training data (field `x`), which
+    scale that set and every other standardized one alike (validation, test, predict inputs). A column
+    that does not vary is shifted only. Saved beside the params under `KEYS`."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    KEYS = ("standardize:x:mean", "standardize:x:std")
+
+    @classmethod
+    def of(cls, arrays: dict) -> Standardization:
+        x = np.asarray(arrays["x"], dtype=np.float64)
+        spread = x.std(0)
+        return cls(x.mean(0), np.where(spread > 0, spread, 1.0))
+
+    def apply(self, arrays: dict, origin: str, span: Span | None = None) -> dict:
+        x = np.asarray(arrays["x"])
+        if x.shape[1:] != self.mean.shape:
+            raise GradError(f"{origin}: field 'x' has {x.shape[1:] and x.shape[1]} columns, but the training data "
+                            f"that set the standardization had {len(self.mean)}", span)
+        return {**arrays, "x": (x - self.mean) / self.std}
+
+    def arrays(self) -> dict:
+        return dict(zip(self.KEYS, (self.mean, self.std)))
+
+    @classmethod
+    def split(cls, arrays: dict, origin: str) -> tuple[dict, Standardization | None]:
+        """A params file's arrays without the statistics, and the statistics (None if it has none)."""
+        found = {k: arrays[k] for k in cls.KEYS if k in arrays}
+        rest = {k: v for k, v in arrays.items() if k not in cls.KEYS}
+        if not found:
+            return rest, None
+        mean, std = (np.asarray(found.get(k, np.zeros(0)), dtype=np.float64) for k in cls.KEYS)
+        if len(found) != 2 or mean.ndim != 1 or mean.shape != std.shape or not np.isfinite(mean).all() \
+                or not (np.isfinite(std) & (std > 0)).all():
+            raise GradError(f"{origin}: the standardization statistics ({', '.join(cls.KEYS)}) are damaged: "
+                            "they must be two vectors of one length, finite, the std above 0")
+        return rest, cls(mean, std)
 
 
 @generates

@@ -203,11 +203,17 @@ def _lines(text: str):
 
 
 def read_csv(path: str | Path, target: str | int | None = -1, header: bool = True,
-             delimiter: str = ",") -> dict:
-    """A numeric CSV file: `x` = the feature columns [n, k], `y` = the `target` column [n] (integers stay
-    integers: class labels), or only `x` when target is None. Every field must be a finite number that
-    fits a 32-bit float, and integer targets must be exact (below 2**53): a field that is not is named
-    with its line and column and quoted as written."""
+             delimiter: str = ",", features=(), target_optional: bool = False,
+             feature_count: int | None = None) -> dict:
+    """A numeric CSV file: `x` = the `features` columns [n, k] (names in the header or indices from
+    either end, in that order; none given: every column but the target), `y` = the `target` column [n]
+    (integers stay integers: class labels), or only `x` when target is None.
+
+    With `target_optional` (inputs to predict from), a file without the target column is read as
+    features only: one whose header lacks the target's name, or, by position, one of exactly
+    `feature_count` columns. Every field must be a finite number that fits a 32-bit float, and integer
+    targets must be exact (below 2**53): a field that is not is named with its line and column and
+    quoted as written."""
     path = Path(path)
     if not isinstance(delimiter, str) or len(delimiter) != 1 or delimiter in '"\r\n':
         raise GradError(f"{path}: the CSV delimiter must be one character (not a quote or line break), "
@@ -226,7 +232,8 @@ def read_csv(path: str | Path, target: str | int | None = -1, header: bool = Tru
                 names = row
             elif row:
                 if width is None:
-                    width, column = len(row), _target_column(path, target, names, len(row))
+                    width = len(row)
+                    column = _target_column(path, target, names, width, target_optional, feature_count, features)
                 if len(row) != width:
                     raise GradError(f"{path}:{line}: expected {width} fields, found {len(row)}")
                 for j, field in enumerate(row):
@@ -243,8 +250,11 @@ def read_csv(path: str | Path, target: str | int | None = -1, header: bool = Tru
     if not rows:
         raise GradError(f"{path}: no data rows")
     table = np.frombuffer(values, dtype=np.float64).reshape(rows, width)
+    chosen = _feature_columns(path, features, names, width, column)
+    x = table[:, chosen] if chosen is not None else np.delete(table, column, axis=1) if column is not None \
+        else table.copy()
     if column is None:
-        return {"x": table}
+        return {"x": x}
     y = table[:, column].copy()   # not a view, which would keep the whole table alive beside x
     if np.all(y == np.round(y)):
         if inexact_label is not None:
@@ -252,22 +262,53 @@ def read_csv(path: str | Path, target: str | int | None = -1, header: bool = Tru
                             f"{inexact_label[1].strip()!r}, too large to be read exactly as an integer label "
                             "(labels must be below 2**53)")
         y = y.astype(np.int64)
-    return {"x": np.delete(table, column, axis=1), "y": y}
+    return {"x": x, "y": y}
+
+
+def _feature_columns(path: Path, features, names: list[str] | None, width: int, target: int | None):
+    """The indices of the `features` columns, in order (None: every column but the target)."""
+    if not features:
+        return None
+    chosen = []
+    for feature in features:
+        if isinstance(feature, str):
+            if names is None or feature not in names:
+                raise GradError(f"{path}: no column named {feature!r} for the features"
+                                + (f"; columns: {', '.join(names)}" if names else " (the file has no header)"))
+            index = names.index(feature)
+        elif isinstance(feature, int) and not isinstance(feature, bool):
+            if not -width <= feature < width:
+                raise GradError(f"{path}: feature column {feature} is out of range for {width} columns")
+            index = feature % width
+        else:
+            raise GradError(f"{path}: a feature column is a column name or an index, got {feature!r}")
+        if index == target:
+            raise GradError(f"{path}: column {_column_name(names, index)!r} is both the target and a feature")
+        if index in chosen:
+            raise GradError(f"{path}: column {_column_name(names, index)!r} is named twice among the features")
+        chosen.append(index)
+    return chosen
 
 
 def _column_name(names: list[str] | None, j: int) -> str:
     return names[j] if names is not None and j < len(names) else f"column {j + 1}"
 
 
-def _target_column(path: Path, target: str | int | None, names: list[str] | None, width: int) -> int | None:
-    """The index of the `target` column (a name in the header, or an index from either end), or None."""
+def _target_column(path: Path, target: str | int | None, names: list[str] | None, width: int,
+                   optional: bool = False, feature_count: int | None = None, features=()) -> int | None:
+    """The index of the `target` column (a name in the header, or an index from either end), or None
+    (no target, or an optional one the file lacks: see read_csv)."""
     if target is None:
         return None
     if isinstance(target, str):
         if names is None or target not in names:
+            if optional and names is not None:
+                return None
             raise GradError(f"{path}: no column named {target!r}"
                             + (f"; columns: {', '.join(names)}" if names else " (the file has no header)"))
-        target = names.index(target)
+        return names.index(target)
+    if optional and not features and width == feature_count:
+        return None
     if not -width <= target < width:
         raise GradError(f"{path}: target column {target} is out of range for {width} columns")
     return target % width
