@@ -26,8 +26,9 @@ from .ops.shapes import fmt_type
 from .runtime import data as data_sources
 from .runtime.graphs import ProgramGraphs
 from .runtime.params import Params
+from .runtime.reporting import Reporter
 from .runtime.runner import Runner
-from .runtime.train import Reporter, TrainResult, save_params, train_per_plan
+from .runtime.train import TrainResult, save_params, train_per_plan
 
 _DTYPE_NAMES = {"float32": "f32", "float64": "f64", "f32": "f32", "f64": "f64"}
 # What `compile(no_opt=…)` and `--no-opt` may leave out: name → what it does
@@ -246,13 +247,15 @@ class Program:
               early_stopping: int | None = None, log=None, reporter: Reporter | None = None,
               checkpoint: str | Path | None = None, resume: bool = False,
               checkpoint_interval: float = 0.0, on_nonfinite: str | None = None,
-              eval_limit: int | None = None, optimizer: str | None = None) -> TrainResult:
+              eval_limit: int | None = None, optimizer: str | None = None,
+              log_dir: str | Path | None = None) -> TrainResult:
         """Train per the file's plan; arguments override it.
 
         `optimizer` is gradlang text such as "sgd(lr: 0.1, momentum: 0.9)", checked as the train block's
         (schedules may use `step` and the program's names): it replaces the plan's optimizer for this and
         later training, starting afresh (no momentum or Adam moments carried over); params and the step
-        count stay.
+        count stay. `log_dir` is a folder where every step, epoch and the final numbers are written
+        (`metrics.jsonl`, and TensorBoard event files with the `tensorboard` extra: runtime/metrics_log.py).
         `validation` is a fraction of the data to hold out or a dict of arrays; `early_stopping` the
         number of epochs without a better validation loss after which training stops (and the best
         params are restored); `checkpoint` a path written atomically after every epoch, from which
@@ -264,7 +267,7 @@ class Program:
         if optimizer is not None:
             self.use_optimizer(optimizer)
         return train_per_plan(self, data, epochs, steps, batch_size, validation, early_stopping, log, reporter,
-                              checkpoint, resume, checkpoint_interval, on_nonfinite, eval_limit)
+                              checkpoint, resume, checkpoint_interval, on_nonfinite, eval_limit, log_dir)
 
     def use_optimizer(self, text: str) -> None:
         """Train from now on with the optimizer `text` (gradlang, as in the train block), started afresh."""

@@ -110,6 +110,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="at least this many seconds between checkpoints, written at the end of an epoch "
                           "(default 1; 0: after every epoch)")
     run.add_argument("--plot", type=Path, metavar="PNG", help="draw the training curves into a PNG file")
+    run.add_argument("--log-dir", type=Path, metavar="DIR",
+                     help="write every step, epoch and the final numbers to DIR/metrics.jsonl, and TensorBoard "
+                          "event files where the tensorboard extra is installed")
     run.add_argument("--dry-run", action="store_true",
                      help="compile, then list the files the run would read and write, without reading data or "
                           "training (see docs/security.md)")
@@ -329,7 +332,7 @@ def _train(args, parallel) -> int:
         reporter = PhaseReporter(reporter, program)
     result = program.train(epochs=args.epochs, steps=args.steps, batch_size=args.batch, reporter=reporter,
                            checkpoint=checkpoint, resume=args.resume, checkpoint_interval=args.checkpoint_every,
-                           eval_limit=args.eval_limit)
+                           eval_limit=args.eval_limit, log_dir=args.log_dir)
     if not root:
         return 0
     try:
@@ -339,7 +342,8 @@ def _train(args, parallel) -> int:
     plot = None
     if args.plot is not None:
         from .plot import plot_curves
-        plot = plot_curves(result, args.plot, args.file.name)
+        plot = plot_curves(result, args.plot, args.file.name,
+                           None if program.phases else program.runner.learning_rate)
     if args.json:
         print(_json({**result.as_dict(), "params_file": str(path), "checkpoint": str(checkpoint),
                           **({"plot": str(plot)} if plot else {}), **({"ranks": parallel.size} if parallel else {})}))
@@ -360,6 +364,11 @@ def _train(args, parallel) -> int:
     if reporter is not None and reporter.curves():
         print(reporter.curves())
     print(f"params saved to {path}" + (f", curves drawn in {plot}" if plot else ""))
+    if args.log_dir is not None:
+        from .runtime.metrics_log import JSON_LINES, TENSORBOARD_EXTRA, tensorboard_available
+        print(f"metrics logged to {args.log_dir / JSON_LINES}"
+              + (f" and TensorBoard event files (tensorboard --logdir {args.log_dir})" if tensorboard_available()
+                 else f" (TensorBoard event files too with the tensorboard extra: {TENSORBOARD_EXTRA})"))
     if result.skipped:
         print(f"{args.file}: warning: skipped {len(result.skipped)} step(s) whose loss was not finite "
               f"(on_nonfinite = \"skip\"); the first:\n{result.skipped[0]}", file=sys.stderr)

@@ -7,7 +7,7 @@ import math
 import sys
 import time
 
-from .runtime.train import Reporter
+from .runtime.reporting import Reporter
 
 _BARS = "▁▂▃▄▅▆▇█"
 
@@ -89,7 +89,7 @@ class TerminalReporter(Reporter):
             return
         self.epoch_shown = now
         parts = [f"epoch {record['epoch']}", f"loss {record['loss']:.4g}"]
-        parts += [f"{k} {v:.4g}" for k, v in record.items() if k.startswith("val_")]
+        parts += [f"{k} {v:.4g}" for k, v in record.items() if k not in ("epoch", "step", "loss")]
         if self.live:
             self.stream.write("\r\033[K")
         self.stream.write("  ".join(parts) + "\n")

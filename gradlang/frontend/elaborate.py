@@ -127,7 +127,7 @@ class Elaborator:
                 close = _closest(setting.name, set(TRAIN_SETTINGS))
                 raise GradError(f"unknown train setting {setting.name!r}"
                                 f"{f' (did you mean {close!r}?)' if close else ''}; known: {', '.join(TRAIN_SETTINGS)}",
-                                _name_span(setting))
+                                _setting_name_span(setting))
             self.overrides[setting.name] = setting
         scope = Scope(self.prelude)
         if self.observer is not None:
@@ -832,7 +832,7 @@ def _in_stdlib(span: Span) -> bool:
     return span.source.name.startswith("<stdlib>")
 
 
-def _name_span(setting: ast.Assign) -> Span:
+def _setting_name_span(setting: ast.Assign) -> Span:
     """The span of a setting's name (its statement starts with it)."""
     span = setting.span
     return Span(span.source, span.line, span.col, span.line, span.col + len(setting.name))

@@ -20,7 +20,7 @@ from functools import partial
 from ..errors import GradError
 from ..frontend.plan import loss_name
 from ..frontend.values import PhaseSpec
-from .train import Reporter
+from .reporting import Reporter
 from .updates import ScheduledOptimizer, Update
 
 # ---- run time ----------------------------------------------------------------------------------------

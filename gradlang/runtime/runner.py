@@ -65,6 +65,7 @@ class Runner:
         self.steps_taken = 0
         self.check_numerics = False
         self.distributed = None
+        self.batch_metrics: dict[str, float] = {}    # the metrics of the last metered step's batch
         self._training_update: Update | None = None   # made on first use, as are the phases'
         self._phased: PhasedTraining | None = None
 
@@ -197,16 +198,18 @@ class Runner:
         return totals, n
 
     # ---- training --------------------------------------------------------------------------------
-    def step(self, feed: dict | list) -> float:
+    def step(self, feed: dict | list, metered: bool = False) -> float:
         """One optimizer step on `feed` per the plan; returns the loss before the update. With phases,
         every phase's updates in order, on `feed` or on a list of `updates_per_step` feeds (one per
-        update); returns the sum of the phases' losses, each in `phase_losses`."""
+        update); returns the sum of the phases' losses, each in `phase_losses`. `metered` also computes
+        the metrics on the batch (dropout on, before the update), into `batch_metrics` (training alone,
+        without phases)."""
         if self.phases:
             return self.phased.step(feed)
         arrays = self.feed(feed)
         update = self.training_update
         if self.distributed is None:
-            loss = self.apply(update, arrays)
+            loss = self.apply(update, arrays, metered)
         else:   # this rank's share of the batch, gradients averaged over all ranks
             values = self.distributed.loss_and_gradients(self, arrays)
             update.optimizer.apply(values[1:], self.steps_taken)
@@ -214,11 +217,15 @@ class Runner:
         self.steps_taken += 1
         return loss
 
-    def apply(self, update: Update, arrays: list) -> float:
+    def apply(self, update: Update, arrays: list, metered: bool = False) -> float:
         """Make `update` on one batch (as `feed` makes it); returns the loss before it. The step count
-        is the caller's to advance."""
-        exe = update.executable(arrays)
+        is the caller's to advance. `metered`: the batch's metrics too, into `batch_metrics`."""
+        exe = update.executable(arrays, metered and bool(self.metric_names))
         values = self.run_step(exe, arrays)
+        if metered and self.metric_names:
+            count = len(self.metric_names)
+            self.batch_metrics = {m: float(v) for m, v in zip(self.metric_names, values[-count:])}
+            values = values[:-count]
         update.optimizer.apply(values[1:], self.steps_taken, exe.owned_gradients)
         return float(values[0])
 

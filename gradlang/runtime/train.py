@@ -25,7 +25,9 @@ from ..errors import GradError
 from ..frontend.plan import check_setting, quote_setting
 from ..frontend.values import DataSpec, describe
 from .data import batches, count_examples
+from .metrics_log import MetricsLog
 from .numerics import NonFiniteError
+from .reporting import CallbackReporter, Reporter
 
 try:
     import fcntl  # file locks tell a live writer's temporary file from one a killed writer left (POSIX)
@@ -78,32 +80,6 @@ class TrainResult:
         return out
 
 
-class Reporter:
-    """What the loop tells the outside; the default says nothing."""
-
-    def step(self, done: int, total: int, loss: float, seconds: float) -> None:
-        pass
-
-    def epoch(self, record: dict) -> None:
-        pass
-
-    def resumed(self, done: int, total: int, path: Path) -> None:
-        """The run continues from a checkpoint at `path`, `done` of its `total` steps already taken."""
-
-    def started(self, learning_rate) -> None:
-        """Training starts; `learning_rate()` gives the rate of the update just made (None with phases)."""
-
-
-class CallbackReporter(Reporter):
-    """Calls `log(done, total, loss, seconds)` after every step (`Program.train(log=…)`)."""
-
-    def __init__(self, log):
-        self.log = log
-
-    def step(self, done, total, loss, seconds):
-        self.log(done, total, loss, seconds)
-
-
 def split_validation(arrays: dict, names: list[str], fraction: float, rng: np.random.Generator, span=None):
     """Hold out a random `fraction` of the examples (drawn from the program's generator); `span` is the
     setting's, for the error when the fraction leaves one side empty."""
@@ -121,7 +97,8 @@ def train_per_plan(program, data: dict | None = None, epochs: int | None = None,
                    batch_size: int | None = None, validation: float | dict | None = None,
                    early_stopping: int | None = None, log=None, reporter: Reporter | None = None,
                    checkpoint: str | Path | None = None, resume: bool = False, checkpoint_interval: float = 0.0,
-                   on_nonfinite: str | None = None, eval_limit: int | None = None) -> TrainResult:
+                   on_nonfinite: str | None = None, eval_limit: int | None = None,
+                   log_dir: str | Path | None = None) -> TrainResult:
     """`Program.train`: every argument, else the plan's setting, checked before anything is trained
     (errors at the setting); then `fit`, and the plan's test set evaluated (its first `eval_limit`
     examples; none with 0)."""
@@ -162,11 +139,21 @@ def train_per_plan(program, data: dict | None = None, epochs: int | None = None,
         checkpoint = program.plan_output("checkpoint")
     if reporter is None and log is not None:
         reporter = CallbackReporter(log)
-    result = fit(program, arrays, epochs, steps, batch_size, validation, early_stopping, reporter,
-                 Path(checkpoint) if checkpoint is not None else None, resume, checkpoint_interval,
-                 on_nonfinite=on_nonfinite, eval_limit=eval_limit)
-    if "test" in plan and eval_limit != 0:
-        result.test = program.evaluate(first_examples(program.load_data(setting="test"), eval_limit))
+    metrics_log = None
+    if log_dir is not None and (program.distributed is None or program.distributed.is_root):
+        reporter = metrics_log = MetricsLog(log_dir, reporter)
+    try:
+        result = fit(program, arrays, epochs, steps, batch_size, validation, early_stopping, reporter,
+                     Path(checkpoint) if checkpoint is not None else None, resume, checkpoint_interval,
+                     on_nonfinite=on_nonfinite, eval_limit=eval_limit)
+        if "test" in plan and eval_limit != 0:
+            result.test = program.evaluate(first_examples(program.load_data(setting="test"), eval_limit))
+    except BaseException:
+        if metrics_log is not None:
+            metrics_log.close()   # what was logged stays: the steps up to the error
+        raise
+    if metrics_log is not None:
+        metrics_log.finish(result.as_dict())
     return result
 
 
@@ -255,17 +242,20 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
     if parallel is not None:         # every rank checks it runs the same job and takes rank 0's params
         parallel.start(program.runner, n, size)
     end = run.first_step + total
+    # each metric on each batch as it is trained on (dropout on), from the step's own forward values
+    metered = bool(program.metric_names) and per_step == 1 and not program.phases and parallel is None
     reporter.started(lambda: program.runner.learning_rate(max(program.steps_taken - 1, 0)))
     skipped_in_a_row = 0
     start = last_saved = time.perf_counter()
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a non-finite loss is reported below
         while program.steps_taken < end and not run.stopped_early:
-            epoch_losses = []
+            epoch_losses, epoch_metrics, metered_examples = [], {}, 0
             for group in step_groups(batches(n, size, None if full_batch else program.rng), per_step):
                 feeds = [arrays if full_batch else {k: arrays[k][idx] for k in names}
                          for idx in (group if per_step > 1 else [group])]
                 try:
-                    loss = program.step(feeds if per_step > 1 else feeds[0])
+                    loss = program.step(feeds[0], metered=True) if metered else program.step(feeds if per_step > 1
+                                                                                              else feeds[0])
                 except NonFiniteError as err:   # raised before the update: the params are as they were
                     skipped_in_a_row += 1
                     if on_nonfinite != "skip" or skipped_in_a_row > MAX_SKIPS_IN_A_ROW:
@@ -277,6 +267,11 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
                     continue
                 skipped_in_a_row = 0
                 epoch_losses.append(loss)
+                if metered:
+                    size_now = len(group)
+                    for name, value in program.runner.batch_metrics.items():
+                        epoch_metrics[name] = epoch_metrics.get(name, 0.0) + value * size_now
+                    metered_examples += size_now
                 run.history.append((program.steps_taken, loss))
                 if not np.isfinite(loss):
                     raise GradError(f"the loss became {loss} at step {program.steps_taken}; "
@@ -285,7 +280,8 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
                 if program.steps_taken >= end:
                     break
             _end_epoch(program, run, float(np.mean(epoch_losses)) if epoch_losses else float("nan"), validation,
-                       early_stopping, on_nonfinite)
+                       early_stopping, on_nonfinite,
+                       {k: v / metered_examples for k, v in epoch_metrics.items()} if metered_examples else {})
             reporter.epoch(run.epoch_log[-1])
             finished = program.steps_taken >= end or run.stopped_early
             writer = parallel is None or parallel.is_root   # one checkpoint per job: rank 0's
@@ -309,12 +305,13 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
 
 
 def _end_epoch(program, run: _Run, train_loss: float, validation: dict | None, patience: int,
-               on_nonfinite: str) -> None:
-    """Log the epoch, evaluate the validation set and decide early stopping. A validation loss that is
+               on_nonfinite: str, train_metrics: dict) -> None:
+    """Log the epoch (with `train_metrics`: each metric's mean over the epoch's batches, as each was
+    trained on), evaluate the validation set and decide early stopping. A validation loss that is
     NaN or infinite follows `on_nonfinite` as a training loss does: "stop" raises, naming the first op
     that produced a non-finite value; "skip" logs it, and it never counts as an improvement."""
     run.epoch += 1
-    record = {"epoch": run.epoch, "step": program.steps_taken, "loss": train_loss}
+    record = {"epoch": run.epoch, "step": program.steps_taken, "loss": train_loss, **train_metrics}
     if validation is not None:
         record.update({f"val_{k}": v for k, v in program.evaluate(validation).items()})
         val_loss = record["val_loss"]

@@ -80,17 +80,19 @@ class Update:
                  param_names):
         self.runner, self.optimizer, self.graph, self.loss = runner, optimizer, graph, loss
         self.gradients = tuple(f"grad:{n}" for n in param_names)
-        self.executables: dict = {}   # feed shapes → the compiled update (the hot path: one lookup a step)
+        self.executables: dict = {}   # (feed shapes, metered) → the compiled update (the hot path: one lookup)
 
-    def executable(self, arrays: list) -> Executable:
-        """The compiled [loss, gradient…] for these feed shapes. Its large matrix products write into
-        memory allocated once (the caller consumes a run's values before the next), and
-        `owned_gradients` says which gradients are fresh arrays the optimizer may overwrite."""
-        key = tuple([None if a is None else a.shape for a in arrays])
+    def executable(self, arrays: list, metered: bool = False) -> Executable:
+        """The compiled [loss, gradient…] for these feed shapes — followed by the program's metrics on
+        the batch when `metered` (computed from the same forward values, dropout on). Its large matrix
+        products write into memory allocated once (the caller consumes a run's values before the next),
+        and `owned_gradients` says which gradients are fresh arrays the optimizer may overwrite."""
+        key = (tuple([None if a is None else a.shape for a in arrays]), metered)
         exe = self.executables.get(key)
         if exe is None:
-            outputs = (self.loss or self.runner.graphs.single_loss(),) + self.gradients
+            metrics = tuple(f"metric:{m}" for m in self.runner.metric_names) if metered else ()
+            outputs = (self.loss or self.runner.graphs.single_loss(),) + self.gradients + metrics
             exe = self.runner.executable(self.graph(), outputs, arrays, training=True, reuse_buffers=True)
-            exe.owned_gradients = exe.schedule.fresh_outputs[1:]
+            exe.owned_gradients = exe.schedule.fresh_outputs[1:1 + len(self.gradients)]
             self.executables[key] = exe
         return exe
