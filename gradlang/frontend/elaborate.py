@@ -691,6 +691,13 @@ class Elaborator:
 
     def eval_Attribute(self, node, scope):
         value = self.eval(node.value, scope)
+        if node.name.isdigit():   # `layers.0`: the spelling of a param's printed name, `layers[0]`
+            if not isinstance(value, list):
+                raise GradError(f"`.{node.name}` picks an item of a list (as param names print a layer's position), "
+                                f"but this is {describe(value)}; write [{node.name}] to index it", node.span)
+            if int(node.name) >= len(value):
+                raise GradError(f"`.{node.name}` is past the end of a list of {len(value)}", node.span)
+            return value[int(node.name)]
         if isinstance(value, ModuleValue):
             if node.name not in value.scope.vars:
                 close = _closest(node.name, set(value.scope.vars))
