@@ -147,30 +147,3 @@ def test_run_help_lists_every_setting_and_optimizer(capsys):
         assert f"\n  {name} " in out, name
     for name in OPTIMIZERS:
         assert f"{name}(" in out, name
-
-
-# ---- a param written as it is printed ----------------------------------------------------------------
-
-def test_a_param_is_written_as_it_is_printed():
-    source = """
-import nn
-input x : f32[B, 2]
-deep = nn.mlp([2, 4, 1])
-loss = mean(deep(x) ** 2) + 0.5 * sum(deep.layers.1.W ** 2) + sum(deep.layers[0].b)
-"""
-    prog = gradlang.compile(source)
-    feed = {"x": np.ones((3, 2), np.float32)}
-    reference = gradlang.compile(source.replace("deep.layers.1.W", "deep.layers[1].W"))
-    reference.set_params(dict(prog.params))
-    assert prog.loss(feed) == reference.loss(feed)
-
-
-@pytest.mark.parametrize("expression, message", [
-    ("sum(deep.layers.5.W)", "`.5` is past the end of a list of 2"),
-    ("sum(x.0)", "`.0` picks an item of a list (as param names print a layer's position), but this is a tensor"),
-])
-def test_a_position_on_what_is_not_a_list_is_located(expression, message):
-    source = f"import nn\ninput x : f32[B, 2]\ndeep = nn.mlp([2, 4, 1])\nloss = {expression}\n"
-    with pytest.raises(GradError, match=message.replace("(", r"\(").replace(")", r"\)")) as caught:
-        gradlang.compile(source)
-    assert caught.value.span.line == 4
