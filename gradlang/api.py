@@ -200,6 +200,13 @@ class Program:
         from .stages import stage_graph
         return Drawing(stage_graph(self, stage, grad and stage != "elaborated"), title=f"{self.name} — {stage}")
 
+    def trace(self, feed: dict, loss: str | None = None, training: bool = False):
+        """One forward and backward pass on `feed`: every node of the forward graph with its value and
+        d loss / d value, next to its source line (`gradlang trace`; gradlang/trace.py). Prints as text,
+        shows as a table in Jupyter, `.save("t.png")` draws it."""
+        from .trace import trace
+        return trace(self, feed, loss, training)
+
     def backward_listing(self, loss: str | None = None) -> str:
         """The backward pass written out as gradlang assignments, in execution order (`gradlang grad`)."""
         from .listing import backward_listing

@@ -8,6 +8,7 @@
     gradlang ir FILE [--grad] [--stage parsed|elaborated|grad|optimized] [--format text|dot|json]
                      [--stats] [--cost [--batch N]] [--png PATH | --svg PATH] [--no-locations]
     gradlang grad FILE
+    gradlang trace FILE [--batch N | --input X.npz] [--params P] [--loss NAME] [--format text|json] [--png|--svg PATH]
     gradlang gradcheck FILE [--per-op] [--random] [--batch N] [--tolerance T] [--seed N] [--json]
     gradlang check FILE [--json]
     gradlang data fetch NAME [--url URL] [--data-dir DIR]
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import textwrap
 import traceback
@@ -162,6 +164,22 @@ def _parser() -> argparse.ArgumentParser:
     drawing = ir.add_mutually_exclusive_group()
     drawing.add_argument("--png", type=Path, metavar="PATH", help="draw the graph into a PNG file (needs Graphviz)")
     drawing.add_argument("--svg", type=Path, metavar="PATH", help="draw the graph into an SVG file (needs Graphviz)")
+
+    traced = sub.add_parser("trace", parents=[common, compiling],
+                            help="one forward and backward pass: every node's value and d loss / d value")
+    traced.add_argument("file", type=Path)
+    traced.add_argument("--batch", type=_positive, default=1,
+                        help="trace on the first N examples of the program's data (default 1)")
+    traced.add_argument("--input", type=Path, help="trace on these inputs instead (.npz, one array per input)")
+    traced.add_argument("--params", type=Path, help="trained params (.npz); default: the initial ones")
+    traced.add_argument("--loss", help="the loss to differentiate (default: the trained one)")
+    traced.add_argument("--training", action="store_true", help="dropout on, as in a training step")
+    traced.add_argument("--format", choices=("text", "json"), default="text")
+    traced.add_argument("--data-dir", type=Path)
+    traced_drawing = traced.add_mutually_exclusive_group()
+    traced_drawing.add_argument("--png", type=Path, metavar="PATH",
+                                help="draw the graph with each node's value and gradient (needs Graphviz)")
+    traced_drawing.add_argument("--svg", type=Path, metavar="PATH", help="the same drawing as SVG")
 
     grad = sub.add_parser("grad", parents=[common],
                           help="print the backward pass as gradlang assignments, in execution order")
@@ -633,6 +651,30 @@ def cmd_ir(args) -> int:
     return 0
 
 
+def cmd_trace(args) -> int:
+    program = _compile(args)
+    if args.params is not None:
+        _load_params(program, args.params)
+    if args.input is not None:
+        from .runtime.formats import read_npz
+        feed = {k: v for k, v in read_npz(args.input).items() if k in program.input_names}
+    elif program.input_names:
+        if "data" not in program.plan:
+            raise GradError("the program names no training data to trace on; give --input x.npz (one array per "
+                            "input)")
+        feed = {k: v[:args.batch] for k, v in program.load_data().items() if k in program.input_names}
+    else:
+        feed = {}
+    result = program.trace(feed, loss=args.loss, training=args.training)
+    if args.png or args.svg:
+        print(f"drawn in {result.save(args.png or args.svg)}")
+    elif args.format == "json":
+        print(result.json())
+    else:
+        print(result)
+    return 0
+
+
 def cmd_grad(args) -> int:
     program = _compile(args)
     _warn(program)
@@ -697,7 +739,7 @@ def main(argv: list[str] | None = None) -> int:
                 warnings.showwarning = lambda message, category, *_: print(
                     f"{file or 'gradlang'}: warning: {message}", file=sys.stderr)
             return {"run": cmd_run, "ir": cmd_ir, "eval": cmd_eval, "predict": cmd_predict, "data": cmd_data,
-                    "grad": cmd_grad, "gradcheck": cmd_gradcheck, "check": cmd_check,
+                    "grad": cmd_grad, "trace": cmd_trace, "gradcheck": cmd_gradcheck, "check": cmd_check,
                     "export": cmd_export, "sample": cmd_sample, "lsp": cmd_lsp,
                     "fmt": cmd_fmt}[args.command](args)
     except GradError as err:
@@ -714,6 +756,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # the reader went away (`gradlang trace … | head`): stop quietly, as Unix tools do
+        sys.stdout = open(os.devnull, "w")   # noqa: SIM115 - so that the interpreter's final flush is silent
+        return 141
     except Exception as err:  # an internal error: a bug in gradlang, not in the program
         if args.debug:
             raise

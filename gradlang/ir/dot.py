@@ -33,9 +33,10 @@ def _quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
-def graph_to_dot(graph: Graph, outputs: list[str] | None = None, title: str | None = None) -> str:
+def graph_to_dot(graph: Graph, outputs: list[str] | None = None, title: str | None = None,
+                 notes: dict[int, list[str]] | None = None) -> str:
     """DOT text for `graph` (only what `outputs` need, if given); scalar constants are written inside
-    the nodes that use them, as in the text form."""
+    the nodes that use them, as in the text form. `notes` adds lines to nodes (a trace's values)."""
     wanted = {k: v for k, v in graph.outputs.items() if outputs is None or k in outputs}
     order = print_order(graph, list(wanted.values()) if outputs is not None else None)
     order = [n for n in order if not is_inline(graph, n) or n in wanted.values()]
@@ -57,6 +58,7 @@ def graph_to_dot(graph: Graph, outputs: list[str] | None = None, title: str | No
         if d["op"] not in ("input", "param"):
             text.append(node_rhs(graph, node, operand))
         extra = ""
+        text += (notes or {}).get(node, [])
         if node in labels:
             text.append("→ " + ", ".join(labels[node]))
             extra = ", peripheries=2"
@@ -102,6 +104,13 @@ class Drawing:
     def __init__(self, graph: Graph, title: str | None = None):
         self.dot = graph_to_dot(graph, title=title)
         self.text = format_graph(graph)
+
+    @classmethod
+    def from_dot(cls, dot: str, text: str) -> Drawing:
+        """A drawing of DOT text made elsewhere (a trace's), with `text` as its plain form."""
+        drawing = cls.__new__(cls)
+        drawing.dot, drawing.text = dot, text
+        return drawing
 
     def save(self, path: str | Path) -> Path:
         """Draw into a .png, .svg or .pdf file (needs Graphviz)."""
