@@ -374,3 +374,31 @@ def test_gan_covers_the_modes():
     counts, quality = gan_modes(prog.predict({"x": np.zeros((5000, 2))})["samples"])
     assert (counts >= 100).sum() >= 7 and quality > 0.7       # measured: all 8 modes, 84% of samples near one
 
+
+
+def _l1_example():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("l1_example", EXAMPLES / "l1.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_l1_leaves_more_weights_near_zero_than_l2():
+    example = _l1_example()
+    run = example.train(epochs=20)
+    counts = example.near_zero(run)
+    assert counts["l1"][0.01] > 3 * counts["l2"][0.01], counts
+    assert run["test"]["mse_l1"] < run["test"]["mse_l2"]
+
+
+@pytest.mark.slow
+def test_l1_example_reproduces_its_numbers(tmp_path):
+    pytest.importorskip("matplotlib", reason="needs the plot extra: pip install 'gradlang[plot]'")
+    example = _l1_example()
+    run = example.train()
+    counts = example.near_zero(run)   # docs/l1.md: 24 and 82 of 95 with L1, 2 and 8 with L2
+    assert counts == {"l1": {0.001: 24, 0.01: 82}, "l2": {0.001: 2, 0.01: 8}}, counts
+    assert run["test"]["mse_l1"] == pytest.approx(0.255, abs=5e-4)
+    assert run["test"]["mse_l2"] == pytest.approx(0.814, abs=5e-4)
+    assert example.plot(run, tmp_path / "w.png").stat().st_size > 10_000

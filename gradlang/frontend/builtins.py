@@ -480,6 +480,11 @@ MAX_RANGE = 1_000_000
 def range_(el, span, start, stop=None, step=1):
     """the integers start, start+step, … below stop (known at compile time)"""
     for v in (start, stop, step):
+        if isinstance(v, str) and any(v in spec.shape for spec in el.inputs.values()):
+            raise GradError(f"range needs a number known where the program compiles, but {v} is a symbolic "
+                            f"dimension (its size comes with each feed): a loop over it, such as rnn.unroll over "
+                            f"a sequence, needs the length in the input's type (`[B, 50, …]`); pad or cut "
+                            f"sequences to one length", span)
         if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
             raise GradError(f"range needs integers, got {describe(v)}", span)
     r = range(start) if stop is None else range(start, stop, step) if step else None

@@ -95,6 +95,14 @@ def blobs(ctx, n: int = 300, centers: int = 3, dim: int = 2, std: float = 1.0, s
     """Gaussian clusters around `centers` random centres (x: [n, dim]; y: [n] integer cluster)."""
 
 
+@_source(size=lambda n, features, **_: 8 * (n * (features + 1) + features), n=COUNT, features=COUNT,
+         informative=Range(0, "features"), noise=SCALE, seed=SEED)
+def sparse_regression(ctx, n: int = 500, features: int = 100, informative: int = 5, noise: float = 0.5,
+                      seed: int = 0):
+    """A linear regression where few inputs matter: x: [n, features] standard normal, y: [n] = x·w + noise,
+    w zero but for its first `informative` entries (±1…3); `weights` is w (for comparison)."""
+
+
 # ---- data files -----------------------------------------------------------------------------------
 
 @_source(files=("path",))

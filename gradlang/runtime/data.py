@@ -122,6 +122,15 @@ def blobs(ctx, n, centers, dim, std, spread, seed) -> dict:
     return {"x": means[y] + rng.normal(0.0, std, size=(n, dim)), "y": y.astype(np.int64)}
 
 
+@generates
+def sparse_regression(ctx, n, features, informative, noise, seed) -> dict:
+    rng = np.random.default_rng(seed)
+    weights = np.zeros(features)
+    weights[:informative] = rng.uniform(1.0, 3.0, informative) * rng.choice([-1.0, 1.0], informative)
+    x = rng.standard_normal((n, features))
+    return {"x": x, "y": x @ weights + rng.normal(0.0, noise, size=n), "weights": weights}
+
+
 # ---- data files -----------------------------------------------------------------------------------
 
 @generates
