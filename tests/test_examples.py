@@ -31,7 +31,7 @@ def test_every_example_is_covered_here():
     # deep learning: at the end
     tested |= {"mnist_cnn", "attention", "char_lstm", "word2vec", "policy_gradient", "gan"}
     tested |= {"hvp", "gradient_penalty", "newton"}   # second order: tests/test_second_order.py
-    tested |= {"l1"}   # the rest of the syllabus: at the end
+    tested |= {"l1", "multitask"}   # the rest of the syllabus: at the end
     assert {p.stem for p in EXAMPLES.glob("*.grad")} <= tested
 
 
@@ -403,3 +403,37 @@ def test_l1_example_reproduces_its_numbers(tmp_path):
     assert run["test"]["mse_l1"] == pytest.approx(0.255, abs=5e-4)
     assert run["test"]["mse_l2"] == pytest.approx(0.814, abs=5e-4)
     assert example.plot(run, tmp_path / "w.png").stat().st_size > 10_000
+
+
+def _multitask_example():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("multitask_example", EXAMPLES / "multitask.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_mnist
+def test_multitask_trains_each_loss(monkeypatch):
+    monkeypatch.setenv("GRADLANG_DATA", str(SHARED_DATA))
+    example = _multitask_example()
+    quick = {"data": 'mnist(split: "train", limit: 512)', "test": 'mnist(split: "test", limit: 256)', "epochs": 2}
+    found = example.accuracies(seeds=1, **quick)
+    assert set(found) == {"both", "digit_only", "parity_only"}
+    (digit_both, parity_both), = found["both"]
+    assert digit_both > 0.5 and parity_both > 0.7, found
+    prog = gradlang.compile(EXAMPLES / "multitask.grad", settings={"loss": "digit_only", **quick})
+    before = np.array(prog.params["parity_head.W"])
+    prog.train()
+    np.testing.assert_array_equal(prog.params["parity_head.W"], before)   # the other head gets no gradient
+
+
+@pytest.mark.slow
+@needs_mnist
+def test_multitask_reproduces_its_numbers(monkeypatch):
+    monkeypatch.setenv("GRADLANG_DATA", str(SHARED_DATA))
+    found = _multitask_example().accuracies(seeds=3)   # docs/multitask.md
+    means = {loss: np.mean(values, axis=0) * 100 for loss, values in found.items()}
+    assert means["both"] == pytest.approx([97.51, 98.18], abs=0.5)
+    assert means["digit_only"][0] == pytest.approx(97.45, abs=0.5)
+    assert means["parity_only"][1] == pytest.approx(98.49, abs=0.5)
