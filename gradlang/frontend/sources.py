@@ -129,6 +129,13 @@ def mnist(ctx, split: str = "train", flatten: bool = True, limit: int = 0):
     flatten: false), y = labels 0..9 ([n], integers). `limit` keeps the first examples only."""
 
 
+@_source(split=Choice(MNIST_SPLITS), limit=COUNT_OR_0)
+def cifar10(ctx, split: str = "train", limit: int = 0, flatten: bool = False):
+    """CIFAR-10 colour images (the binary version) from the data directory: x = pixels in [0, 1]
+    ([n, 3, 32, 32], red, green, blue planes; [n, 3072] with flatten: true), y = labels 0..9 ([n],
+    integers; the class names are in batches.meta.txt). `limit` keeps the first examples only."""
+
+
 # ---- sequences, text and generative-model data (deep-learning examples) ---------------------------
 
 @_source(size=lambda n, length, **_: 8 * 7 * n * length,   # x, y and the 4n sequences drawn at a time

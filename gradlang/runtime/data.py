@@ -21,7 +21,7 @@ from ..frontend.settings import at_setting, setting_span
 from ..frontend.sources import DATA_SOURCES as SIGNATURES
 from ..frontend.sources import check_kinds, check_settings
 from ..ir.graph import refuse_oversize
-from .formats import read_csv, read_idx, read_npz, read_text
+from .formats import read_cifar10_batch, read_csv, read_idx, read_npz, read_text
 
 DATA_SOURCES: dict = {}   # name → generator, each checking its settings as a program's call is checked
 
@@ -238,6 +238,37 @@ def mnist(ctx, split, flatten, limit) -> dict:
     return {"x": x, "y": labels.astype(np.int64)}
 
 
+CIFAR10_FOLDER = "cifar10/cifar-10-batches-bin"     # in the data directory, as `gradlang data fetch cifar10` unpacks it
+CIFAR10_FILES = {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)}
+
+
+@generates
+def cifar10(ctx, split, limit, flatten) -> dict:
+    from .fetch import data_dir
+    folder = (ctx.data_dir or data_dir()) / CIFAR10_FOLDER
+    paths = [folder / name for name in CIFAR10_FILES[split]]
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise GradError(f"CIFAR-10 is not in {folder} (missing {missing[0].name}); run `gradlang data fetch cifar10`, "
+                        f"or point --data-dir / GRADLANG_DATA at a folder holding {CIFAR10_FOLDER}/", ctx.span)
+    images, labels = [], []
+    for path in paths:       # whole files, in order, until `limit` examples are read
+        wanted = limit - sum(map(len, labels)) if limit else 0
+        batch_images, batch_labels = read_cifar10_batch(path, most=wanted)
+        images.append(batch_images)
+        labels.append(batch_labels)
+        if limit and sum(map(len, labels)) >= limit:
+            break
+    n = sum(map(len, labels))
+    refuse_oversize(4 * n * 3 * 32 * 32, f"cifar10(split: \"{split}\"): {n:,} images as float32", ctx.span)
+    x = np.empty((n, 3, 32, 32), np.float32)
+    start = 0
+    for batch in images:     # each file's bytes converted straight into x: no second float array of the whole set
+        np.divide(batch, 255.0, out=x[start:start + len(batch)], dtype=np.float32)
+        start += len(batch)
+    return {"x": x.reshape(n, -1) if flatten else x, "y": np.concatenate(labels).astype(np.int64)}
+
+
 # ---- sequences, text and generative-model data (deep-learning examples) ---------------------------
 
 
@@ -358,6 +389,9 @@ def paths(spec, folder: Path, data_dir: Path | None = None) -> list[Path]:
     if spec.source == "mnist":
         split = kwargs.get("split", "train")
         return [(data_dir or default_data_dir()) / "mnist" / name for name in MNIST_FILES.get(split, ())]
+    if spec.source == "cifar10":
+        split = kwargs.get("split", "train")
+        return [(data_dir or default_data_dir()) / CIFAR10_FOLDER / name for name in CIFAR10_FILES.get(split, ())]
     found = []
     for key in declared.files:
         name = kwargs.get(key)

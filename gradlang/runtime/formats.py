@@ -328,3 +328,54 @@ def _number(path: Path, line: int, names: list[str] | None, j: int, field: str) 
            if math.isnan(number) or field.strip().lower().lstrip("+-") in ("inf", "infinity")
            else f"too large for a 32-bit float (at most ±{FLOAT32_MAX:.4g})")
     raise GradError(f"{path}:{line}: field {_column_name(names, j)!r} is {field.strip()!r}, {why}")
+
+
+# ---- CIFAR-10, the binary version -------------------------------------------------------------------
+
+CIFAR10_RECORD = 1 + 3 * 32 * 32   # a label byte, then 1024 red, 1024 green and 1024 blue bytes, each row-major 32×32
+CIFAR10_CLASSES = 10
+CIFAR10_META_BYTES = 4096          # batches.meta.txt holds ten short names
+
+
+def read_cifar10_batch(path: str | Path, most: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A batch file of CIFAR-10's binary version (data_batch_1.bin … data_batch_5.bin, test_batch.bin) as
+    (images: uint8 [n, 3, 32, 32], labels: uint8 [n]); `most` > 0 reads the first `most` records only.
+    The file must be whole 3,073-byte records (a label byte, then the red, green and blue planes of
+    32×32 pixels, row-major) and every label a class 0..9: one that is not is refused, naming the file
+    and, for a label, the record."""
+    path = Path(path)
+    with open_regular(path) as (file, size):
+        if size == 0 or size % CIFAR10_RECORD:
+            raise GradError(f"{path}: not a CIFAR-10 batch file: its {size:,} bytes are not a whole number of "
+                            f"{CIFAR10_RECORD:,}-byte records (a label byte, then 3 × 32 × 32 pixel bytes)")
+        count = size // CIFAR10_RECORD if most <= 0 else min(most, size // CIFAR10_RECORD)
+        nbytes = count * CIFAR10_RECORD
+        data = _read_up_to(file, nbytes)
+    if len(data) < nbytes:
+        raise GradError(f"{path}: the file holds {len(data):,} bytes, fewer than the {size:,} it had when opened")
+    records = np.frombuffer(data, np.uint8, count=nbytes).reshape(count, CIFAR10_RECORD)
+    labels = records[:, 0].copy()
+    bad = np.flatnonzero(labels >= CIFAR10_CLASSES)
+    if bad.size:
+        raise GradError(f"{path}: record {bad[0]} (counting from 0) has label {labels[bad[0]]}, but CIFAR-10's labels "
+                        f"are 0..{CIFAR10_CLASSES - 1}: not a CIFAR-10 batch file, or a damaged one")
+    return records[:, 1:].reshape(count, 3, 32, 32), labels
+
+
+def read_cifar10_classes(path: str | Path) -> list[str]:
+    """CIFAR-10's batches.meta.txt: the names of classes 0..9, one a line (blank lines aside)."""
+    path = Path(path)
+    with open_regular(path) as (file, size):
+        if size > CIFAR10_META_BYTES:
+            raise GradError(f"{path}: {size:,} bytes is too long for CIFAR-10's ten class names (at most "
+                            f"{CIFAR10_META_BYTES:,})")
+        raw = file.read(CIFAR10_META_BYTES + 1)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise GradError(f"{path}: not a UTF-8 text file ({err.reason} at byte {err.start})") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
+    if len(names) != CIFAR10_CLASSES or len(raw) > CIFAR10_META_BYTES:
+        raise GradError(f"{path}: expected CIFAR-10's {CIFAR10_CLASSES} class names, one a line, but found "
+                        f"{len(names)} names")
+    return names
