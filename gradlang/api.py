@@ -159,6 +159,18 @@ class Program:
         self.runner.params.assign(values)
 
     @property
+    def state(self) -> Params:
+        """The program's state (`state NAME : … = init`: batch norm's running statistics, say) by qualified
+        name: the live arrays, which each training step writes after its update (`update NAME = …`) and
+        evaluation only reads; no optimizer trains them, and they have no gradients. `prog.state[name] =
+        value` copies `value` into the live array. Empty for a program without state."""
+        return self.runner.state
+
+    @property
+    def state_names(self) -> list[str]:
+        return list(self.runner.state_names)
+
+    @property
     def losses(self) -> list[str]:
         return [loss_name(n) for n in self.elaborated.losses]
 
@@ -208,9 +220,10 @@ class Program:
         return trace(self, feed, loss, training)
 
     def backward_listing(self, loss: str | None = None) -> str:
-        """The backward pass written out as gradlang assignments, in execution order (`gradlang grad`)."""
+        """The backward pass written out as gradlang assignments, in execution order (`gradlang grad`): a
+        training step's (each `training(a, b)` is a)."""
         from .listing import backward_listing
-        return backward_listing(self.gradient_graph(loss), source=self.name)
+        return backward_listing(self.graphs.for_mode(self.gradient_graph(loss), training=True), source=self.name)
 
     # ---- data and training ---------------------------------------------------------------------
     def plan_output(self, setting: str) -> Path | None:
@@ -255,7 +268,7 @@ class Program:
               checkpoint: str | Path | None = None, resume: bool = False,
               checkpoint_interval: float = 0.0, on_nonfinite: str | None = None,
               eval_limit: int | None = None, optimizer: str | None = None,
-              log_dir: str | Path | None = None) -> TrainResult:
+              log_dir: str | Path | None = None, watch_grads: bool = False) -> TrainResult:
         """Train per the file's plan; arguments override it.
 
         `optimizer` is gradlang text such as "sgd(lr: 0.1, momentum: 0.9)", checked as the train block's
@@ -263,6 +276,8 @@ class Program:
         later training, starting afresh (no momentum or Adam moments carried over); params and the step
         count stay. `log_dir` is a folder where every step, epoch and the final numbers are written
         (`metrics.jsonl`, and TensorBoard event files with the `tensorboard` extra: runtime/metrics_log.py).
+        `watch_grads` records each param's gradient norm and update/param ratio at every update
+        (`TrainResult.gradient_watch`: its `summary()`, `warnings()`, `histories`; runtime/watch.py).
         `validation` is a fraction of the data to hold out or a dict of arrays; `early_stopping` the
         number of epochs without a better validation loss after which training stops (and the best
         params are restored); `checkpoint` a path written atomically after every epoch, from which
@@ -274,7 +289,8 @@ class Program:
         if optimizer is not None:
             self.use_optimizer(optimizer)
         return train_per_plan(self, data, epochs, steps, batch_size, validation, early_stopping, log, reporter,
-                              checkpoint, resume, checkpoint_interval, on_nonfinite, eval_limit, log_dir)
+                              checkpoint, resume, checkpoint_interval, on_nonfinite, eval_limit, log_dir,
+                              watch_grads)
 
     def use_optimizer(self, text: str) -> None:
         """Train from now on with the optimizer `text` (gradlang, as in the train block), started afresh."""
@@ -286,19 +302,24 @@ class Program:
         self.runner.use_plan(Plan(elaborated.plan))
 
     def save(self, path: str | Path) -> Path:
-        """Write the params (and the standardization statistics, if any) to an .npz file."""
+        """Write the params and the state (each under its qualified name: no state has a param's name), and
+        the standardization statistics if any, to an .npz file."""
         extra = self.standardization.arrays() if self.standardization is not None else {}
-        return save_params({**self.params, **extra}, path)
+        return save_params({**self.params, **self.state, **extra}, path)
 
     def load(self, path: str | Path) -> None:
-        """Read params written by `save` (or `gradlang run`), with their standardization statistics."""
+        """Read params written by `save` (or `gradlang run`), with their state and standardization statistics."""
         with np.load(path, allow_pickle=False) as archive:
             self.load_arrays({k: archive[k] for k in archive.files}, str(path))
 
     def load_arrays(self, arrays: dict, origin: str = "the params") -> None:
-        """Set the params from named arrays, and the standardization statistics where they are included."""
+        """Set the params from named arrays, the state from those named as the program's state, and the
+        standardization statistics where they are included. Everything is checked before anything is set."""
         params, statistics = data_sources.Standardization.split(arrays, origin)
-        self.set_params(params)
+        state = {k: params.pop(k) for k in self.runner.state_names if k in params}
+        params, state = self.runner.params.checked(params), self.runner.state.checked(state)
+        self.runner.params.write(params)
+        self.runner.state.write(state)
         if statistics is not None:
             self.standardization = statistics
 

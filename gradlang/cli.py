@@ -112,6 +112,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="at least this many seconds between checkpoints, written at the end of an epoch "
                           "(default 1; 0: after every epoch)")
     run.add_argument("--plot", type=Path, metavar="PNG", help="draw the training curves into a PNG file")
+    run.add_argument("--watch-grads", action="store_true",
+                     help="record each param's gradient norm and update/param ratio at every update; summarise "
+                          "them at the end, warn of vanishing or exploding gradients, draw them with --plot")
     run.add_argument("--log-dir", type=Path, metavar="DIR",
                      help="write every step, epoch and the final numbers to DIR/metrics.jsonl, and TensorBoard "
                           "event files where the tensorboard extra is installed")
@@ -245,7 +248,7 @@ def _parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="manage data sets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch = data_sub.add_parser("fetch", parents=[common], help="download a data set and verify its checksums")
-    fetch.add_argument("name", help="the data set (mnist)")
+    fetch.add_argument("name", help="the data set (mnist, cifar10)")
     fetch.add_argument("--url", help="base URL to download from (default: the data set's usual mirror, or "
                                      "$GRADLANG_<NAME>_URL)")
     fetch.add_argument("--data-dir", type=Path)
@@ -308,6 +311,12 @@ def _print_numbers(title: str, numbers: dict) -> None:
         print(f"  {name:<{width}}  {value:.6g}")
 
 
+def _warn_gradients(args, watch) -> None:
+    """The gradient watch's warnings (vanishing, exploding), on stderr."""
+    for warning in watch.warnings() if watch is not None else ():
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
+
+
 def cmd_run(args) -> int:
     """Train; under an MPI launcher (or --distributed), as one rank of a data-parallel job, which any
     rank's error stops as a whole (the others would otherwise wait for it until their timeout)."""
@@ -350,7 +359,7 @@ def _train(args, parallel) -> int:
         reporter = PhaseReporter(reporter, program)
     result = program.train(epochs=args.epochs, steps=args.steps, batch_size=args.batch, reporter=reporter,
                            checkpoint=checkpoint, resume=args.resume, checkpoint_interval=args.checkpoint_every,
-                           eval_limit=args.eval_limit, log_dir=args.log_dir)
+                           eval_limit=args.eval_limit, log_dir=args.log_dir, watch_grads=args.watch_grads)
     if not root:
         return 0
     try:
@@ -361,10 +370,13 @@ def _train(args, parallel) -> int:
     if args.plot is not None:
         from .plot import plot_curves
         plot = plot_curves(result, args.plot, args.file.name,
-                           None if program.phases else program.runner.learning_rate)
+                           None if program.phases else program.runner.learning_rate, result.gradient_watch)
+    watch = result.gradient_watch
     if args.json:
-        print(_json({**result.as_dict(), "params_file": str(path), "checkpoint": str(checkpoint),
+        extra = {"gradients": watch.totals()} if watch is not None else {}
+        print(_json({**result.as_dict(), **extra, "params_file": str(path), "checkpoint": str(checkpoint),
                           **({"plot": str(plot)} if plot else {}), **({"ranks": parallel.size} if parallel else {})}))
+        _warn_gradients(args, watch)
         return 0
     print(f"trained {_count(result.steps, 'step')} ({_count(result.epochs, 'epoch')}) in {result.seconds:.2f} s"
           + (f" on {parallel.size} ranks" if parallel else "")
@@ -381,6 +393,10 @@ def _train(args, parallel) -> int:
             _print_numbers(f"test set{first}", result.test)
     if reporter is not None and reporter.curves():
         print(reporter.curves())
+    if watch is not None:
+        print(watch.summary())
+        sys.stdout.flush()
+        _warn_gradients(args, watch)
     print(f"params saved to {path}" + (f", curves drawn in {plot}" if plot else ""))
     if args.log_dir is not None:
         from .runtime.metrics_log import JSON_LINES, TENSORBOARD_EXTRA, tensorboard_available

@@ -32,6 +32,7 @@ from .errors import GradError
 from .ir.graph import Graph
 from .lowering.schedule import schedule
 from .ops import registry
+from .ops.registry import RunContext
 from .ops.shapes import DTYPES, FLOATS, resolve
 from .passes.autodiff import backprop, differentiate
 from .passes.simplify import simplify
@@ -203,8 +204,9 @@ class FrozenLoss:
     """The training loss on one feed as a function of the params' current values, with every random
     draw and every stop_gradient value fixed at what one training run of the program gives (dropout
     on) — the function whose derivative the compiler computes (finite differences would otherwise see
-    through stop_gradient, and fresh noise at every evaluation). `loss()` evaluates it, `gradients()`
-    its compiled gradient."""
+    through stop_gradient, and fresh noise at every evaluation). Both are scheduled as a training step
+    is (`training(a, b)` is a: batch norm normalises by the batch's statistics), reading the program's
+    state as it is. `loss()` evaluates it, `gradients()` its compiled gradient."""
 
     def __init__(self, program, feed: dict):
         graph = program.elaborated.graph.copy()
@@ -224,11 +226,13 @@ class FrozenLoss:
                for n, info in program.inputs.items()]
         bindings = bind_dimensions(program.elaborated.inputs, fed)
         grads = [f"grad:{p}" for p in program.param_names]
-        self._loss = Executable(schedule(graph, [loss], bindings), graph, names, program.param_names)
-        self._grads = Executable(schedule(gradient, grads, bindings), gradient, names, program.param_names)
+        step = RunContext(None, True)   # (every random draw on the loss's path is frozen above)
+        leaves = program.runner.leaf_names   # the params, then the state
+        self._loss = Executable(schedule(graph, [loss], bindings, step), graph, names, leaves)
+        self._grads = Executable(schedule(gradient, grads, bindings, step), gradient, names, leaves)
         self._inputs = fed + [np.array(v) for v in values]   # copies: a frozen value may be the very
         # array of a param (stop_gradient(p) is p), which the checks move
-        self._params = [program.params[n] for n in program.param_names]
+        self._params = [program.params[n] for n in program.param_names] + list(program.state.values())
         self._names = program.param_names
 
     def loss(self) -> float:
@@ -316,7 +320,9 @@ def check_op(graph: Graph, node: int, values: dict, rng: np.random.Generator, ac
     for i, g in zip(float_operands, grads):
         alone.outputs[f"grad{i}"] = g
     names = ["s"] + [f"grad{i}" for i in float_operands]
-    exe = Executable(schedule(alone, names, {}), alone, inputs, [])
+    # as a training step runs it (the values come from one): `training(a, b)` is a, and its rule is checked
+    # for a (tests/test_gradients.py checks b's, as evaluation takes it)
+    exe = Executable(schedule(alone, names, {}, RunContext(None, True)), alone, inputs, [])
     arrays = [np.asarray(values[o]) for o in graph.operands(node)]
     w = rng.standard_normal(np.shape(values[node])).astype(DTYPES[graph.dtype(node)])
     with np.errstate(all="ignore"):

@@ -17,9 +17,10 @@ def _style(count: int) -> dict:
     return {"marker": "o", "markersize": 4} if count <= FEW_POINTS else {}
 
 
-def plot_curves(result, path: Path, title: str, learning_rate=None) -> Path:
+def plot_curves(result, path: Path, title: str, learning_rate=None, watch=None) -> Path:
     """Draw `result` (a TrainResult); `learning_rate(step)` gives the rate the update after `step`
-    updates used (None: no learning-rate panel, as with phases)."""
+    updates used (None: no learning-rate panel, as with phases); `watch` (a GradientWatch) adds a panel of
+    each weight's gradient norm, one line per layer (the biases too where a program has no matrices)."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -32,9 +33,15 @@ def plot_curves(result, path: Path, title: str, learning_rate=None) -> Path:
                       if k not in reserved and k != "val_loss"})
     steps, losses = zip(*result.history) if result.history else ((), ())
     rates = _rates(steps, learning_rate)
-    panels = 1 + bool(metrics) + bool(rates)
-    fig, axes = plt.subplots(1, panels, figsize=(5.5 * panels, 4), squeeze=False)
-    axes = list(axes[0])
+    constant = len({rate for _, rate in rates}) == 1
+    if constant:   # a constant rate is said in the loss panel's title, not drawn
+        title = f"{title} (learning rate {rates[0][1]:g})"
+        rates = []
+    histories = _watched(watch)
+    panels = 1 + bool(metrics) + bool(rates) + bool(histories)
+    rows, columns = (2, 2) if panels == 4 else (1, panels)
+    fig, axes = plt.subplots(rows, columns, figsize=(5.5 * columns, 4 * rows), squeeze=False)
+    axes = [ax for row in axes for ax in row]
 
     ax = axes.pop(0)
     ax.plot(steps, losses, color="tab:blue", alpha=0.35, linewidth=0.8, zorder=1, label="training loss (each step)",
@@ -47,7 +54,8 @@ def plot_curves(result, path: Path, title: str, learning_rate=None) -> Path:
                 label="validation loss", **_style(len(epochs)))
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
-    ax.set_yscale("log" if min(losses, default=1) > 0 else "linear")
+    low, high = min(losses, default=1), max(losses, default=1)
+    ax.set_yscale("log" if low > 0 and high / low > 10 else "linear")
     ax.legend(loc="upper right", framealpha=0.9)
     ax.set_title(title)
 
@@ -75,12 +83,34 @@ def plot_curves(result, path: Path, title: str, learning_rate=None) -> Path:
         ax.set_title("learning rate")
         if min(values) > 0 and max(values) / min(values) > 50:
             ax.set_yscale("log")
+    if histories:
+        ax = axes.pop(0)
+        colors = plt.get_cmap("viridis")
+        for i, history in enumerate(histories):
+            every = max(1, len(history.steps) // MOST_RATE_POINTS)
+            ax.plot(history.steps[::every], history.norms[::every], color=colors(i / max(1, len(histories) - 1)),
+                    label=history.name, linewidth=1.0, **_style(len(history.steps[::every])))
+        ax.set_xlabel("step")
+        ax.set_ylabel("‖gradient‖")
+        if all(n > 0 for h in histories for n in h.norms):
+            ax.set_yscale("log")
+        ax.legend(loc="best", fontsize=7, framealpha=0.9)
+        ax.set_title("gradient norm per layer")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _watched(watch) -> list:
+    """The watched params to draw: those with two or more dimensions (a layer's weights), else all."""
+    if watch is None:
+        return []
+    shown = [h for h in watch.histories.values() if h.norms]
+    weights = [h for h in shown if h.dimensions >= 2]
+    return weights or shown
 
 
 def _rates(steps, learning_rate) -> list[tuple[int, float]]:

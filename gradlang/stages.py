@@ -24,6 +24,7 @@ from .ir.dot import graph_to_dot
 from .ir.graph import Graph
 from .ir.printer import format_graph, graph_to_json
 from .lowering.schedule import InPlace, IntoBuffer, Schedule, WhereInto, schedule
+from .ops.registry import RunContext
 from .passes.simplify import simplify
 
 STAGES = ("parsed", "elaborated", "grad", "optimized", "scheduled")
@@ -80,9 +81,10 @@ def training_schedule(program, batch: int | None = None) -> tuple[Graph, Schedul
     else DEFAULT_BATCH)."""
     batch = batch or program.plan.get("batch") or DEFAULT_BATCH
     symbolic = {d for info in program.inputs.values() for d in info.shape if isinstance(d, str)}
-    graph = program.gradient_graph()
-    outputs = [program.loss_output()] + [f"grad:{p}" for p in program.param_names]
-    sched = schedule(graph, outputs, {d: batch for d in symbolic}, reuse_buffers=True,
+    graph = program.graphs.for_mode(program.gradient_graph(), training=True)   # as a run schedules it
+    outputs = [program.loss_output()] + [f"grad:{p}" for p in program.param_names] + \
+        [f"update:{n}" for n in program.runner.updated_states]
+    sched = schedule(graph, outputs, {d: batch for d in symbolic}, RunContext(program.rng, True), reuse_buffers=True,
                      disabled=program.runner.no_opt)
     return graph, sched, batch
 

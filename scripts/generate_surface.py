@@ -122,7 +122,7 @@ def _word_lists(builtins: list[str], stdlib: list[str]) -> dict[str, list[str]]:
         "keyword.control.flow.gradlang": list(highlight.KEYWORDS_CONTROL),
         "storage.type.function.gradlang": [k for k in highlight.KEYWORDS_DECLARATION if k in DEFINITION_KEYWORDS],
         "keyword.other.declaration.gradlang": [k for k in highlight.KEYWORDS_DECLARATION
-                                               if k not in DEFINITION_KEYWORDS],
+                                               if k not in DEFINITION_KEYWORDS and k not in highlight.SOFT_KEYWORDS],
         "constant.language.boolean.gradlang": list(highlight.CONSTANTS),
         "variable.language.gradlang": list(highlight.SPECIAL_NAMES),
         "support.function.builtin.gradlang": builtins,

@@ -1,6 +1,7 @@
 """The documentation is tested: every gradlang snippet compiles (or fails as it says it does), every
 Python snippet runs, the reference tables list exactly what the compiler provides, and
-examples/embed_python.py runs.
+examples/embed_python.py runs. This file takes docs/language.md and docs/python-api.md;
+tests/test_doc_pages.py takes README.md and the other pages, with this reader.
 
 Snippets are fenced code blocks tagged ```grad (or ```python). An HTML comment on the line(s) just
 before a block says how to check it; directives are separated by `;`:
@@ -63,44 +64,47 @@ _DIRECTIVE = re.compile(r"^\s*<!--(.*?)-->\s*$")
 
 
 _KEYS = ("error", "fragment", "file", "feed", "expect", "params", "train", "dtype", "output")
-_SPLIT = re.compile(rf";\s*(?=(?:{'|'.join(_KEYS)})\b)")
 
 
-def _parse_directives(comments: list[str]) -> dict:
+def _parse_directives(comments: list[str], keys: tuple[str, ...] = _KEYS) -> dict:
+    split = re.compile(rf";\s*(?=(?:{'|'.join(keys)})\b)")
     out: dict = {}
     for comment in comments:
-        for part in _SPLIT.split(comment):
+        for part in split.split(comment):
             part = part.strip()
             if not part:
                 continue
             key, _, value = part.partition(":")
             key, value = key.strip(), value.strip()
-            if key not in _KEYS:
+            if key not in keys:
                 raise ValueError(f"unknown doc-test directive {key!r}")
             out[key] = value
     return out
 
 
-def read_blocks(page: Path) -> list[Block]:
+def read_blocks(page: Path, keys: tuple[str, ...] = _KEYS) -> list[Block]:
+    """The page's fenced blocks, each with the directives (of `keys`) in the comments just before it. A
+    fence may be indented (a block in a list item): the body loses that indentation."""
     lines = page.read_text(encoding="utf-8").splitlines()
     blocks, heading, i = [], "", 0
     while i < len(lines):
         line = lines[i]
         if line.startswith("#"):
             heading = line.lstrip("#").strip()
-        fence = re.match(r"^```(\w*)\s*$", line)
+        fence = re.match(r"^( *)```(\w*)\s*$", line)
         if fence:
-            lang, start = fence.group(1), i
+            indent, lang, start = fence.group(1), fence.group(2), i
             comments, j = [], i - 1
             while j >= 0 and _DIRECTIVE.match(lines[j]):
                 comments.insert(0, _DIRECTIVE.match(lines[j]).group(1))
                 j -= 1
             i += 1
             body = []
-            while i < len(lines) and not lines[i].startswith("```"):
-                body.append(lines[i])
+            while i < len(lines) and not lines[i].startswith(indent + "```"):
+                body.append(lines[i][len(indent):] if lines[i].startswith(indent) else lines[i].lstrip())
                 i += 1
-            blocks.append(Block(page, start + 1, lang, "\n".join(body) + "\n", _parse_directives(comments), heading))
+            blocks.append(Block(page, start + 1, lang, "\n".join(body) + "\n", _parse_directives(comments, keys),
+                                heading))
         i += 1
     return blocks
 
@@ -344,20 +348,3 @@ def test_train_settings_table_matches_the_compiler():
     from gradlang.frontend.plan import TRAIN_SETTINGS
     documented = set(re.findall(r"^\|\s*`(\w+)`", _section("Train settings"), re.M))
     assert documented == set(TRAIN_SETTINGS)
-
-
-def _console_samples(command: str):
-    """(file, shown lines) for every indented console sample `$ gradlang COMMAND FILE` in README.md."""
-    text = (ROOT / "README.md").read_text()
-    for match in re.finditer(rf"```\n\s*\$ gradlang {command} (\S+)\n(.*?)\n\s*```", text, re.S):
-        yield match.group(1), [line.strip() for line in match.group(2).splitlines()]
-
-
-def test_readme_backward_pass_sample_is_what_gradlang_grad_prints():
-    samples = list(_console_samples("grad"))
-    assert samples, "README.md shows a `$ gradlang grad …` sample"
-    for file, shown in samples:
-        printed = subprocess.run([sys.executable, "-m", "gradlang.cli", "grad", file], cwd=ROOT,
-                                 capture_output=True, text=True, check=True).stdout.splitlines()
-        start = printed.index(shown[0])
-        assert printed[start:start + len(shown)] == shown, f"README's sample of `gradlang grad {file}` is stale"

@@ -60,6 +60,18 @@ norm = nn.layer_norm(6)
 lin  = nn.dense(6, 6)
 loss = mse(norm(lin(x)), y)
 """,
+    "batch_norm": """
+import nn
+import conv
+input x : f32[B, 2, 4, 4]
+input y : i64[B]
+image = conv.conv2d(2, 3, 3, padding: 1)
+norm2 = nn.batch_norm(3)
+dense = nn.dense(48, 5)
+norm1 = nn.batch_norm(5, momentum: 0.2)
+out   = nn.dense(5, 3)
+loss = cross_entropy(out(tanh(norm1(dense(conv.flatten(norm2(image(x))))))), y)
+""",
     "rnn_cells": """
 import rnn
 input x : f32[B, 4, 3]

@@ -38,6 +38,11 @@ RULE_PROGRAMS = {
     "div": ("param a : [3, 4] = normal(std: 1.0)\nparam b : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\n"
             "loss = sum(a / (2 + sin(b)) * c)\n", [0, 1]),
     "log": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(log(2 + sin(p)) * c)\n", [0]),
+    "log1p": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(log1p(1 + sin(p)) * c)\n", [0]),
+    "cumsum": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(cumsum(p, 1) * c)\n", [0]),
+    "flip": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(flip(p, axis: 1) * c)\n", [0]),
+    "pad": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[4, 7]\n"
+            "loss = sum(pad(p, [[1, 0], [2, 1]], value: 0.5) * c)\n", [0]),
     "logsumexp": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3]\n"
                   "loss = sum(logsumexp(p, axis: 1) * c)\n", [0]),
     "matmul": ("param a : [2, 3, 4] = normal(std: 1.0)\nparam b : [4, 5] = normal(std: 1.0)\n"
@@ -86,6 +91,10 @@ RULE_PROGRAMS = {
     "transpose": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[4, 3]\nloss = sum(transpose(p) * c)\n", [0]),
     "unslice": ("input x : f32[5, 4]\nparam v : [2, 4] = normal(std: 1.0)\ninput c : f32[5, 4]\n"
                 "dx = grad(sum(x[1:3] * v), x)\nloss = sum(dx * c)\n", [0]),
+    # gradcheck checks a training step, which takes training(a, b)'s first operand (test_gradients.py checks
+    # the second, as evaluation takes it)
+    "training": ("param a : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\n"
+                 "loss = sum(sin(training(a, 2 * c)) * c)\n", [0]),
     "where": ("param a : [3, 4] = normal(std: 1.0)\nparam b : [3, 4] = normal(std: 1.0)\n"
               "input x : f32[3, 4]\ninput c : f32[3, 4]\nloss = sum(where(x > 0, a, b) * c)\n", [1, 2]),
 }

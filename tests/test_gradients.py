@@ -44,6 +44,11 @@ def positive(rng, shape):
     return rng.uniform(0.5, 2.0, shape)
 
 
+def above_minus_one(rng, shape):
+    """For log1p: (−0.9, 2), on both sides of 0."""
+    return rng.uniform(-0.9, 2.0, shape)
+
+
 def away_from_zero(rng, shape):
     """For relu and abs (kink at 0) and divisors."""
     return rng.choice([-1.0, 1.0], shape) * rng.uniform(0.2, 2.0, shape)
@@ -237,6 +242,8 @@ ROWS = [
     Row("neg", (M,)),
     Row("exp", (M,)),
     Row("log", (M,), (positive,)),
+    Row("log1p", (M,), (above_minus_one,)),
+    Row("expm1", (M,)),
     Row("tanh", (M,)),
     Row("sigmoid", (M,)),
     Row("relu", (M,), (away_from_zero,)),
@@ -251,6 +258,9 @@ ROWS = [
     Row("pow", (M, M), (positive, normal)),
     Row("maximum", (M, M), (low_fraction, high_fraction)),
     Row("where", (M, M), build=where_random_mask()),
+    # scheduled without a training context, as evaluation is: the gradient goes to x1 (test_batch_norm.py
+    # checks a training step's, to x0)
+    Row("training", (M, M)),
     # f32 rounding makes small steps useless: the function is linear, so a big step loses nothing
     Row("cast", (M,), build=through_f32, eps=1e-2, rtol=1e-3),
     Row("matmul", ((3, 4), (4, 5))),
@@ -265,6 +275,9 @@ ROWS = [
     Row("broadcast_to", ((3, 1),), attrs={"shape": T}),
     Row("slice", ((4, 5),), attrs={"index": (("s", 1, None, 2), ("i", -2))}),
     Row("unslice", ((2,),), attrs={"index": (("s", 1, None, 2), ("i", -2)), "shape": (4, 5)}),
+    Row("flip", (T,), attrs={"axes": (0, 2)}),
+    Row("pad", (M,), attrs={"widths": ((1, 0), (2, 3)), "value": 0.5}),
+    Row("cumsum", (T,), attrs={"axis": 1}),
     # deep-learning primitives (gradlang/ops/nn_ops.py): stride 2 and padding 1 on a 5×5 image, so the last
     # padded row and column are cut off; tests/test_nn_ops.py checks more strides, paddings and shapes
     Row("conv2d", (IMAGE, (4, 3, 3, 3)), attrs={"stride": (2, 2), "padding": (1, 1)}),
@@ -284,8 +297,8 @@ ROWS = [
 ROW = {row.op: row for row in ROWS}
 
 # Primitives without a VJP rule. A new primitive must get a row above or be listed here.
-NOT_DIFFERENTIABLE = {"input", "param", "const", "sign", "stop_gradient", "lt", "le", "gt", "ge", "eq", "ne",
-                      "size", "one_hot", "floor", "dropout_mask", "argmax", "random_normal"}
+NOT_DIFFERENTIABLE = {"input", "param", "state", "const", "sign", "stop_gradient", "lt", "le", "gt", "ge", "eq", "ne",
+                      "size", "one_hot", "floor", "dropout_mask", "argmax", "random_normal", "causal_mask"}
 
 
 def build_problem(row: Row, shapes=None, seed: int = 0):
@@ -371,6 +384,23 @@ REDUCTION_CASES = [(T, axes) for axes in (None, (), (0,), (-1,), (0, 2), (-1, -3
 @pytest.mark.parametrize("op_name", ["reduce_sum", "reduce_max", "logsumexp"])
 def test_reductions(op_name, shape, axes, keepdims):
     check_row(dataclasses.replace(ROW[op_name], attrs={"axes": axes, "keepdims": keepdims}), (shape,))
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_cumsum_along_each_axis_and_from_either_end(axis, reverse):
+    check_row(dataclasses.replace(ROW["cumsum"], attrs={"axis": axis, "reverse": reverse}))
+
+
+@pytest.mark.parametrize("shape, attrs", [
+    ((5,), {"widths": ((0, 3),), "value": -1.0}),
+    (T, {"widths": ((0, 0), (2, 2), (0, 1)), "value": 0.0}),
+    ((), {"widths": (), "value": 2.0}),
+    (T, {"axes": ()}),
+    ((5,), {"axes": (0,)}),
+], ids=lambda v: shape_ids(v) if isinstance(v, tuple) else str(v))
+def test_pad_and_flip_in_other_shapes(shape, attrs):
+    check_row(dataclasses.replace(ROW["flip" if "axes" in attrs else "pad"], attrs=attrs), (shape,))
 
 
 # ---- symbolic dimensions -----------------------------------------------------------------------------

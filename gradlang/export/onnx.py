@@ -3,9 +3,11 @@
 What is exported is the optimized forward graph the interpreter runs when evaluating — after the
 stability rewrites and simplification, so stdlib composites (softmax, layers, losses) arrive as
 primitives — restricted to the values asked for, with dropout off (its masks are all ones, and the
-multiplications by them are simplified away). Inputs keep their declared names and dtypes, symbolic
-dimensions (`B`) become ONNX `dim_param`s unless a batch size is fixed, params become initializers
-named as in the program, and every requested value becomes a graph output under its own name.
+multiplications by them are simplified away) and every `training(a, b)` its evaluation branch b (batch
+norm normalises by its running statistics). Inputs keep their declared names and dtypes, symbolic
+dimensions (`B`) become ONNX `dim_param`s unless a batch size is fixed, params and the program's state
+become initializers named as in the program, and every requested value becomes a graph output under its
+own name.
 
 Each primitive translates through one entry of `_TRANSLATIONS` (`ONNX_OPERATORS` lists the ONNX
 operators each becomes; docs/onnx.md's table is tested against it). Primitives with no translation
@@ -22,6 +24,7 @@ from ..errors import GradError
 from ..ir.graph import Graph, NodeRef
 from ..ops.shapes import DTYPES, fmt_type
 from ..passes import simplify
+from ..passes.modes import for_mode
 
 OPSET = 18   # ReduceMax/ReduceLogSumExp take their axes as an input from 18 on, as ReduceSum does from 13
 _INT64_MIN = np.iinfo(np.int64).min
@@ -29,6 +32,7 @@ _INT64_MIN = np.iinfo(np.int64).min
 # Primitives that never reach the ONNX graph in inference, and those with no translation, with why.
 REMOVED_FOR_INFERENCE = {
     "dropout_mask": "all ones when evaluating: replaced by 1 and simplified away before translation",
+    "training": "training(a, b) is b when evaluating: replaced by b before translation (a is not exported)",
 }
 NOT_EXPORTED = {
     "random_normal": "draws fresh noise from the program's generator; ONNX's generator would draw other numbers",
@@ -146,6 +150,38 @@ for _prim, _onnx_op in {
     _TRANSLATIONS[_prim] = ((_onnx_op,), _simple(_onnx_op))
 
 
+def _near_zero(b, n, x, h):
+    """|x| < 0.5: where log1p and expm1 need more than ONNX's Log and Exp to keep a small x's digits."""
+    half = b.constant(np.asarray(0.5, dtype=DTYPES[n.dtype]), "half")
+    return b.node("Less", [b.node("Abs", [x], h), half], h)
+
+
+@_translates("log1p", "Add", "Abs", "Less", "Log", "Equal", "Sub", "Div", "Mul", "Where")
+def _log1p(b, n, xs):
+    # ONNX has no Log1p. Near 0, Goldberg's log(u)·x/(u − 1) with u = 1 + x rounded, exact to a few ulps
+    # (the rounding of u cancels out); x itself where u rounds to 1; elsewhere log(1 + x) loses nothing
+    (x,), h = xs, _hint(n)
+    one = b.constant(np.asarray(1, dtype=DTYPES[n.dtype]), "one")
+    u = b.node("Add", [x, one], h)
+    log_u = b.node("Log", [u], h)
+    corrected = b.node("Mul", [log_u, b.node("Div", [x, b.node("Sub", [u, one], h)], h)], h)
+    small = b.node("Where", [b.node("Equal", [u, one], h), x, corrected], h)
+    return b.node("Where", [_near_zero(b, n, x, h), small, log_u], h)
+
+
+@_translates("expm1", "Exp", "Sub", "Abs", "Less", "Equal", "Mul", "Log", "Div", "Where")
+def _expm1(b, n, xs):
+    # ONNX has no Expm1. Near 0, Kahan's (u − 1)·x/log(u) with u = eˣ rounded, exact to a few ulps; x itself
+    # where u rounds to 1; elsewhere eˣ − 1 loses nothing
+    (x,), h = xs, _hint(n)
+    one = b.constant(np.asarray(1, dtype=DTYPES[n.dtype]), "one")
+    u = b.node("Exp", [x], h)
+    u_minus_one = b.node("Sub", [u, one], h)
+    corrected = b.node("Div", [b.node("Mul", [u_minus_one, x], h), b.node("Log", [u], h)], h)
+    small = b.node("Where", [b.node("Equal", [u, one], h), x, corrected], h)
+    return b.node("Where", [_near_zero(b, n, x, h), small, u_minus_one], h)
+
+
 @_translates("ne", "Equal", "Not")
 def _ne(b, n, xs):
     return b.node("Not", [b.node("Equal", xs, _hint(n))], _hint(n))
@@ -260,6 +296,30 @@ def _slice(b, n, xs):
     return out if out != xs[0] else b.node("Identity", [out], _hint(n))
 
 
+@_translates("flip", "Slice", "Identity")
+def _flip(b, n, xs):
+    axes = list(n.attrs["axes"])
+    if not axes:
+        return b.node("Identity", xs, _hint(n))
+    # from the last element back to "before the first" (−1 as an end would count from the end)
+    return b.node("Slice", [xs[0], b.ints([-1] * len(axes)), b.ints([_INT64_MIN] * len(axes)), b.ints(axes),
+                            b.ints([-1] * len(axes))], _hint(n))
+
+
+@_translates("pad", "Pad")
+def _pad(b, n, xs):
+    widths = n.attrs["widths"]
+    pads = b.ints([before for before, _ in widths] + [after for _, after in widths])
+    fill = b.constant(np.asarray(n.attrs["value"], dtype=DTYPES[n.dtype]), "pad_value")
+    return b.node("Pad", [xs[0], pads, fill], _hint(n), mode="constant")
+
+
+@_translates("cumsum", "CumSum")
+def _cumsum(b, n, xs):
+    axis = b.constant(np.asarray(n.attrs["axis"], dtype=np.int64), "axis")
+    return b.node("CumSum", [xs[0], axis], _hint(n), reverse=int(n.attrs["reverse"]))
+
+
 @_translates("take", "Gather")
 def _take(b, n, xs):
     return b.node("Gather", xs, _hint(n), axis=n.attrs["axis"])
@@ -270,25 +330,49 @@ def _concat(b, n, xs):
     return b.node("Concat", xs, _hint(n), axis=n.attrs["axis"])
 
 
+@_translates("causal_mask", "Squeeze", "Range", "Unsqueeze", "Sub", "Add", "LessOrEqual")
+def _causal_mask(b, n, xs):
+    # key j is visible to query i where j ≤ i + Tk − Tq: the two positions' Ranges, compared broadcast
+    queries, keys = (b.dim(d) for d in n.attrs["shape"])
+    zero, one = b.constant(np.int64(0), "zero"), b.constant(np.int64(1), "one")
+    rows, cols = (b.node("Range", [zero, b.node("Squeeze", [size], _hint(n)), one], _hint(n))
+                  for size in (queries, keys))
+    last = b.node("Add", [b.node("Unsqueeze", [rows, b.ints([1])], _hint(n)),
+                          b.node("Sub", [keys, queries], _hint(n))], _hint(n))
+    return b.node("LessOrEqual", [cols, last], _hint(n))
+
+
 def _window_attrs(n: NodeRef, kernel) -> dict:
     (ph, pw) = n.attrs["padding"]
     return {"kernel_shape": list(kernel), "strides": list(n.attrs["stride"]), "pads": [ph, pw, ph, pw]}
 
 
+def _conv_attrs(n: NodeRef, kernel) -> dict:
+    """A convolution's window attributes, with `dilations` and `group` where they are not 1 (attrs hold
+    them only then); ONNX's grouped filters are gradlang's, [O, C/group, KH, KW]."""
+    attrs = _window_attrs(n, kernel)
+    if "dilation" in n.attrs:
+        attrs["dilations"] = list(n.attrs["dilation"])
+    if "groups" in n.attrs:
+        attrs["group"] = n.attrs["groups"]
+    return attrs
+
+
 @_translates("conv2d", "Conv")
 def _conv2d(b, n, xs):
     # both NCHW with filters [O, C, KH, KW], both cross-correlations with zero padding on each side
-    return b.node("Conv", xs, _hint(n), **_window_attrs(n, b.graph.shape(n.operands[1])[2:]))
+    return b.node("Conv", xs, _hint(n), **_conv_attrs(n, b.graph.shape(n.operands[1])[2:]))
 
 
 @_translates("conv2d_transpose", "ConvTranspose")
 def _conv2d_transpose(b, n, xs):
-    # ONNX reads filters [C_in, C_out, KH, KW]: gradlang's [O, C, KH, KW] with O the input's channels.
-    # A stride > 1 allows several output sizes; output_padding picks the one attrs.size names.
+    # ONNX reads filters [C_in, C_out/group, KH, KW]: gradlang's [O, C/G, KH, KW] with O the input's
+    # channels. A stride > 1 allows several output sizes; output_padding picks the one attrs.size names.
     g_shape, w_shape = b.graph.shape(n.operands[0]), b.graph.shape(n.operands[1])
-    attrs = _window_attrs(n, w_shape[2:])
-    extra = [size - ((g - 1) * s + k - 2 * p) for size, g, s, k, p in
-             zip(n.attrs["size"], g_shape[2:], n.attrs["stride"], w_shape[2:], n.attrs["padding"])]
+    attrs = _conv_attrs(n, w_shape[2:])
+    dilation = n.attrs.get("dilation", (1, 1))
+    extra = [size - ((g - 1) * s + d * (k - 1) + 1 - 2 * p) for size, g, s, k, p, d in
+             zip(n.attrs["size"], g_shape[2:], n.attrs["stride"], w_shape[2:], n.attrs["padding"], dilation)]
     return b.node("ConvTranspose", xs, _hint(n), output_padding=extra, **attrs)
 
 
@@ -324,12 +408,12 @@ ONNX_OPERATORS: dict[str, tuple[str, ...]] = {prim: ops for prim, (ops, _) in so
 # ---- export -------------------------------------------------------------------------------------
 
 def inference_graph(program) -> Graph:
-    """The forward graph as evaluation runs it: dropout masks (all ones there) replaced by 1 and
-    simplified away."""
-    graph = program.forward_graph
+    """The forward graph as evaluation runs it: every `training(a, b)` replaced by b (passes/modes.py),
+    dropout masks (all ones there) by 1, and simplified."""
+    graph = for_mode(program.forward_graph, training=False)
     masks = graph.nodes_with_op("dropout_mask")
     if not masks:
-        return graph
+        return graph if graph is program.forward_graph else simplify(graph)
     graph = graph.copy()
     for mask in masks:
         d = graph.data(mask)
@@ -357,10 +441,10 @@ def resolve_outputs(program, graph: Graph, names=None) -> dict[str, int]:
             raise GradError(f"cannot export to ONNX: the program has no output or named value {name!r} "
                             f"(declared outputs: {declared})")
         found[name] = node
-    clash = sorted(set(found) & (set(graph.inputs) | set(graph.params)))
+    clash = sorted(set(found) & (set(graph.inputs) | set(graph.params) | set(graph.leaves("state"))))
     if clash:
-        raise GradError(f"cannot export to ONNX: output name(s) {', '.join(clash)} are also input or param names; "
-                        "ONNX needs every name once")
+        raise GradError(f"cannot export to ONNX: output name(s) {', '.join(clash)} are also input or param names "
+                        "(or state names); ONNX needs every name once")
     return found
 
 
@@ -369,7 +453,7 @@ def _check_supported(graph: Graph, nodes: list[int]) -> None:
     missing: dict[str, list] = {}
     for node in nodes:
         op = graph.op(node)
-        if op not in _TRANSLATIONS and op not in ("input", "param", "const"):
+        if op not in _TRANSLATIONS and op not in ("input", "param", "const", "state"):
             missing.setdefault(op, []).append(graph.location(node))
     if not missing:
         return
@@ -410,10 +494,10 @@ def to_onnx(program, outputs=None, batch: int | None = None):
         d = graph.data(node)
         if d["op"] == "input":
             continue
-        if d["op"] == "param":
+        if d["op"] == "param" or d["op"] == "state":   # the state as it is now (batch norm's running statistics)
             name = names[node] = d["attrs"]["name"]
-            value = np.asarray(program.params[name], dtype=DTYPES[d["dtype"]])
-            b.initializers.append(onnx.numpy_helper.from_array(value, name))
+            live = program.params[name] if d["op"] == "param" else program.state[name]
+            b.initializers.append(onnx.numpy_helper.from_array(np.asarray(live, dtype=DTYPES[d["dtype"]]), name))
         elif d["op"] == "const":
             names[node] = b.constant(d["attrs"]["value"], f"const#{node}")
         else:

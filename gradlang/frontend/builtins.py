@@ -12,8 +12,8 @@ import operator
 
 from ..errors import GradError, Span
 from ..ir.graph import check_size
-from ..ops import registry
-from ..ops.shapes import FLOATS, INTS, MAX_RANK, fmt_type
+from ..ops import nn_ops, registry
+from ..ops.shapes import FLOATS, INTS, MAX_RANK, ShapeError, broadcast, fmt_type, normalize_axes, reduced
 from ..passes.autodiff import backprop
 from ..passes.stability import stable_form
 from . import sources
@@ -216,6 +216,21 @@ def minimum(el, span, a, b):
 
 
 @builtin()
+def clip(el, span, x, low, high):
+    """x limited to [low, high] elementwise: minimum(maximum(x, low), high); at x = low or x = high the
+    gradient goes to x"""
+    for name, bound in (("low", low), ("high", high)):
+        if not isinstance(bound, Tensor) and (isinstance(bound, bool) or not isinstance(bound, (int, float))
+                                              or math.isnan(bound)):
+            raise GradError(f"clip needs a number or a tensor for {name}, got {describe(bound)}", span)
+    if not isinstance(low, Tensor) and not isinstance(high, Tensor) and low > high:
+        raise GradError(f"clip: low ({show(low)}) is greater than high ({show(high)})", span)
+    # maximum's tie sends the gradient to its first operand, and minimum is −maximum(−a, −b): on either
+    # boundary the gradient flows to x, as inside the interval; low and high get it where x is beyond them
+    return minimum(el, span, maximum(el, span, x, low), high)
+
+
+@builtin()
 def where(el, span, cond, a, b):
     """a where cond holds, else b"""
     cond = _tensor(el, cond, span)
@@ -236,6 +251,34 @@ def dropout_mask(el, span, x, rate):
     return el.emit("dropout_mask", [_float_tensor(el, x, span)], span, rate=float(rate), key=el.random_keys)
 
 
+@builtin()
+def count(el, span, x, axis=None):
+    """the number of elements of x (over `axis`) as a float scalar tensor, known when the step runs: the
+    batch size where it is symbolic (`mean(x)` is `sum(x) / count(x)`)"""
+    x = _tensor(el, x, span)
+    if x.graph is not el.graph:
+        raise GradError("count(x) counts the elements of a value of the model", span)
+    return el.emit("size", [x], span, axes=_axes(axis, span), dtype=el.float)
+
+
+@builtin()
+def training(el, span, a, b):
+    """a in a training step, b when evaluating (predict, eval, validation): the branch is chosen once, when
+    the step is compiled, and only it is computed; the gradient flows to it. a and b broadcast as in where"""
+    if not isinstance(a, Tensor) and not isinstance(b, Tensor):
+        a = el.to_tensor(a, span)
+    a, b = promote(el, a, b, span, graph=a.graph if isinstance(a, Tensor) else b.graph)
+    if a.graph is not el.graph or b.graph is not el.graph:
+        raise GradError("training(a, b) chooses between values of the model; the train block's settings (which "
+                        "depend on `step`) are the same in every kind of run", span)
+    try:
+        shape = broadcast(a.shape, b.shape)
+    except ShapeError as err:
+        raise GradError(f"training(a, b): {err}", span) from None
+    a, b = (x if x.shape == shape else el.emit("broadcast_to", [x], span, shape=shape) for x in (a, b))
+    return el.emit("training", [a, b], span)
+
+
 _FLOAT_MAX = 1.7976931348623157e308   # the largest float64; a larger integer has no float
 
 
@@ -251,12 +294,51 @@ def float_(el, span, x):
 
 @builtin("int")
 def int_(el, span, x):
-    """convert to a 64-bit integer (truncating)"""
+    """convert to a 64-bit integer (truncating); a static list of numbers becomes an i64 constant tensor"""
+    if isinstance(x, list):
+        return Tensor(el.graph, el.graph.const(_int_array(el, x, "int() of a list", span), "i64", span))
     if not isinstance(x, Tensor):
         if isinstance(x, (int, float)) and math.isfinite(x):
             return int(x)
-        raise GradError(f"int() needs a finite number or a tensor, got {show(x)}", span)
+        raise GradError(f"int() needs a finite number, a list of them or a tensor, got {show(x)}", span)
     return el.cast(x, "i64", span)
+
+
+_I64 = (-2 ** 63, 2 ** 63)   # the integers an i64 holds: [low, high)
+
+
+def _int_array(el, values: list, what: str, span: Span, integers_only: bool = False):
+    """A static (nested) list of numbers as an int64 array, floats truncated as int(x) truncates them (or
+    refused, with `integers_only`)."""
+    import numpy as np
+    try:
+        floats = el.array_of(values, what, span)   # counts the work, checks the size and the rectangular shape
+    except OverflowError:   # an integer beyond float64's range, so far beyond i64's too
+        raise GradError(f"{what} holds an integer that does not fit in i64", span) from None
+    if not np.all(np.isfinite(floats)):
+        raise GradError(f"{what} must hold finite numbers, got {show(floats[~np.isfinite(floats)][0].item())}",
+                        span)
+    exact = _leaves(values)
+    if integers_only and any(type(v) is not int for v in exact):
+        raise GradError(f"{what} must hold integers only, got {describe(next(v for v in exact if type(v) is not int))}",
+                        span)
+    if all(type(v) in (int, bool) for v in exact):   # integers exactly, not through float64
+        outside = next((v for v in exact if not _I64[0] <= v < _I64[1]), None)
+        if outside is not None:
+            raise GradError(f"{what}: {show(outside)} does not fit in i64", span)
+        return np.array(values, dtype=np.int64).reshape(floats.shape)
+    truncated = np.trunc(floats)
+    if np.any((truncated < _I64[0]) | (truncated >= _I64[1])):
+        raise GradError(f"{what}: {show(float(truncated[(truncated < _I64[0]) | (truncated >= _I64[1])][0]))} "
+                        "does not fit in i64", span)
+    return truncated.astype(np.int64)
+
+
+def _leaves(values) -> list:
+    """The numbers of a nested list, in order (array_of has checked it is rectangular and bounded)."""
+    if not isinstance(values, list):
+        return [values]
+    return [leaf for v in values for leaf in _leaves(v)]
 
 
 @builtin()
@@ -332,6 +414,115 @@ def reshape(el, span, x, shape):
 def broadcast_to(el, span, x, shape):
     """repeat x along new or size-1 axes to `shape`"""
     return el.emit("broadcast_to", [_tensor(el, x, span)], span, shape=_dimensions(shape, "broadcast_to", span))
+
+
+@builtin()
+def squeeze(el, span, x, axis=None):
+    """x without the axes of size 1 named by `axis` (default: every axis of size 1), as a reshape"""
+    x = _tensor(el, x, span)
+    if axis is None:
+        axes = tuple(a for a, d in enumerate(x.shape) if d == 1)
+    else:
+        axes = _reduced_axes(x, axis, "squeeze", span)
+        for a in axes:
+            if x.shape[a] != 1:
+                size = f"the symbolic size {x.shape[a]}" if isinstance(x.shape[a], str) else f"size {x.shape[a]}"
+                raise GradError(f"squeeze: axis {a} of {fmt_type(x.shape, x.dtype)} has {size}, not 1", span)
+    if not axes:
+        return x
+    return el.emit("reshape", [x], span, shape=tuple(d for a, d in enumerate(x.shape) if a not in axes))
+
+
+@builtin()
+def expand_dims(el, span, x, axis):
+    """x with new axes of size 1 at `axis` (an integer or a list, positions in the result), as a reshape"""
+    x = _tensor(el, x, span)
+    new = _axes(axis, span)
+    if new is None:
+        raise GradError("expand_dims needs an axis: an integer or a list of them", span)
+    rank = len(x.shape) + len(new)
+    if rank > MAX_RANK:
+        raise GradError(f"expand_dims: a tensor has at most {MAX_RANK} dimensions, got {rank}", span)
+    try:
+        positions = normalize_axes(new, rank)
+    except ShapeError as err:
+        raise GradError(f"expand_dims: {err} (the result's rank)", span) from None
+    dims = iter(x.shape)
+    return el.emit("reshape", [x], span, shape=tuple(1 if a in positions else next(dims) for a in range(rank)))
+
+
+@builtin()
+def flip(el, span, x, axis=None):
+    """x with the order of its elements reversed along `axis` (default: every axis); a view"""
+    x = _tensor(el, x, span)
+    axes = _reduced_axes(x, axis, "flip", span)
+    return el.emit("flip", [x], span, axes=axes) if axes else x
+
+
+@builtin()
+def cumsum(el, span, x, axis):
+    """running sums along `axis`: element i is the sum of elements 0…i; booleans count as 0 and 1"""
+    x = _tensor(el, x, span)
+    if x.dtype == "bool":
+        x = el.cast(x, el.float, span)
+    return el.emit("cumsum", [x], span, axis=_static_axis(axis, span), reverse=False)
+
+
+@builtin()
+def pad(el, span, x, widths, value=0):
+    """x inside a border of `value`: `widths` is [before, after] for every axis, a list of such pairs (one per
+    axis), or one integer for every side"""
+    x = _tensor(el, x, span)
+    rank = len(x.shape)
+
+    def width(w) -> bool:
+        return isinstance(w, int) and not isinstance(w, bool) and w >= 0
+    if width(widths):
+        pairs = ((widths, widths),) * rank
+    elif isinstance(widths, list) and len(widths) == 2 and all(width(w) for w in widths):
+        pairs = (tuple(widths),) * rank
+    elif isinstance(widths, list) and all(isinstance(p, list) and len(p) == 2 and all(width(w) for w in p)
+                                          for p in widths):
+        if len(widths) != rank:
+            raise GradError(f"pad needs one [before, after] pair per axis of {fmt_type(x.shape, x.dtype)}, got "
+                            f"{len(widths)}", span)
+        pairs = tuple(tuple(p) for p in widths)
+    else:
+        raise GradError(f"pad needs widths ≥ 0: an integer, a list [before, after], or a list of such pairs, got "
+                        f"{describe(widths)}", span)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise GradError(f"pad needs a finite number for value, got {show(value)}", span)
+    if x.dtype == "bool":
+        x = el.cast(x, el.float, span)
+    if x.dtype in INTS and value != int(value):
+        raise GradError(f"pad: the value {show(value)} is not an integer, as the padded {fmt_type(x.shape, x.dtype)} "
+                        "is; convert x with float(x) first", span)
+    value = float(value) if x.dtype in FLOATS else int(value)
+    import numpy as np
+    limits = np.finfo(x.dtype.replace("f", "float")) if x.dtype in FLOATS else np.iinfo(x.dtype.replace("i", "int"))
+    if not float(limits.min) <= value <= float(limits.max):
+        raise GradError(f"pad: the value {show(value)} does not fit in {x.dtype}", span)
+    if all(p == (0, 0) for p in pairs):
+        return x
+    return el.emit("pad", [x], span, widths=pairs, value=value)
+
+
+@builtin()
+def einsum(el, span, spec, *operands):
+    """Einstein summation, as NumPy's: einsum("ij,jk->ik", a, b) is a @ b; computed with transpose, reshape,
+    matmul, mul and sum"""
+    from .einsum import lower_einsum
+    if not isinstance(spec, str):
+        raise GradError(f"einsum needs its subscripts first, a string such as \"ij,jk->ik\", got {describe(spec)}",
+                        span)
+    if not operands:
+        raise GradError("einsum needs at least one tensor after its subscripts", span)
+    el.spend(span, len(operands))
+    tensors = [_float_tensor(el, t, span) for t in operands]
+    target = tensors[0]
+    for t in tensors[1:]:
+        target, _ = promote(el, target, t, span, floats=True)
+    return lower_einsum(el, span, spec, [el.cast(t, target.dtype, span) for t in tensors])
 
 
 # ---- reductions ----------------------------------------------------------------------------------
@@ -427,9 +618,20 @@ def softmax(el, span, x, axis=-1):
 
 
 @builtin()
-def softmax_cross_entropy(el, span, logits, labels):
-    """−log softmax(logits)[label] for each row: logits [.., C], integer labels [..] → [..]"""
-    return el.emit("softmax_cross_entropy", [_float_tensor(el, logits, span), _tensor(el, labels, span)], span)
+def softmax_cross_entropy(el, span, logits, labels, label_smoothing=0):
+    """−log softmax(logits)[label] for each row: logits [.., C], integer labels [..] → [..]; with
+    label_smoothing ε, the cross-entropy against (1 − ε)·one_hot(label) + ε/C"""
+    smoothing = label_smoothing
+    if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not 0 <= smoothing < 1:
+        raise GradError(f"label_smoothing must be a number in [0, 1), got {show(smoothing)}", span)
+    logits = _float_tensor(el, logits, span)
+    fused = el.emit("softmax_cross_entropy", [logits, _tensor(el, labels, span)], span)
+    if smoothing == 0:   # the fused primitive alone, as without smoothing
+        return fused
+    # −Σ_c target_c·log softmax(logits)_c = (1 − ε)·(−log softmax(logits)_label) + ε·(logsumexp(logits) − mean_c logits)
+    spread = binary(el, "-", logsumexp(el, span, logits, -1), mean(el, span, logits, -1), span)
+    return binary(el, "+", binary(el, "*", fused, 1 - smoothing, span), binary(el, "*", spread, smoothing, span),
+                  span)
 
 
 @builtin()
@@ -445,6 +647,104 @@ def logsumexp(el, span, x, axis=None, keepdims=False):
     """log(sum(exp(x))) computed without overflow"""
     return el.emit("logsumexp", [_float_tensor(el, x, span)], span, axes=_axes(axis, span),
                    keepdims=_flag(keepdims, "keepdims", span))
+
+
+@builtin()
+def argmin(el, span, x, axis=-1):
+    """index of the smallest element along `axis` (an i64 tensor; no gradient)"""
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise GradError(f"argmin needs one integer axis, got {describe(axis)}", span)
+    x = _tensor(el, x, span)
+    if x.dtype == "bool":
+        x = el.cast(x, "i64", span)
+    # the argmax of an order-reversing map, exact for every value: −x for floats, −1 − x for integers (−x
+    # would overflow at the most negative one); ties and NaNs give the first index, as NumPy's argmin
+    flipped = el.emit("neg", [x], span) if x.dtype in FLOATS else \
+        el.emit("sub", [el.to_tensor(-1, span, like=x), x], span)
+    return el.emit("argmax", [flipped], span, axis=axis)
+
+
+def _reduced_axes(x: Tensor, axis, name: str, span: Span) -> tuple[int, ...]:
+    """`axis` (None: all) as sorted axes of x, or a located error."""
+    try:
+        return normalize_axes(_axes(axis, span), len(x.shape))
+    except ShapeError as err:
+        raise GradError(f"{name}: {err}", span) from None
+
+
+@builtin()
+def prod(el, span, x, axis=None, keepdims=False):
+    """product of the elements (over `axis`); booleans count as 0 and 1. Its gradient is the product of the
+    other elements, also where some are zero"""
+    x = _tensor(el, x, span)
+    if x.dtype == "bool":
+        x = el.cast(x, el.float, span)
+    keep = _flag(keepdims, "keepdims", span)
+    axes = _reduced_axes(x, axis, "prod", span)
+    out_shape = reduced(x.shape, axes, keep)
+    for a in axes:
+        if isinstance(x.shape[a], str):
+            raise GradError(f"prod cannot reduce the symbolic dimension {x.shape[a]} of {fmt_type(x.shape, x.dtype)}: "
+                            "it multiplies a known number of elements", span)
+    kept = [a for a in range(len(x.shape)) if a not in axes]
+    n = math.prod(x.shape[a] for a in axes)
+    if n == 0:   # the empty product
+        return el.emit("broadcast_to", [el.to_tensor(1, span, like=x)], span, shape=out_shape)
+    # A balanced tree of products: the reduced axes moved last and flattened, padded with ones to a power of
+    # two, and the first half multiplied by the second until one element is left. Autodiff through `mul`
+    # then gives each element the product of all the others (of its siblings at every level: the
+    # exclusive product) without dividing by it, so zeros are no special case — one zero gets the product
+    # of the rest, the others 0 — and gradients of gradients come from the same rules. It needs no new
+    # primitive, does O(n) work in log₂ n multiplications, and rounds less than a running product.
+    lead = [x.shape[a] for a in kept]
+    t = x if kept + list(axes) == list(range(len(x.shape))) else \
+        el.emit("transpose", [x], span, perm=tuple(kept) + axes)
+    if len(axes) != 1:
+        t = el.emit("reshape", [t], span, shape=tuple(lead) + (n,))
+    width = 1 << (n - 1).bit_length()
+    if width != n:
+        t = el.emit("pad", [t], span, widths=((0, 0),) * len(lead) + ((0, width - n),), value=1)
+    full = (("s", None, None, None),) * len(lead)
+    while width > 1:
+        width //= 2
+        first = el.emit("slice", [t], span, index=full + (("s", None, width, None),))
+        second = el.emit("slice", [t], span, index=full + (("s", width, None, None),))
+        t = el.emit("mul", [first, second], span)
+    return el.emit("reshape", [t], span, shape=out_shape)
+
+
+def _variance(el, span, name: str, x, axis, keepdims, ddof) -> Tensor:
+    """Σ (x − mean)² / (n − ddof) over `axis`: the mean is subtracted first, as NumPy does, so that a
+    large offset does not cancel the digits of a small spread (E[x²] − E[x]² would)."""
+    x = _float_tensor(el, x, span)
+    keep = _flag(keepdims, "keepdims", span)
+    if isinstance(ddof, bool) or not isinstance(ddof, (int, float)) or not 0 <= ddof < math.inf:
+        raise GradError(f"{name}: ddof must be a number ≥ 0, got {show(ddof)}", span)
+    axes = _reduced_axes(x, axis, name, span)
+    centred = binary(el, "-", x, mean(el, span, x, list(axes), True), span)
+    squares = el.emit("reduce_sum", [binary(el, "*", centred, centred, span)], span, axes=axes, keepdims=keep)
+    dims = [x.shape[a] for a in axes]
+    if all(isinstance(d, int) for d in dims):
+        count = math.prod(dims)
+        if count - ddof <= 0:
+            raise GradError(f"{name} of {count} element{'s' * (count != 1)} with ddof {show(ddof)} divides by "
+                            f"{show(count - ddof)}", span)
+        return binary(el, "/", squares, count - ddof, span)
+    count = el.emit("size", [x], span, axes=axes, dtype=x.dtype)
+    return binary(el, "/", squares, binary(el, "-", count, ddof, span) if ddof else count, span)
+
+
+@builtin()
+def var(el, span, x, axis=None, keepdims=False, ddof=0):
+    """variance: the mean of (x − mean(x))² over `axis`, divided by n − ddof instead of n"""
+    return _variance(el, span, "var", x, axis, keepdims, ddof)
+
+
+@builtin()
+def std(el, span, x, axis=None, keepdims=False, ddof=0):
+    """standard deviation: sqrt(var(x, axis, keepdims, ddof)); it has no gradient where the elements are all
+    equal (NaN there)"""
+    return binary(el, "**", _variance(el, span, "std", x, axis, keepdims, ddof), 0.5, span)
 
 
 # ---- gradients -----------------------------------------------------------------------------------
@@ -648,23 +948,38 @@ def _image_tensor(el, x, name: str, span: Span) -> Tensor:
     return x
 
 
+def _conv_options(dilation, groups, span: Span) -> dict:
+    """conv2d's dilation and groups as primitive attrs, left out when 1 (the ordinary convolution)."""
+    dilation = _int_pair(dilation, "dilation", 1, span)
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise GradError(f"groups must be a positive integer, got {show(groups)}", span)
+    return ({"dilation": dilation} if dilation != (1, 1) else {}) | ({"groups": groups} if groups != 1 else {})
+
+
 @builtin()
-def conv2d(el, span, x, w, stride=1, padding=0):
-    """2-D convolution (cross-correlation) of x [N, C, H, W] with filters w [O, C, KH, KW]"""
+def conv2d(el, span, x, w, stride=1, padding=0, dilation=1, groups=1):
+    """2-D convolution (cross-correlation) of x [N, C, H, W] with filters w [O, C/groups, KH, KW], taps
+    `dilation` apart"""
     x, w = _image_tensor(el, x, "conv2d", span), _image_tensor(el, w, "conv2d (filters)", span)
     return el.emit("conv2d", [x, w], span, stride=_int_pair(stride, "stride", 1, span),
-                   padding=_int_pair(padding, "padding", 0, span))
+                   padding=_int_pair(padding, "padding", 0, span), **_conv_options(dilation, groups, span))
 
 
 @builtin()
-def conv2d_transpose(el, span, x, w, stride=1, padding=0, size=None):
-    """transposed convolution of x [N, C, H, W] with filters w [C, O, KH, KW] (the adjoint of conv2d)"""
+def conv2d_transpose(el, span, x, w, stride=1, padding=0, size=None, dilation=1, groups=1):
+    """transposed convolution of x [N, C, H, W] with filters w [C, O/groups, KH, KW] (the adjoint of conv2d)"""
     x, w = _image_tensor(el, x, "conv2d_transpose", span), _image_tensor(el, w, "conv2d_transpose (filters)", span)
     stride, padding = _int_pair(stride, "stride", 1, span), _int_pair(padding, "padding", 0, span)
+    options = _conv_options(dilation, groups, span)
     if size is None:
-        size = [(x.shape[2 + i] - 1) * stride[i] + w.shape[2 + i] - 2 * padding[i] for i in range(2)]
+        if not all(isinstance(d, int) for d in x.shape[2:] + w.shape[2:]):
+            raise GradError(f"conv2d_transpose needs known spatial sizes, got {fmt_type(x.shape, x.dtype)} and "
+                            f"filters {fmt_type(w.shape, w.dtype)}", span)
+        spacing = options.get("dilation", (1, 1))
+        size = [(x.shape[2 + i] - 1) * stride[i] + spacing[i] * (w.shape[2 + i] - 1) + 1 - 2 * padding[i]
+                for i in range(2)]
     return el.emit("conv2d_transpose", [x, w], span, stride=stride, padding=padding,
-                   size=_int_pair(size, "size", 1, span))
+                   size=_int_pair(size, "size", 1, span), **options)
 
 
 def _pool_settings(el, span, name: str, x, size, stride, padding) -> tuple:
@@ -696,12 +1011,25 @@ def avg_pool2d(el, span, x, size, stride=None, padding=0):
 
 @builtin()
 def take(el, span, x, indices, axis=0):
-    """the slices of x at integer `indices` along `axis` (an embedding lookup: take(table, tokens))"""
-    x, indices = _tensor(el, x, span), _tensor(el, indices, span)
+    """the slices of x at integer `indices` along `axis` (an embedding lookup: take(table, tokens)); indices
+    may be a static list of integers"""
+    x = _tensor(el, x, span)
+    if isinstance(indices, list):
+        array = _int_array(el, indices, "take's list of indices", span, integers_only=True)
+        indices = Tensor(el.graph, el.graph.const(array, "i64", span))
+    indices = _tensor(el, indices, span)
     if indices.dtype not in INTS:
         raise GradError(f"take needs integer indices, got {fmt_type(indices.shape, indices.dtype)}", span)
     if isinstance(axis, bool) or not isinstance(axis, int):
         raise GradError(f"take needs one integer axis, got {describe(axis)}", span)
+    if x.shape and -len(x.shape) <= axis < len(x.shape) and isinstance(x.shape[axis], int) \
+            and indices.graph.op(indices.node) == "const":
+        # indices known now are checked now, where the program names them
+        values, size = indices.graph.attrs(indices.node)["value"], x.shape[axis]
+        wrong = values[(values < 0) | (values >= size)]
+        if wrong.size:
+            raise GradError(f"take: index {wrong.reshape(-1)[0]} is out of range for axis {axis} of "
+                            f"{fmt_type(x.shape, x.dtype)}, which needs 0 ≤ index < {size}", span)
     return el.emit("take", [x, indices], span, axis=axis)
 
 
@@ -777,14 +1105,19 @@ def split(el, span, x, sections, axis=0):
 
 
 @builtin()
-def causal_mask(el, span, n):
-    """a boolean [n, n] matrix, true where column ≤ row: what each position of a sequence may attend to"""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise GradError(f"causal_mask needs a positive integer size, got {describe(n)}", span)
-    check_size((n, n), "bool", "causal_mask", span)   # before the n² bytes are allocated
-    import numpy as np
-    rows = np.arange(n)
-    return Tensor(el.graph, el.graph.const(rows[:, None] >= rows, "bool", span))   # one n² array, no temporaries
+def causal_mask(el, span, n, keys=None):
+    """a boolean [n, keys] matrix (keys: n), true where column ≤ row + keys − n: what each of n queries
+    may attend to, the queries being the last n positions of the keys' sequence"""
+    keys = n if keys is None else keys
+    for size in (n, keys):   # a symbolic size (`x.shape[1]`) is bound at run time
+        if isinstance(size, bool) or not isinstance(size, (int, str)) or isinstance(size, int) and size < 1:
+            raise GradError(f"causal_mask needs a positive integer size, got {show(size)}", span)
+    if isinstance(n, str) or isinstance(keys, str):   # a primitive, checked (n ≤ keys) once the sizes are bound
+        return el.emit("causal_mask", [], span, shape=(n, keys))
+    if n > keys:
+        raise GradError(nn_ops.more_queries(n, keys), span)
+    check_size((n, keys), "bool", "causal_mask", span)   # before the bytes are allocated
+    return Tensor(el.graph, el.graph.const(nn_ops.causal_mask_array(n, keys), "bool", span))
 
 
 @builtin()

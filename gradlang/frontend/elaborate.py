@@ -80,6 +80,10 @@ class Elaborated:
     metrics: list[str]
     float_dtype: str
     outputs: list[str] = field(default_factory=list)   # `output name = …`: what `predict` computes
+    # `state name : … = init`: values kept between steps, read like params, never trained (ParamSpecs)
+    states: dict[str, ParamSpec] = field(default_factory=dict)
+    # the states a training step writes (`update name = …`), each from the graph's output `update:<name>`
+    updates: list[str] = field(default_factory=list)
 
 
 class _Return(Exception):
@@ -93,6 +97,8 @@ class Elaborator:
         self.observer = observer   # told what happens (observe.py); None costs a test per hook site
         self.graph = Graph()
         self.params: dict[str, ParamSpec] = {}
+        self.states: dict[str, ParamSpec] = {}
+        self.updates: dict[str, Span] = {}   # state name → where its update is written
         self.inputs: dict[str, InputSpec] = {}
         self.data: dict[str, DataSpec] = {}
         self.plan: TrainPlan | None = None
@@ -140,8 +146,13 @@ class Elaborator:
                             module.span)   # (an empty module's span is its line 1, column 1)
         if self.plan is not None and "loss" in self.plan.settings:
             self.check_trained_loss()
+        if self.states and self.plan is not None and "phases" in self.plan.settings:
+            first = next(iter(self.states.values()))
+            raise GradError("a program with state (batch norm's running statistics, say) cannot train in phases: "
+                            "which phase's step would update it? Train it with one loss", self.plan.spans["phases"],
+                            (f"the first state is declared at {first.span}",))
         return Elaborated(self.graph, self.params, self.inputs, self.data, self.plan,
-                          self.losses, self.metrics, self.float, self.outputs)
+                          self.losses, self.metrics, self.float, self.outputs, self.states, list(self.updates))
 
     def check_trained_loss(self) -> None:
         """The train block's `loss` names a loss the program declares (perhaps after the block)."""
@@ -238,6 +249,13 @@ class Elaborator:
             if layer is not None:
                 layer.params.append(tensor)
             self.define(scope, stmt.name, tensor, stmt)
+        elif isinstance(stmt, ast.StateDecl):
+            self._allowed(stmt, context, "a state declaration", "main", "layer")
+            prefix = f"{layer.name}." if layer is not None else ""
+            self.define(scope, stmt.name, self.declare_param(stmt, prefix + stmt.name, scope, "state"), stmt)
+        elif isinstance(stmt, ast.Update):
+            self._allowed(stmt, context, "update", "main", "layer", "function")
+            self.update_state(stmt, scope)
         elif isinstance(stmt, ast.DataDecl):
             self._allowed(stmt, context, "a data declaration", "main")
             value = self.eval(stmt.value, scope)
@@ -360,7 +378,7 @@ class Elaborator:
                 layer.params.extend(instance.params)
         if isinstance(value, Tensor) and value.graph is self.graph:
             data = self.graph.data(value.node)
-            if data["name"] is None and data["op"] not in ("input", "param"):
+            if data["name"] is None and data["op"] not in ("input", "param", "state"):
                 data["name"] = prefix + name
         return value
 
@@ -446,18 +464,26 @@ class Elaborator:
         node = self.graph.add("input", (), {"name": stmt.name, "shape": shape, "dtype": dtype}, stmt.span)
         return Tensor(self.graph, node)
 
-    def declare_param(self, stmt: ast.ParamDecl, qualified: str, scope: Scope) -> Tensor:
-        if qualified in self.params:
-            raise GradError(f"param {qualified!r} is declared twice", stmt.span)
+    def declare_param(self, stmt: ast.ParamDecl | ast.StateDecl, qualified: str, scope: Scope,
+                      kind: str = "param") -> Tensor:
+        """A param, or (`kind` "state") a state: declared alike, but a state starts at zeros unless told
+        otherwise, and no optimizer trains it."""
+        if qualified in self.params or qualified in self.states:
+            other = "param" if qualified in self.params else "state"
+            raise GradError(f"{kind} {qualified!r} is declared twice" if other == kind else
+                            f"{kind} {qualified!r}: the name is already a {other}'s", stmt.span)
         dtype = self.resolve_dtype(stmt.type, self.float)
         if dtype not in FLOATS:
-            raise GradError(f"a param must be a float, got {dtype}", stmt.type.span)
+            raise GradError(f"a {kind} must be a float, got {dtype}", stmt.type.span)
         shape = self.eval_dims(stmt.type, scope, symbolic_ok=False)
-        self.param_bytes += check_size(shape, dtype, f"param {qualified}", stmt.type.span)
+        self.param_bytes += check_size(shape, dtype, f"{kind} {qualified}", stmt.type.span)
         if self.param_bytes > memory_limit():
             raise GradError(f"the params declared so far need {self.param_bytes:,} bytes, more than the limit of "
                             f"{memory_limit():,} bytes (the machine's memory, or $GRADLANG_MAX_BYTES)", stmt.span)
-        init = bi.default_init(shape) if stmt.init is None else self.eval(stmt.init, scope)
+        if stmt.init is None:
+            init = bi.default_init(shape) if kind == "param" else InitSpec("zeros")
+        else:
+            init = self.eval(stmt.init, scope)
         if isinstance(init, Builtin) and init.name in bi.INITIALIZERS:
             init = init.impl(self, stmt.init.span)
         if isinstance(init, (int, float)) and not isinstance(init, bool):
@@ -465,13 +491,53 @@ class Elaborator:
         elif isinstance(init, list):
             init = self.literal_init(init, shape, stmt.init.span)
         if not isinstance(init, InitSpec):
-            raise GradError(f"a param's initialiser must be one of {', '.join(bi.INITIALIZERS)} or a number, "
+            raise GradError(f"a {kind}'s initialiser must be one of {', '.join(bi.INITIALIZERS)} or a number, "
                             f"got {describe(init)}", (stmt.init or stmt).span)
         _fitting_all(np.asarray(init.args, dtype=np.float64), dtype, (stmt.init or stmt).span)
-        self.params[qualified] = ParamSpec(shape, dtype, init, stmt.span)
+        (self.params if kind == "param" else self.states)[qualified] = ParamSpec(shape, dtype, init, stmt.span)
         self.param_roots.add(qualified.split(".")[0])
-        node = self.graph.add("param", (), {"name": qualified, "shape": shape, "dtype": dtype}, stmt.span)
+        node = self.graph.add(kind, (), {"name": qualified, "shape": shape, "dtype": dtype}, stmt.span)
         return Tensor(self.graph, node)
+
+    def update_state(self, stmt: ast.Update, scope: Scope) -> None:
+        """`update NAME = value`: the state NAME names takes `value` after each training step (an output
+        `update:<state>` of the graph, computed by the step from its own forward values; no gradient is
+        taken of it). Evaluation never writes a state; a training step writes each at most once."""
+        where = _name_span(stmt, "update")
+        try:
+            target = scope.lookup(stmt.name)
+        except KeyError:
+            close = _closest(stmt.name, scope.names())
+            raise GradError(f"unknown name {stmt.name!r}" + (f"; did you mean {close!r}?" if close else "")
+                            + " (`update` writes a state declared with `state NAME : [shape] = init`)", where) from None
+        if not isinstance(target, Tensor) or target.graph is not self.graph or self.graph.op(target.node) != "state":
+            what = f"the param {self.graph.attrs(target.node)['name']!r}" if isinstance(target, Tensor) \
+                and target.graph is self.graph and self.graph.op(target.node) == "param" else describe(target)
+            raise GradError(f"`update` writes a state (declared `state {stmt.name} : [shape] = init`), but "
+                            f"{stmt.name} is {what}", where)
+        name = self.graph.attrs(target.node)["name"]
+        value = self.eval(stmt.value, scope)   # (first: a call in it may update the state too)
+        if name in self.updates:
+            first = self.updates[name]
+            raise GradError(f"state {name!r} is updated twice (first at {first}): a training step writes each state "
+                            "once (is its layer called twice?)", stmt.span)
+        if not isinstance(value, Tensor):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise GradError(f"the new value of state {name!r} must be a tensor or a number, got "
+                                f"{describe(value)}", stmt.value.span)
+            value = self.to_tensor(value, stmt.value.span, like=target)
+        if value.graph is not self.graph:
+            raise GradError("a state's new value must be computed from the model, not the training plan",
+                            stmt.value.span)
+        if value.dtype != target.dtype:
+            raise GradError(f"state {name!r} is {fmt_type(target.shape, target.dtype)}, but its new value is "
+                            f"{fmt_type(value.shape, value.dtype)}; convert it with float(...)", stmt.value.span)
+        if value.shape != target.shape:
+            hint = "; reduce it over the batch (mean(..., axis: 0))" if len(value.shape) > len(target.shape) else ""
+            raise GradError(f"state {name!r} is {fmt_type(target.shape, target.dtype)}, but its new value is "
+                            f"{fmt_type(value.shape, value.dtype)}{hint}", stmt.value.span)
+        self.updates[name] = self.graph.site or stmt.span   # (in library code: the user's call)
+        self.graph.outputs[f"update:{name}"] = value.node
 
     def literal_init(self, values: list, shape: tuple, span: Span) -> InitSpec:
         array = self.array_of(values, "a param's initial values", span)

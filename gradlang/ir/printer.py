@@ -63,12 +63,12 @@ def is_inline(graph: Graph, node: int) -> bool:
 def print_order(graph: Graph, roots=None) -> list[int]:
     """The nodes `roots` need (all nodes if None) in the order they are printed: a topological order.
 
-    Inputs and params come first; then a depth-first walk from each forward output, then from each
+    Inputs, params and state come first; then a depth-first walk from each forward output, then from each
     gradient output (`grad:*`, last param first), so every value appears just before its first use;
     then whatever no output needs, by creation order.
     """
     keep = graph.reachable(roots) if roots is not None else set(graph.nx.nodes)
-    leaves = sorted(n for n in keep if graph.op(n) in ("input", "param"))
+    leaves = sorted(n for n in keep if graph.op(n) in ("input", "param") or graph.op(n) == "state")
     outputs = [v for k, v in graph.outputs.items() if not k.startswith("grad:")]
     outputs += [v for k, v in reversed(graph.outputs.items()) if k.startswith("grad:")]
     order, seen = [], set(leaves)
@@ -93,7 +93,7 @@ def print_order(graph: Graph, roots=None) -> list[int]:
 
 def _base_name(graph: Graph, node: int) -> str | None:
     d = graph.data(node)
-    if d["op"] in ("input", "param"):
+    if d["op"] in ("input", "param") or d["op"] == "state":
         return d["attrs"]["name"]
     if d["op"] == "const" and d["name"] is None:
         return None
@@ -150,7 +150,7 @@ def node_rhs(graph: Graph, node: int, operand) -> str:
     """The right-hand side of a node's line, `matmul %x, %W`; `operand(id)` writes each operand."""
     d = graph.data(node)
     op, attrs = d["op"], dict(d["attrs"])
-    if op in ("input", "param"):
+    if op in ("input", "param") or op == "state":
         return op
     if op == "const":
         return f"const {fmt_const(attrs['value'])}"

@@ -117,8 +117,9 @@ def training_step_cost(program, batch: int | None) -> StepCost:
         raise GradError(f"the cost depends on the batch size ({', '.join(sorted(symbolic))}): say --batch N")
     bindings = {d: batch for d in symbolic}
     loss = program.loss_output()
-    step = program.gradient_graph()
-    step_outputs = [loss] + [f"grad:{p}" for p in program.param_names]
+    step = program.graphs.for_mode(program.gradient_graph(), training=True)   # the branches a training step takes
+    step_outputs = [loss] + [f"grad:{p}" for p in program.param_names] + \
+        [f"update:{n}" for n in program.elaborated.updates]
     forward, backward = PassCost(), PassCost()
     for node in step.order(roots=[step.outputs[o] for o in step_outputs]):
         part = backward if step.data(node)["role"] == "grad" else forward
@@ -126,7 +127,7 @@ def training_step_cost(program, batch: int | None) -> StepCost:
         part.flops += flops
         if flops:
             part.flops_by_op[step.op(node)] += flops
-    forward.peak_bytes = _peak_bytes(program.forward_graph, [loss], bindings)
+    forward.peak_bytes = _peak_bytes(program.graphs.for_mode(program.forward_graph, training=True), [loss], bindings)
     backward.peak_bytes = _peak_bytes(step, step_outputs, bindings)
     params = [(spec.shape, spec.dtype) for spec in program.elaborated.params.values()]
     inputs = [(info.shape, info.dtype) for info in program.inputs.values()]

@@ -23,7 +23,8 @@ from ..ops import registry
 from ..ops.nn_ops import CHUNK_ELEMENTS, MaxPool
 from ..ops.primitives import SoftmaxCrossEntropy
 from ..ops.registry import VIEW, RunContext
-from ..ops.shapes import DTYPES, broadcast, resolve
+from ..ops.shapes import DTYPES, ShapeError, broadcast, resolve
+from ..passes.modes import for_mode
 
 
 @dataclass
@@ -32,7 +33,7 @@ class Schedule:
     n_slots: int
     preloaded: dict        # slot → array computed at schedule time
     input_slots: dict      # input name → slot
-    param_slots: dict      # param name → slot
+    param_slots: dict      # param (or state) name → slot
     output_slots: list     # slot of each requested output, in order
     nodes: list            # the node computed by each step (for error reporting and profiling)
     # per output: its memory belongs to this step alone (a kernel's fresh result, no view, constant,
@@ -364,7 +365,10 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
              disabled: frozenset = frozenset()) -> Schedule:
     """The schedule of `outputs`. With `reuse_buffers`, large matrix products live in memory allocated
     once (see `_reuse_buffers`): each run then overwrites the outputs of the one before. The rewrites
-    named in `disabled` (REWRITES) are not made; the schedule counts the calls each one changed."""
+    named in `disabled` (REWRITES) are not made; the schedule counts the calls each one changed. A value
+    that depends on the kind of run (`training(a, b)`) is the branch `context` chooses (evaluation without
+    one): the other branch is not computed."""
+    graph = for_mode(graph, context is not None and context.training)
     roots = [graph.outputs[name] for name in outputs]
     order = graph.order(roots=roots)
     slot = {node: i for i, node in enumerate(order)}
@@ -378,7 +382,7 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
         if op == "input":
             input_slots[d["attrs"]["name"]] = slot[node]
             continue
-        if op == "param":
+        if op == "param" or op == "state":   # a state is read as a param is (its name is no param's)
             param_slots[d["attrs"]["name"]] = slot[node]
             continue
         prim = registry.get(op)
@@ -391,10 +395,13 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
                             "value", d.get("site") or d["span"]) from None
         if not registry.has(op, VIEW):   # refused before a kernel allocates it, naming the op and its line
             check_size(out_shape, d["dtype"], f"the result of {op}", d.get("site") or d["span"])
-        if prim.random:
-            kernel = prim.kernel(attrs, in_shapes, out_shape, d["dtype"], context or RunContext(None, False))
-        else:
-            kernel = prim.kernel(attrs, in_shapes, out_shape, d["dtype"])
+        try:
+            if prim.random:
+                kernel = prim.kernel(attrs, in_shapes, out_shape, d["dtype"], context or RunContext(None, False))
+            else:
+                kernel = prim.kernel(attrs, in_shapes, out_shape, d["dtype"])
+        except ShapeError as err:   # what only the bound sizes show (a causal mask's queries outnumbering keys)
+            raise GradError(str(err), d.get("site") or d["span"]) from None
         if guarded(graph, node):
             guards[node] = (prim.index.position, prim.index.bound(attrs, in_shapes), prim.index.noun)
             kernel = IndexGuard(kernel, *guards[node])
@@ -434,7 +441,7 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     keep = set(roots) | set(static)
     frees: list[list[int]] = [[] for _ in calls]
     for node, i in last_use.items():
-        if node not in keep and graph.op(node) not in ("input", "param"):
+        if node not in keep and graph.op(node) not in ("input", "param", "state"):
             frees[i].append(slot[node])
     _check_peak_memory(graph, calls, frees, slot, bindings)
     steps = [(call.kernel, tuple(slot[o] for o in call.operands), slot[call.node], tuple(frees[i]))

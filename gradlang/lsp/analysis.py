@@ -44,8 +44,8 @@ from ..frontend.values import (
 from ..ops.shapes import fmt_type
 from ..resources import stdlib_dir
 
-KEYWORDS = ("import", "from", "as", "input", "param", "data", "fn", "layer", "forward", "loss", "metric",
-            "output", "train", "for", "in", "if", "else", "return", "true", "false")
+KEYWORDS = ("import", "from", "as", "input", "param", "state", "update", "data", "fn", "layer", "forward", "loss",
+            "metric", "output", "train", "for", "in", "if", "else", "return", "true", "false")
 # top-level statements that make a file a program; a file with none of them is a library module
 _PROGRAM_STATEMENTS = (ast.InputDecl, ast.ParamDecl, ast.DataDecl, ast.LossDecl, ast.MetricDecl,
                        ast.OutputDecl, ast.TrainBlock)
@@ -262,7 +262,7 @@ def _binding_of(bindings: dict, scope: Scope, name: str) -> Location | None:
 
 
 def _bound_name(stmt) -> str | None:
-    if isinstance(stmt, (ast.Assign, ast.InputDecl, ast.ParamDecl, ast.DataDecl, ast.MetricDecl,
+    if isinstance(stmt, (ast.Assign, ast.InputDecl, ast.ParamDecl, ast.StateDecl, ast.DataDecl, ast.MetricDecl,
                          ast.OutputDecl, ast.FnDef, ast.LayerDef)):
         return stmt.name
     if isinstance(stmt, ast.LossDecl):
@@ -274,7 +274,8 @@ def _bound_name(stmt) -> str | None:
 
 def _keyword(stmt) -> str:
     """The keyword a statement starts with, skipped when looking for the name it binds."""
-    return {ast.InputDecl: "input", ast.ParamDecl: "param", ast.DataDecl: "data", ast.MetricDecl: "metric",
+    return {ast.InputDecl: "input", ast.ParamDecl: "param", ast.StateDecl: "state", ast.DataDecl: "data",
+            ast.MetricDecl: "metric",
             ast.OutputDecl: "output", ast.FnDef: "fn", ast.LayerDef: "layer", ast.LossDecl: "loss",
             ast.For: "for", ast.Import: "import", ast.FromImport: "from"}.get(type(stmt), "")
 
@@ -314,7 +315,7 @@ def _definition_of(value, document: Source) -> Location | None:
         span, name = value.span, value.name
     elif isinstance(value, LayerDef):
         span, name = value.node.span, value.node.name
-    elif isinstance(value, Tensor) and value.graph.op(value.node) in ("input", "param"):
+    elif isinstance(value, Tensor) and value.graph.op(value.node) in ("input", "param", "state"):
         span, name = value.graph.span(value.node), value.graph.attrs(value.node)["name"].split(".")[-1]
     else:
         return None
@@ -363,7 +364,7 @@ def _summary(value, type_text: str | None) -> str:
     """One line saying what a value is."""
     if type_text is not None:
         op = value.graph.op(value.node)
-        if op == "param" or op == "input" and "training-plan" not in type_text:
+        if op == "param" or op == "state" or op == "input" and "training-plan" not in type_text:
             return f"{op} {value.graph.attrs(value.node)['name']} : {type_text}"
         return type_text
     if isinstance(value, bool):

@@ -1,13 +1,16 @@
 """Primitives for deep-learning layers, each defined once: shape rule, kernel factory, VJP rule.
 
-- **Convolution** (NCHW, stride and zero padding): `conv2d(x, w)`, with two companions that are its
-  derivatives — `conv2d_transpose(g, w)` (the adjoint in x: a transposed convolution) and
-  `conv2d_filter_grad(x, g)` (the derivative in w). The three are bilinear and closed under VJP:
+- **Convolution** (NCHW, stride, zero padding, dilation and groups): `conv2d(x, w)`, with two
+  companions that are its derivatives — `conv2d_transpose(g, w)` (the adjoint in x: a transposed
+  convolution) and `conv2d_filter_grad(x, g)` (the derivative in w). The three are bilinear and closed under VJP:
   each one's cotangents are the other two, so gradients of gradients work. Kernels copy the
   sliding windows of a channels-last copy of the image into rows (im2col, channels innermost) and
   contract them with one matrix product (BLAS) per chunk of the batch: no loop over pixels. The
   transposed convolution is itself a convolution at stride 1 (of the padded gradient with flipped
   filters); at other strides it adds each of the KH·KW offsets' products back into the image.
+  Dilation or groups (attrs present only when not 1) take `GroupedConv2d`'s kernels, the same
+  gathering with taps `dilation` apart and one batched product over the groups; the ordinary
+  convolution keeps its own kernels, untouched.
 - **Windows**: `patches2d(x)` lays out every (strided, padded) window of x on two new trailing axes,
   `[N, C, OH, OW, KH, KW]`; its adjoint `patches2d_transpose` adds windows back into an image.
   Average pooling is `reduce_sum` over the window axes.
@@ -17,6 +20,7 @@
 - **Gather**: `take(x, indices)` picks slices of x along an axis by integer indices (an embedding
   lookup); its adjoint `scatter_add(g, indices)` adds rows back (repeated indices accumulate).
 - **Joining**: `concat(x0, x1, …)` along an axis; its VJP slices the cotangent (`slice` exists).
+- **Masks**: `causal_mask`, attention's causal mask when a sequence length is symbolic.
 - **Noise**: `random_normal`, standard normal samples drawn every run (a GAN generator's input).
 
 Integer index operands receive no gradient.
@@ -69,12 +73,51 @@ def _window_attrs(op: str, attrs: dict) -> tuple:
     return stride, padding
 
 
-def _out_size(op: str, size: tuple, kernel: tuple, stride: tuple, padding: tuple) -> tuple[int, int]:
+def _conv_options(op: str, attrs: dict) -> tuple:
+    """Check a convolution's dilation and groups; return (dilation, groups). Stored in attrs only when
+    not the defaults (1 and 1), so that an ordinary convolution's node reads as it always has."""
+    dilation = _pair(attrs.pop("dilation", 1), f"{op} dilation", 1)
+    groups = attrs.pop("groups", 1)
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ShapeError(f"{op} groups must be a positive integer, got {groups!r}")
+    if dilation != (1, 1):
+        attrs["dilation"] = dilation
+    if groups != 1:
+        attrs["groups"] = groups
+    return dilation, groups
+
+
+def _conv_attrs(attrs: dict) -> dict:
+    """A convolution node's attrs its companions (its VJPs) take over: stride, padding and, when not the
+    defaults, dilation and groups."""
+    return {k: attrs[k] for k in ("stride", "padding", "dilation", "groups") if k in attrs}
+
+
+def _is_plain(attrs: dict) -> bool:
+    """No dilation and one group: the fast kernels of the ordinary convolution apply."""
+    return "dilation" not in attrs and "groups" not in attrs
+
+
+def _check_groups(op: str, groups: int, channels: int, out_channels: int) -> None:
+    if channels % groups or out_channels % groups:
+        raise ShapeError(f"{op}: groups: {groups} must divide both channel counts, but the input has {channels} "
+                         f"channels and the output {out_channels}")
+
+
+def _span(kernel: tuple, dilation: tuple) -> tuple:
+    """The extent of a kernel whose taps are `dilation` apart: d·(k − 1) + 1."""
+    return tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+
+
+def _out_size(op: str, size: tuple, kernel: tuple, stride: tuple, padding: tuple,
+              dilation: tuple = (1, 1)) -> tuple[int, int]:
     out = []
-    for n, k, s, p in zip(size, kernel, stride, padding):
+    span = _span(kernel, dilation)
+    for n, k, s, p in zip(size, span, stride, padding):
         if n + 2 * p < k:
-            raise ShapeError(f"{op}: a {kernel[0]}×{kernel[1]} window does not fit a {size[0]}×{size[1]} image "
-                             f"padded by {padding}")
+            window = f"a {kernel[0]}×{kernel[1]} window" + (
+                "" if dilation == (1, 1) else f" dilated by {dilation} (spanning {span[0]}×{span[1]})")
+            raise ShapeError(f"{op}: {window} does not fit a {size[0]}×{size[1]} image padded by {padding}")
         out.append((n + 2 * p - k) // s + 1)
     return tuple(out)
 
@@ -153,10 +196,15 @@ def _conv2d_infer(shapes, dtypes, attrs):
     dtype = _need_floats("conv2d", shapes, dtypes)
     _image("conv2d", x)
     _filters("conv2d", w)
-    if x[1] != w[1]:
-        raise ShapeError(f"conv2d: the input has {x[1]} channels but the filter {fmt_shape(w)} expects {w[1]}")
+    dilation, groups = _conv_options("conv2d", attrs)
+    _check_groups("conv2d", groups, x[1], w[0])
+    if x[1] != w[1] * groups:
+        if groups == 1:
+            raise ShapeError(f"conv2d: the input has {x[1]} channels but the filter {fmt_shape(w)} expects {w[1]}")
+        raise ShapeError(f"conv2d: the input's {x[1]} channels in {groups} groups are {x[1] // groups} per group, "
+                         f"but the filter {fmt_shape(w)} expects {w[1]} per group")
     stride, padding = _window_attrs("conv2d", attrs)
-    oh, ow = _out_size("conv2d", x[2:], w[2:], stride, padding)
+    oh, ow = _out_size("conv2d", x[2:], w[2:], stride, padding, dilation)
     return (x[0], w[0], oh, ow), dtype
 
 
@@ -188,20 +236,103 @@ class Conv2d:
         return np.ascontiguousarray(rows.reshape(kh, kw, c, o).transpose(3, 2, 0, 1))
 
 
+class GroupedConv2d:
+    """The kernels of conv2d, of its filter gradient and of conv2d_transpose with dilation or groups
+    (the ordinary convolution keeps `Conv2d` and `_plain_transpose`). Filters [O, C/G, KH, KW] see the
+    input's channels in G groups; the windows are gathered as in `_im2col` (KH·KW taps `dilation`
+    apart, channels innermost), laid out [G, rows, KH·KW·C/G], and each group is one product of a
+    batched matrix product per chunk of the batch."""
+
+    def __init__(self, attrs: dict, x_shape: tuple, kernel: tuple, out_channels: int):
+        self.stride, self.padding, self.kernel = attrs["stride"], attrs["padding"], tuple(kernel)
+        self.dilation, self.groups = attrs.get("dilation", (1, 1)), attrs.get("groups", 1)
+        self.channels, self.out_channels = x_shape[1], out_channels
+        self.size = tuple(x_shape[2:])
+        self.oh, self.ow = _out_size("conv2d", self.size, self.kernel, self.stride, self.padding, self.dilation)
+        self.per_example = self.channels * self.kernel[0] * self.kernel[1] * self.oh * self.ow
+
+    def _cols(self, x):
+        """The windows of the NCHW array x as [G, n·OH·OW, KH·KW·C/G]."""
+        (kh, kw), (sh, sw), (dh, dw), groups = self.kernel, self.stride, self.dilation, self.groups
+        spans = _span(self.kernel, self.dilation)
+        windows = sliding_window_view(_nhwc(x, self.padding), spans, axis=(1, 2))[:, ::sh, ::sw, :, ::dh, ::dw]
+        n, oh, ow, c = windows.shape[:4]
+        cg = c // groups
+        cols = np.empty((groups, n, oh, ow, kh, kw, cg), dtype=x.dtype)
+        cols[...] = windows.reshape(n, oh, ow, groups, cg, kh, kw).transpose(3, 0, 1, 2, 5, 6, 4)
+        return cols.reshape(groups, n * oh * ow, kh * kw * cg)
+
+    def _rows(self, g):
+        """The [n, O, OH, OW] array g as each group's rows [G, n·OH·OW, O/G]."""
+        n, groups = len(g), self.groups
+        og = self.out_channels // groups
+        return g.reshape(n, groups, og, self.oh, self.ow).transpose(1, 0, 3, 4, 2).reshape(groups, -1, og)
+
+    def _filters(self, w):
+        """Filters [O, C/G, KH, KW] as [G, KH·KW·C/G, O/G], in the order of `_cols`' columns."""
+        o, cg, kh, kw = w.shape
+        groups = self.groups
+        return w.reshape(groups, o // groups, cg, kh, kw).transpose(0, 3, 4, 2, 1).reshape(groups, -1, o // groups)
+
+    def forward(self, x, w):
+        o, oh, ow, groups = self.out_channels, self.oh, self.ow, self.groups
+        out = np.empty((len(x), o, oh, ow), dtype=np.result_type(x, w))
+        filters = self._filters(w)
+        for part in _batch_chunks(len(x), self.per_example):
+            product = np.matmul(self._cols(x[part]), filters)                   # [G, n·OH·OW, O/G]
+            n = len(product[0]) // (oh * ow)
+            out[part].reshape(n, groups, o // groups, oh, ow)[...] = (
+                product.reshape(groups, n, oh, ow, o // groups).transpose(1, 0, 4, 2, 3))
+        return out
+
+    def filter_gradient(self, x, g, dtype):
+        (kh, kw), groups, o = self.kernel, self.groups, self.out_channels
+        cg = self.channels // groups
+        rows = np.zeros((groups, kh * kw * cg, o // groups), dtype=dtype)
+        for part in _batch_chunks(len(x), self.per_example):
+            rows += np.matmul(self._cols(x[part]).transpose(0, 2, 1), self._rows(g[part]))
+        return np.ascontiguousarray(rows.reshape(groups, kh, kw, cg, o // groups).transpose(0, 4, 3, 1, 2)
+                                    .reshape(o, cg, kh, kw))
+
+    def input_gradient(self, g, w, target):
+        """conv2d_transpose: as `_plain_transpose`, one product per tap (per group, batched), added where
+        the tap's values came from — `dilation` apart."""
+        (kh, kw), (sh, sw), (dh, dw), (ph, pw) = self.kernel, self.stride, self.dilation, self.padding
+        oh, ow, groups, (h, wd), c = self.oh, self.ow, self.groups, self.size, self.channels
+        cg = c // groups
+        out = np.empty((len(g), c, h, wd), dtype=target)
+        taps = [np.ascontiguousarray(w[:, :, i, j].reshape(groups, -1, cg), dtype=target)
+                for i in range(kh) for j in range(kw)]                          # [G, O/G, C/G] each
+        for part in _batch_chunks(len(g), (self.out_channels + c) * oh * ow):
+            rows = self._rows(g[part]).astype(target, copy=False)
+            n = rows.shape[1] // (oh * ow)
+            product = np.empty((groups, rows.shape[1], cg), dtype=target)
+            image = np.zeros((n, h + 2 * ph, wd + 2 * pw, groups, cg), dtype=target)
+            for k, filters in enumerate(taps):
+                i, j = divmod(k, kw)
+                np.matmul(rows, filters, out=product)
+                image[:, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw] += (
+                    product.reshape(groups, n, oh, ow, cg).transpose(1, 2, 3, 0, 4))
+            out[part] = image[:, ph:ph + h, pw:pw + wd].reshape(n, h, wd, c).transpose(0, 3, 1, 2)
+        return out
+
+
 def _conv2d_kernel(attrs, in_shapes, out_shape, dtype):
-    return Conv2d(attrs, in_shapes[0], in_shapes[1][2:], out_shape[1]).forward
+    kind = Conv2d if _is_plain(attrs) else GroupedConv2d
+    return kind(attrs, in_shapes[0], in_shapes[1][2:], out_shape[1]).forward
 
 
 def _vjp_conv2d(e, n, g):
     x, w = n.operands
-    stride, padding = n.attrs["stride"], n.attrs["padding"]
-    return [lambda: e("conv2d_transpose", g, w, stride=stride, padding=padding, size=tuple(e.shape(x)[2:])),
-            lambda: e("conv2d_filter_grad", x, g, stride=stride, padding=padding, kernel=tuple(e.shape(w)[2:]))]
+    conv = _conv_attrs(n.attrs)
+    return [lambda: e("conv2d_transpose", g, w, size=tuple(e.shape(x)[2:]), **conv),
+            lambda: e("conv2d_filter_grad", x, g, kernel=tuple(e.shape(w)[2:]), **conv)]
 
 
 define("conv2d", 2, _conv2d_infer, _conv2d_kernel, _vjp_conv2d,
-       "2-D cross-correlation of x [N, C, H, W] with filters w [O, C, KH, KW] → [N, O, OH, OW] "
-       "(attrs: stride, padding — zero padding on each side)")
+       "2-D cross-correlation of x [N, C, H, W] with filters w [O, C/G, KH, KW] → [N, O, OH, OW] "
+       "(attrs: stride, padding — zero padding on each side; dilation — the taps' spacing, and groups G — "
+       "output channel o sees input channels of group o // (O/G) only; both absent when 1)")
 
 
 def _conv_transpose_infer(shapes, dtypes, attrs):
@@ -209,18 +340,29 @@ def _conv_transpose_infer(shapes, dtypes, attrs):
     dtype = _need_floats("conv2d_transpose", shapes, dtypes)
     _image("conv2d_transpose", g)
     _filters("conv2d_transpose", w)
+    dilation, groups = _conv_options("conv2d_transpose", attrs)
     if g[1] != w[0]:
         raise ShapeError(f"conv2d_transpose: the input has {g[1]} channels but the filter {fmt_shape(w)} "
                          f"maps {w[0]} channels")
+    _check_groups("conv2d_transpose", groups, g[1], w[1] * groups)
     stride, padding = _window_attrs("conv2d_transpose", attrs)
     size = attrs["size"] = _pair(attrs["size"], "conv2d_transpose size", 1)
-    if _out_size("conv2d_transpose", size, w[2:], stride, padding) != tuple(g[2:]):
+    if _out_size("conv2d_transpose", size, w[2:], stride, padding, dilation) != tuple(g[2:]):
+        spacing = "" if dilation == (1, 1) else f", dilation {dilation}"
         raise ShapeError(f"conv2d_transpose: a {size[0]}×{size[1]} output does not convolve back to the "
-                         f"input's {g[2]}×{g[3]} (filter {w[2]}×{w[3]}, stride {stride}, padding {padding})")
-    return (g[0], w[1]) + size, dtype
+                         f"input's {g[2]}×{g[3]} (filter {w[2]}×{w[3]}, stride {stride}, padding {padding}"
+                         f"{spacing})")
+    return (g[0], w[1] * groups) + size, dtype
 
 
 def _conv_transpose_kernel(attrs, in_shapes, out_shape, dtype):
+    if not _is_plain(attrs):
+        conv, target = GroupedConv2d(attrs, out_shape, in_shapes[1][2:], in_shapes[0][1]), DTYPES[dtype]
+        return lambda g, w: conv.input_gradient(g, w, target)
+    return _plain_transpose(attrs, in_shapes, out_shape, dtype)
+
+
+def _plain_transpose(attrs, in_shapes, out_shape, dtype):
     stride, padding, size = attrs["stride"], attrs["padding"], attrs["size"]
     kernel, target = tuple(in_shapes[1][2:]), DTYPES[dtype]
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
@@ -252,14 +394,14 @@ def _conv_transpose_kernel(attrs, in_shapes, out_shape, dtype):
 
 def _vjp_conv_transpose(e, n, g):
     y, w = n.operands            # y: conv2d_transpose's own `g`, an [N, O, OH, OW] cotangent of conv2d
-    stride, padding = n.attrs["stride"], n.attrs["padding"]
-    return [lambda: e("conv2d", g, w, stride=stride, padding=padding),
-            lambda: e("conv2d_filter_grad", g, y, stride=stride, padding=padding, kernel=tuple(e.shape(w)[2:]))]
+    conv = _conv_attrs(n.attrs)
+    return [lambda: e("conv2d", g, w, **conv),
+            lambda: e("conv2d_filter_grad", g, y, kernel=tuple(e.shape(w)[2:]), **conv)]
 
 
 define("conv2d_transpose", 2, _conv_transpose_infer, _conv_transpose_kernel, _vjp_conv_transpose,
-       "the adjoint of conv2d in its input: g [N, O, OH, OW] and filters w [O, C, KH, KW] → [N, C, H, W] "
-       "(attrs: stride, padding, size = (H, W)); a transposed convolution")
+       "the adjoint of conv2d in its input: g [N, O, OH, OW] and filters w [O, C/G, KH, KW] → [N, C, H, W] "
+       "(attrs: stride, padding, size = (H, W), dilation, groups G); a transposed convolution")
 
 
 def _filter_grad_infer(shapes, dtypes, attrs):
@@ -270,15 +412,18 @@ def _filter_grad_infer(shapes, dtypes, attrs):
     if x[0] != g[0]:
         raise ShapeError(f"conv2d_filter_grad: batch dimensions differ: {fmt_shape(x)} and {fmt_shape(g)}")
     kernel = attrs["kernel"] = _pair(attrs["kernel"], "conv2d_filter_grad kernel", 1)
+    dilation, groups = _conv_options("conv2d_filter_grad", attrs)
+    _check_groups("conv2d_filter_grad", groups, x[1], g[1])
     stride, padding = _window_attrs("conv2d_filter_grad", attrs)
-    if _out_size("conv2d_filter_grad", x[2:], kernel, stride, padding) != tuple(g[2:]):
+    if _out_size("conv2d_filter_grad", x[2:], kernel, stride, padding, dilation) != tuple(g[2:]):
         raise ShapeError(f"conv2d_filter_grad: a {kernel[0]}×{kernel[1]} filter over {fmt_shape(x)} does not "
                          f"give {fmt_shape(g)}")
-    return (g[1], x[1]) + kernel, dtype
+    return (g[1], x[1] // groups) + kernel, dtype
 
 
 def _filter_grad_kernel(attrs, in_shapes, out_shape, dtype):
-    conv, target = Conv2d(attrs, in_shapes[0], attrs["kernel"], out_shape[0]), DTYPES[dtype]
+    kind = Conv2d if _is_plain(attrs) else GroupedConv2d
+    conv, target = kind(attrs, in_shapes[0], attrs["kernel"], out_shape[0]), DTYPES[dtype]
 
     def conv2d_filter_grad(x, g):
         return conv.filter_gradient(x, g, target)
@@ -287,14 +432,14 @@ def _filter_grad_kernel(attrs, in_shapes, out_shape, dtype):
 
 def _vjp_filter_grad(e, n, g):
     x, y = n.operands            # y: conv2d_filter_grad's own `g`, an [N, O, OH, OW] cotangent of conv2d
-    stride, padding = n.attrs["stride"], n.attrs["padding"]
-    return [lambda: e("conv2d_transpose", y, g, stride=stride, padding=padding, size=tuple(e.shape(x)[2:])),
-            lambda: e("conv2d", x, g, stride=stride, padding=padding)]
+    conv = _conv_attrs(n.attrs)
+    return [lambda: e("conv2d_transpose", y, g, size=tuple(e.shape(x)[2:]), **conv),
+            lambda: e("conv2d", x, g, **conv)]
 
 
 define("conv2d_filter_grad", 2, _filter_grad_infer, _filter_grad_kernel, _vjp_filter_grad,
-       "the derivative of conv2d in its filters: x [N, C, H, W] and g [N, O, OH, OW] → [O, C, KH, KW] "
-       "(attrs: stride, padding, kernel = (KH, KW))")
+       "the derivative of conv2d in its filters: x [N, C, H, W] and g [N, O, OH, OW] → [O, C/G, KH, KW] "
+       "(attrs: stride, padding, kernel = (KH, KW), dilation, groups G)")
 
 
 # ---- windows (pooling) ---------------------------------------------------------------------------
@@ -613,6 +758,46 @@ def _vjp_concat(e, n, g):
 
 define("concat", None, _concat_infer, _concat_kernel, _vjp_concat,
        "the operands joined along attrs.axis (their other dimensions agree)", traits=(MOVES_DATA,))
+
+
+# ---- masks ---------------------------------------------------------------------------------------
+# The causal mask of attention when a length is symbolic (`causal_mask` of known sizes is a constant
+# the builtin makes itself): queries [Tq] aligned to the last Tq of the keys [Tk], as in incremental
+# decoding, so query i sees keys 0 … Tk − Tq + i. There can be no more queries than keys; with
+# symbolic lengths that is known only once they are bound, and the kernel factory refuses it then.
+
+def more_queries(queries, keys) -> str:
+    return (f"causal_mask: {queries} queries but only {keys} keys; the queries are the last positions of "
+            "the keys' sequence, so there can be no more of them than keys")
+
+
+def causal_mask_array(queries: int, keys: int) -> np.ndarray:
+    """[queries, keys] booleans, true where key j ≤ query i + keys − queries (one array, no temporaries
+    of that size)."""
+    return np.arange(keys) <= np.arange(queries)[:, None] + (keys - queries)
+
+
+def _causal_infer(shapes, dtypes, attrs):
+    shape = attrs["shape"] = tuple(attrs["shape"])
+    if len(shape) != 2 or not all(isinstance(d, str) or isinstance(d, int) and not isinstance(d, bool) and d >= 1
+                                  for d in shape):
+        raise ShapeError(f"causal_mask needs a shape [queries, keys] of positive sizes, got {shape!r}")
+    if all(isinstance(d, int) for d in shape) and shape[0] > shape[1]:
+        raise ShapeError(more_queries(*shape))
+    return shape, "bool"
+
+
+def _causal_kernel(attrs, in_shapes, out_shape, dtype):
+    queries, keys = out_shape
+    if queries > keys:
+        raise ShapeError(more_queries(queries, keys))
+    return lambda: causal_mask_array(queries, keys)
+
+
+define("causal_mask", 0, _causal_infer, _causal_kernel, None,
+       "booleans [Tq, Tk] (attrs.shape, symbolic sizes allowed), true where key j ≤ query i + Tk − Tq: "
+       "attention's causal mask with the queries aligned to the last keys (Tq ≤ Tk)",
+       shape_attrs=("shape",), traits=(MOVES_DATA,))
 
 
 # ---- noise ---------------------------------------------------------------------------------------

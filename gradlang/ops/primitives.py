@@ -14,6 +14,7 @@ from functools import partial
 import numpy as np
 
 from .registry import (
+    BY_MODE,
     COMMUTATIVE,
     COMPARISON,
     ELEMENTWISE,
@@ -83,6 +84,9 @@ define("input", 0, _leaf_infer, _leaf_kernel, None, "A value fed per batch (attr
        traits=(MOVES_DATA,))
 define("param", 0, _leaf_infer, _leaf_kernel, None, "A trainable value (attrs: name, shape, dtype).",
        traits=(MOVES_DATA,))
+define("state", 0, _leaf_infer, _leaf_kernel, None,
+       "A value kept between steps, read like a param but never trained: a training step may write it "
+       "(`update`), evaluation only reads it (attrs: name, shape, dtype).", traits=(MOVES_DATA,))
 
 
 def _const_infer(shapes, dtypes, attrs):
@@ -122,6 +126,12 @@ _unary("neg", np.negative, lambda e, n, g: [lambda: e("neg", g)], "-x", floats_o
 _unary("exp", np.exp, lambda e, n, g: [lambda: e("mul", g, n.id)], "eˣ (float only)", surface=True)
 _unary("log", np.log, lambda e, n, g: [lambda: e("div", g, n.operands[0])], "natural logarithm (float only)",
        surface=True)
+# log(1 + x) and eˣ − 1 written out lose the digits of a small x to the rounding of 1 + x or eˣ (log(1 + 1e-10)
+# in float32 is 0): NumPy's kernels keep them, so these two are primitives rather than composites
+_unary("log1p", np.log1p, lambda e, n, g: [lambda: e("div", g, e("add", _one(e, n), n.operands[0]))],
+       "log(1 + x), accurate for x near 0 (float only)", surface=True)
+_unary("expm1", np.expm1, lambda e, n, g: [lambda: e("mul", g, e("add", n.id, _one(e, n)))],
+       "eˣ − 1, accurate for x near 0 (float only)", surface=True)
 _unary("tanh", np.tanh, lambda e, n, g: [lambda: e("mul", g, e("sub", _one(e, n), e("mul", n.id, n.id)))],
        "hyperbolic tangent (float only)", surface=True)
 _unary("sigmoid", _sigmoid, lambda e, n, g: [lambda: e("mul", g, e("mul", n.id, e("sub", _one(e, n), n.id)))],
@@ -715,6 +725,88 @@ define("unslice", 1, _unslice_infer, _unslice_kernel,
        traits=(MOVES_DATA,))
 
 
+def _flip_infer(shapes, dtypes, attrs):
+    attrs["axes"] = normalize_axes(attrs.get("axes"), len(shapes[0]))
+    return shapes[0], dtypes[0]
+
+
+def _flip_kernel(attrs, in_shapes, out_shape, dtype):
+    index = tuple(slice(None, None, -1) if i in attrs["axes"] else slice(None) for i in range(len(out_shape)))
+    return lambda x: x[index]
+
+
+define("flip", 1, _flip_infer, _flip_kernel, lambda e, n, g: [lambda: e("flip", g, axes=n.attrs["axes"])],
+       "x with the order of its elements reversed along attrs.axes (a view)", traits=(VIEW, SAME_VALUES, MOVES_DATA))
+
+
+def _pad_infer(shapes, dtypes, attrs):
+    _need_numeric("pad", shapes, dtypes)
+    shape = shapes[0]
+    widths = tuple(tuple(w) for w in attrs["widths"])
+    if len(widths) != len(shape) or any(len(w) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0
+                                                            for v in w) for w in widths):
+        raise ShapeError(f"pad needs two widths ≥ 0 (before, after) per axis of {fmt_shape(shape)}, got {widths}")
+    out = []
+    for (before, after), dim in zip(widths, shape):
+        if isinstance(dim, str) and (before or after):
+            raise ShapeError(f"pad: cannot pad the symbolic dimension {dim}, whose size is known only at run time")
+        out.append(dim if isinstance(dim, str) else dim + before + after)
+    attrs["widths"] = widths
+    return tuple(out), dtypes[0]
+
+
+def _pad_kernel(attrs, in_shapes, out_shape, dtype):
+    # one allocation filled with the value and one copy: np.pad does the same behind a slower Python front
+    target, fill = DTYPES[dtype], attrs["value"]
+    index = tuple(slice(before, before + dim) for (before, _), dim in zip(attrs["widths"], in_shapes[0]))
+
+    def pad(x):
+        out = np.full(out_shape, fill, dtype=target)
+        out[index] = x
+        return out
+    return pad
+
+
+def _vjp_pad(e, n, g):
+    shape = e.shape(n.operands[0])
+    if 0 in shape:   # nothing was copied: the gradient is empty (a slice of nothing would be refused)
+        return [lambda: e("broadcast_to", _zero(e, n), shape=shape)]
+    index = tuple(("s", before, before + dim, None) if before or after else ("s", None, None, None)
+                  for (before, after), dim in zip(n.attrs["widths"], shape))
+    return [lambda: e("slice", g, index=index)]
+
+
+# A primitive rather than a concatenation with constant blocks: one copy, whatever the number of padded axes,
+# and ONNX's Pad. Its VJP is a slice, whose own VJP (unslice) is a zero padding again.
+define("pad", 1, _pad_infer, _pad_kernel, _vjp_pad,
+       "x inside a border of attrs.value: attrs.widths holds (before, after) per axis (static; 0 on symbolic "
+       "dimensions)", traits=(MOVES_DATA,))
+
+
+def _cumsum_infer(shapes, dtypes, attrs):
+    _need_numeric("cumsum", shapes, dtypes)
+    if not shapes[0]:
+        raise ShapeError(f"cumsum needs a tensor of rank ≥ 1, got {fmt_type(shapes[0], dtypes[0])}")
+    attrs["axis"] = normalize_axes(attrs["axis"], len(shapes[0]))[0]
+    attrs["reverse"] = bool(attrs.get("reverse", False))
+    return shapes[0], dtypes[0]
+
+
+def _cumsum_kernel(attrs, in_shapes, out_shape, dtype):
+    # the ufunc's accumulate keeps the dtype (np.cumsum widens i32 to i64)
+    axis = attrs["axis"]
+    if not attrs["reverse"]:
+        return partial(np.add.accumulate, axis=axis)
+    backwards = (slice(None),) * axis + (slice(None, None, -1),)
+    return lambda x: np.add.accumulate(x[backwards], axis=axis)[backwards]
+
+
+# the VJP of a running sum is the running sum of the cotangent taken from the other end
+define("cumsum", 1, _cumsum_infer, _cumsum_kernel,
+       lambda e, n, g: [lambda: e("cumsum", g, axis=n.attrs["axis"], reverse=not n.attrs["reverse"])],
+       "running sums along attrs.axis: element i is x[0] + … + x[i] (with attrs.reverse, x[i] + … + x[-1])")
+
+
 # ---- randomness ----------------------------------------------------------------------------------
 
 def _dropout_infer(shapes, dtypes, attrs):
@@ -742,3 +834,31 @@ define("dropout_mask", 1, _dropout_infer, _dropout_kernel, None,
        "inverted-dropout mask of x's shape: 0 with probability attrs.rate, else 1/(1 − rate), drawn anew "
        "each training step from the run's generator; all ones when evaluating (attrs.key keeps masks apart)",
        random=True, traits=(NO_GRADIENT_BY_DESIGN,))
+
+
+# ---- training and evaluation ----------------------------------------------------------------------
+
+def _training_infer(shapes, dtypes, attrs):
+    if tuple(shapes[0]) != tuple(shapes[1]) or dtypes[0] != dtypes[1]:
+        raise ShapeError(f"training: both branches must have one type, got {fmt_type(shapes[0], dtypes[0])} and "
+                         f"{fmt_type(shapes[1], dtypes[1])}")
+    return shapes[0], dtypes[0]
+
+
+def _training_kernel(attrs, in_shapes, out_shape, dtype):
+    # never part of a schedule: the scheduler puts the chosen operand in the op's place (passes/modes.py)
+    raise RuntimeError("training(a, b) is resolved when a step is scheduled, never computed")
+
+
+def _vjp_training(e, n, g):
+    """The cotangent goes to the branch the step uses: training(g, 0) to a, training(0, g) to b, so the
+    gradient (and its own gradient) is chosen with the branch."""
+    def zeros():
+        zero = _zero(e, n)
+        return e("broadcast_to", zero, shape=n.shape) if n.shape else zero
+    return [lambda: e("training", g, zeros()), lambda: e("training", zeros(), g)]
+
+
+define("training", 2, _training_infer, _training_kernel, _vjp_training,
+       "operand 0 in a training step, operand 1 when evaluating (two values of one type), chosen once when "
+       "the step is scheduled", traits=(BY_MODE,))

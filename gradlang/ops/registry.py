@@ -3,7 +3,8 @@
 - `infer(shapes, dtypes, attrs) -> (shape, dtype)` checks operands and raises `ShapeError`.
 - `kernel(attrs, in_shapes, out_shape, dtype) -> callable(*arrays)` is called once, at schedule
   time, with every symbolic dimension already bound; the callable is what runs in the step.
-- Random primitives (dropout) get a `RunContext` as a fifth argument of the kernel factory.
+- Random primitives (dropout) get a `RunContext` as a fifth argument of the kernel factory; an op with
+  the BY_MODE trait (`training(a, b)`) is resolved by the scheduler from the same context, never run.
 - `vjp(emit, node, g) -> [cotangent node or None per operand]` builds IR with the same primitives,
   so gradients are graphs that can be differentiated again. `vjp=None` means no gradient flows
   (integer or boolean results, shape queries).
@@ -44,8 +45,12 @@ MOVES_DATA = "moves_data"
 # Passes no gradient by design (or its value depends only on its operand's shape): a param reaching the
 # loss only through it is not reported as a gradient that was lost.
 NO_GRADIENT_BY_DESIGN = "no_gradient_by_design"
+# The result is one of its operands, chosen by the kind of run: operand 0 in a training step, operand 1 when
+# evaluating. The scheduler, which knows the kind, puts the chosen operand in its place (passes/modes.py);
+# nothing before it may fold the op or compute it at compile time.
+BY_MODE = "by_mode"
 TRAITS = frozenset({ELEMENTWISE, VIEW, SAME_VALUES, COMMUTATIVE, COMPARISON, REDUCTION, MOVES_DATA,
-                    NO_GRADIENT_BY_DESIGN})
+                    NO_GRADIENT_BY_DESIGN, BY_MODE})
 
 
 @dataclass(frozen=True)

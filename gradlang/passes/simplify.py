@@ -20,7 +20,7 @@ import numpy as np
 
 from ..ir.graph import Emit, Graph
 from ..ops import registry
-from ..ops.registry import COMMUTATIVE, ELEMENTWISE
+from ..ops.registry import BY_MODE, COMMUTATIVE, ELEMENTWISE
 from ..ops.shapes import ShapeError, broadcast, reduced
 
 _FOLD_LIMIT = 4096   # elements: fold small constants only
@@ -439,7 +439,8 @@ def _fold_constants(graph: Graph, stats: Counter) -> None:
     would only turn one number into many."""
     for node in graph.order():
         d = graph.data(node)
-        if d["op"] == "const" or not d["operands"] or registry.get(d["op"]).random:
+        prim = registry.get(d["op"])
+        if d["op"] == "const" or not d["operands"] or prim.random or prim.has(BY_MODE):   # (chosen when scheduled)
             continue
         values = [_const_value(graph, o) for o in d["operands"]]
         if any(v is None for v in values) or not all(isinstance(s, int) for s in d["shape"]):

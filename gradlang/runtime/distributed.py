@@ -240,6 +240,11 @@ class DataParallel:
         if runner.phases:
             raise GradError("data-parallel training of a program with training phases is not supported; "
                             "run it in one process (--no-distributed)")
+        if runner.state_names:   # batch norm: each rank would normalise by its own share's statistics
+            raise GradError(f"data-parallel training of a program with state ({', '.join(runner.state_names)}) is "
+                            "not supported: each rank would compute its own batch statistics from its share of "
+                            "the batch, and averaging the ranks' new state is not what one process computes; "
+                            "run it in one process (--no-distributed)")
         params = runner.param_list
         facts = np.array([examples, batch_size, runner.steps_taken, len(params), sum(p.size for p in params)],
                          dtype=np.float64)

@@ -15,6 +15,7 @@ from ..frontend.plan import Plan, loss_name
 from ..ir.graph import Graph
 from ..passes import differentiate, simplify
 from ..passes.autodiff import differentiate_phases
+from ..passes.modes import for_mode, mode_switches
 from ..passes.stability import stabilize
 
 
@@ -96,6 +97,18 @@ class ProgramGraphs:
         if key not in self._made:
             self._made[key] = simplify(differentiate(self.model_graph, self.single_loss(), seed=lr))
         return self._made[key]
+
+    def for_mode(self, graph: Graph, training: bool) -> Graph:
+        """`graph` as a run of this kind computes it: each `training(a, b)` replaced by the branch the kind
+        takes (passes/modes.py), then simplified again, so that the cotangents that went to the other
+        branch (zeros now) cost nothing either. `graph` itself when it has no such choice; made once per
+        graph and kind (the scheduler would make the same choice, without the simplification)."""
+        if not mode_switches(graph):
+            return graph
+        key = ("mode", id(graph), training)
+        if key not in self._made:   # (the graph is kept with its copy: its id names no other while it lives)
+            self._made[key] = (graph, simplify(for_mode(graph, training)))
+        return self._made[key][1]
 
     def with_values(self, graph: Graph, names: list[str]) -> tuple[Graph, list[str]]:
         """`graph` with every name in `names` that is not yet an output made one (`value:<name>`), and

@@ -1,9 +1,10 @@
 """A run's numbers written down as they come: `gradlang run --log-dir DIR`, `Program.train(log_dir=DIR)`.
 
 `DIR/metrics.jsonl` holds one JSON object a line, always: one per step (`{"step", "loss", "lr",
-"seconds"}`), one per epoch (`{"epoch", "step", "loss", "val_loss", …}`, as `TrainResult.epoch_log`) and
-a last one with the final numbers (`{"final": true, …}`, as `--json` prints them). It is appended to, so
-that a resumed run continues its file; any tool reads it (`pandas.read_json(path, lines=True)`).
+"seconds"}`, and with --watch-grads `grad_norm` and `update_ratio` per param), one per epoch
+(`{"epoch", "step", "loss", "val_loss", …}`, as `TrainResult.epoch_log`) and a last one with the final
+numbers (`{"final": true, …}`, as `--json` prints them). It is appended to, so that a resumed run
+continues its file; any tool reads it (`pandas.read_json(path, lines=True)`).
 
 Where the `tensorboard` extra is installed (tensorboardX, a well-kept writer of TensorBoard's event
 files), the same numbers also go to event files in DIR for `tensorboard --logdir DIR`: `train/loss` and
@@ -40,8 +41,10 @@ class MetricsLog(Reporter):
     """Writes every step, epoch and the final numbers to a folder (module doc), and passes each event on
     to `inner` (the terminal's progress, say), so that a run has one reporter."""
 
-    def __init__(self, folder: str | Path, inner: Reporter | None = None, tensorboard: bool | None = None):
+    def __init__(self, folder: str | Path, inner: Reporter | None = None, tensorboard: bool | None = None,
+                 watch=None):
         self.folder = Path(folder)
+        self.watch = watch   # a GradientWatch: each step's gradient norms and update ratios join its record
         self.inner = inner or Reporter()
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -79,11 +82,18 @@ class MetricsLog(Reporter):
         record = {"step": done, "loss": _number(loss), "seconds": round(seconds, 6)}
         if rate is not None:
             record["lr"] = _number(rate)
+        watched = self.watch.last if self.watch is not None else {}
+        if watched:
+            record["grad_norm"] = {name: _number(norm) for name, (norm, _) in watched.items()}
+            record["update_ratio"] = {name: _number(ratio) for name, (_, ratio) in watched.items()}
         self._write(record)
         if self.events is not None:
             self.events.add_scalar("train/loss", loss, done)
             if rate is not None:
                 self.events.add_scalar("train/lr", rate, done)
+            for name, (norm, ratio) in watched.items():
+                self.events.add_scalar(f"grad_norm/{name}", norm, done)
+                self.events.add_scalar(f"update_ratio/{name}", ratio, done)
         self.last_step = done
         self.inner.step(done, total, loss, seconds)
 

@@ -72,9 +72,13 @@ def run_checked(exe, inputs: list, params: list, step: int | None = None) -> lis
             env[slots[name]] = value
             if _float(value) and not np.isfinite(value).all():
                 node = graph.leaves(kind).get(name)
+                if node is None and kind == "param" and name in graph.leaves("state"):   # read as params are
+                    kind, node = "state", graph.leaves("state")[name]
                 where = graph.location(node) if node is not None else None
-                cause = ("" if kind == "input" else
-                         "; an earlier update made it so (a non-finite gradient whose loss was finite?)")
+                cause = {"input": "",
+                         "param": "; an earlier update made it so (a non-finite gradient whose loss was finite?)",
+                         "state": "; an earlier training step's `update` made it so (from a non-finite value "
+                                  "of that step's forward pass?)"}[kind]
                 raise NonFiniteError(f"{kind} {name} holds {_what(value)}{_at(step)}{cause}", where, step, kind, node)
     for i, entry in enumerate(sched.steps):
         kernel, operands, result = entry[0], entry[1], entry[2]

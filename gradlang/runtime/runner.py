@@ -37,11 +37,13 @@ class Runner:
     """The run-time state of a compiled program (`elaborated`, frontend/elaborate.py) and how to run it.
 
     Public state: `params` (the live arrays by name, updated in place; `param_list` in declaration
-    order), `rng` (the seeded generator that draws the initial params, the shuffling and dropout),
-    `steps_taken` (updates made so far: the `step` of schedules), `check_numerics` (test every op's
-    result for NaN and infinity, every run: runtime/numerics.py, slow, for diagnosis) and `distributed`
-    (a DataParallel, distributed.py: each MPI rank steps and evaluates its share of each batch and the
-    ranks' results are combined; None: this process works alone)."""
+    order), `state` (the program's state, `state NAME : … = init`, likewise: written after each training
+    step by the `update`s, never by an optimizer or an evaluation; `state_list` in order), `rng` (the
+    seeded generator that draws the initial params, the shuffling and dropout), `steps_taken` (updates
+    made so far: the `step` of schedules), `check_numerics` (test every op's result for NaN and
+    infinity, every run: runtime/numerics.py, slow, for diagnosis) and `distributed` (a DataParallel,
+    distributed.py: each MPI rank steps and evaluates its share of each batch and the ranks' results
+    are combined; None: this process works alone)."""
 
     def __init__(self, elaborated, plan: Plan, graphs: ProgramGraphs, seed: int, no_opt: frozenset = frozenset()):
         self.inputs = elaborated.inputs   # name → InputSpec
@@ -57,6 +59,15 @@ class Runner:
         arrays = {name: initial_value(spec, self.rng) for name, spec in elaborated.params.items()}
         self.params = Params(arrays)
         self.param_list = list(arrays.values())
+        # the state: drawn after the params (a program without state draws what it always drew)
+        self.state_names = list(elaborated.states)
+        states = {name: initial_value(spec, self.rng) for name, spec in elaborated.states.items()}
+        self.state = Params(states, noun="state")
+        self.state_list = list(states.values())
+        self.updated_states = list(elaborated.updates)   # the states a training step writes, in order
+        # what executables read besides the feed: the params, then the state (a state reads as a param does)
+        self.leaf_names = self.param_names + self.state_names
+        self.leaf_list = self.param_list + self.state_list if states else self.param_list
         self._input_dtypes = {n: np.dtype(DTYPES[s.dtype]) for n, s in elaborated.inputs.items()}
         # inputs holding indices (labels, rows to gather): checked in range on every feed
         self._fed_indices = [(self.input_names.index(n), checks)
@@ -66,6 +77,7 @@ class Runner:
         self.check_numerics = False
         self.distributed = None
         self.batch_metrics: dict[str, float] = {}    # the metrics of the last metered step's batch
+        self.watch = None   # a GradientWatch (watch.py) that sees every update, or None
         self._training_update: Update | None = None   # made on first use, as are the phases'
         self._phased: PhasedTraining | None = None
 
@@ -93,12 +105,14 @@ class Runner:
 
     def executable(self, graph: Graph, outputs: tuple, arrays: list, training: bool = False,
                    reuse_buffers: bool = False) -> Executable:
-        """The compiled executable of `outputs` for these feed shapes. `training` switches dropout on;
+        """The compiled executable of `outputs` for these feed shapes. `training` switches dropout on, and
+        makes every `training(a, b)` a (b otherwise);
         `reuse_buffers` (for a caller that consumes the outputs before the next run, as a training
         step does) writes large matrix products into memory allocated once."""
         key = (id(graph), outputs, training, reuse_buffers, tuple(None if a is None else a.shape for a in arrays))
         found = self.executables.get(key)
         if found is None:
+            graph = self.graphs.for_mode(graph, training)   # `training(a, b)`: the branch of this kind of run
             needed = graph.reachable([graph.outputs[o] for o in outputs])
             for name, node in graph.inputs.items():
                 if node in needed and arrays[self.input_names.index(name)] is None:
@@ -107,7 +121,7 @@ class Runner:
                                     self.inputs[name].span)
             sched = schedule(graph, list(outputs), bind_dimensions(self.inputs, arrays),
                              RunContext(self.rng, training), reuse_buffers, self.no_opt)
-            found = self.executables[key] = Executable(sched, graph, self.input_names, self.param_names)
+            found = self.executables[key] = Executable(sched, graph, self.input_names, self.leaf_names)
         return found
 
     # ---- running ---------------------------------------------------------------------------------
@@ -120,8 +134,8 @@ class Runner:
         arrays = self.feed(feed)
         exe = self.executable(graph, tuple(outputs), arrays, training)
         if self.check_numerics:
-            return run_checked(exe, arrays, self.param_list)
-        return exe.run(arrays, self.param_list)
+            return run_checked(exe, arrays, self.leaf_list)
+        return exe.run(arrays, self.leaf_list)
 
     def loss(self, feed: dict, loss: str | None = None) -> float:
         """The loss (the trained one, or the one named `loss`) on one feed, dropout off."""
@@ -137,10 +151,10 @@ class Runner:
         NonFiniteError naming the op that first made a non-finite value, before any update uses the
         gradients: testing the loss is all a normal step pays for this."""
         if self.check_numerics:
-            return run_checked(exe, arrays, self.param_list, self.steps_taken + 1)
-        values = exe.run(arrays, self.param_list)
+            return run_checked(exe, arrays, self.leaf_list, self.steps_taken + 1)
+        values = exe.run(arrays, self.leaf_list)
         if not math.isfinite(values[0]):
-            raise nonfinite_loss(exe, arrays, self.param_list, self.steps_taken + 1, float(values[0]))
+            raise nonfinite_loss(exe, arrays, self.leaf_list, self.steps_taken + 1, float(values[0]))
         return values
 
     def loss_and_gradients(self, arrays: list) -> list:
@@ -212,22 +226,40 @@ class Runner:
             loss = self.apply(update, arrays, metered)
         else:   # this rank's share of the batch, gradients averaged over all ranks
             values = self.distributed.loss_and_gradients(self, arrays)
-            update.optimizer.apply(values[1:], self.steps_taken)
+            self.optimize(update, values[1:])
             loss = float(values[0])
         self.steps_taken += 1
         return loss
 
     def apply(self, update: Update, arrays: list, metered: bool = False) -> float:
         """Make `update` on one batch (as `feed` makes it); returns the loss before it. The step count
-        is the caller's to advance. `metered`: the batch's metrics too, into `batch_metrics`."""
+        is the caller's to advance. `metered`: the batch's metrics too, into `batch_metrics`. The state
+        the program updates takes its new values (computed by the same step) after the optimizer's update."""
         exe = update.executable(arrays, metered and bool(self.metric_names))
         values = self.run_step(exe, arrays)
         if metered and self.metric_names:
             count = len(self.metric_names)
             self.batch_metrics = {m: float(v) for m, v in zip(self.metric_names, values[-count:])}
             values = values[:-count]
-        update.optimizer.apply(values[1:], self.steps_taken, exe.owned_gradients)
+        writes = exe.state_writes
+        if not writes:
+            self.optimize(update, values[1:], exe.owned_gradients)
+            return float(values[0])
+        for index in exe.state_snapshots:   # a new value in another array's memory (a param's) is taken now
+            values[index] = values[index].copy()
+        self.optimize(update, values[1:writes[0][0]], exe.owned_gradients)
+        for index, state in writes:
+            np.copyto(state, values[index])
         return float(values[0])
+
+    def optimize(self, update: Update, gradients: list, owned=None) -> None:
+        """Apply `update`'s optimizer to its gradients, watched where `watch` (watch.py) is set."""
+        if self.watch is None:
+            update.optimizer.apply(gradients, self.steps_taken, owned)
+            return
+        self.watch.before(update, gradients)
+        update.optimizer.apply(gradients, self.steps_taken, owned)
+        self.watch.after(update, update.param_names, self.steps_taken + 1)
 
     @property
     def training_update(self) -> Update:
@@ -238,7 +270,7 @@ class Runner:
                                            "optimizer", self.float_dtype, fold=True)
             lr = optimizer.folded_lr
             graph = self.graphs.gradient_graph if lr is None else partial(self.graphs.scaled_gradient_graph, lr)
-            self._training_update = Update(self, optimizer, graph, None, self.param_names)
+            self._training_update = Update(self, optimizer, graph, None, self.param_names, self.updated_states)
         return self._training_update
 
     def use_plan(self, plan: Plan) -> None:

@@ -1,9 +1,9 @@
 """The training loop shared by `gradlang run` and `Program.train`: shuffled mini-batches, a held-out
 validation set evaluated every epoch, early stopping, atomic checkpoints every epoch and resuming.
 
-Resuming is exact: a checkpoint holds the params, the optimizer's state, the step count and the state
-of the program's random generator at an epoch boundary, so an interrupted run that is resumed ends
-with the same params as one that was never interrupted.
+Resuming is exact: a checkpoint holds the params, the program's state (batch norm's running statistics),
+the optimizer's state, the step count and the state of the program's random generator at an epoch
+boundary, so an interrupted run that is resumed ends with the same params as one that was never interrupted.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from .data import batches, count_examples
 from .metrics_log import MetricsLog
 from .numerics import NonFiniteError
 from .reporting import CallbackReporter, Reporter
+from .watch import GradientWatch
 
 try:
     import fcntl  # file locks tell a live writer's temporary file from one a killed writer left (POSIX)
@@ -51,6 +52,7 @@ class TrainResult:
     learning_rate: float | None = None   # the rate the next update would use (None with phases)
     evaluated: int | None = None   # the final numbers are on each set's first `evaluated` examples; None: all;
                                    # 0: no final evaluation (`loss` is the last epoch's mean training loss)
+    gradient_watch: GradientWatch | None = None   # with watch_grads: each param's gradient norms (watch.py)
 
     def __repr__(self) -> str:
         """The result's numbers, not its history (`history` and `epoch_log` hold one entry per step and
@@ -80,6 +82,17 @@ class TrainResult:
         return out
 
 
+def _param_locations(program) -> dict[str, str]:
+    """Where the user's program makes each param (`file:line`; for a library layer, the line that calls it)."""
+    graph = program.model_graph
+    found = {}
+    for name, node in graph.params.items():
+        span = graph.location(node)
+        if span is not None:
+            found[name] = f"{span.source.name}:{span.line}"
+    return found
+
+
 def split_validation(arrays: dict, names: list[str], fraction: float, rng: np.random.Generator, span=None):
     """Hold out a random `fraction` of the examples (drawn from the program's generator); `span` is the
     setting's, for the error when the fraction leaves one side empty."""
@@ -98,7 +111,7 @@ def train_per_plan(program, data: dict | None = None, epochs: int | None = None,
                    early_stopping: int | None = None, log=None, reporter: Reporter | None = None,
                    checkpoint: str | Path | None = None, resume: bool = False, checkpoint_interval: float = 0.0,
                    on_nonfinite: str | None = None, eval_limit: int | None = None,
-                   log_dir: str | Path | None = None) -> TrainResult:
+                   log_dir: str | Path | None = None, watch_grads: bool = False) -> TrainResult:
     """`Program.train`: every argument, else the plan's setting, checked before anything is trained
     (errors at the setting); then `fit`, and the plan's test set evaluated (its first `eval_limit`
     examples; none with 0)."""
@@ -139,9 +152,11 @@ def train_per_plan(program, data: dict | None = None, epochs: int | None = None,
         checkpoint = program.plan_output("checkpoint")
     if reporter is None and log is not None:
         reporter = CallbackReporter(log)
+    watch = GradientWatch(program.runner, _param_locations(program)) if watch_grads else None
     metrics_log = None
     if log_dir is not None and (program.distributed is None or program.distributed.is_root):
-        reporter = metrics_log = MetricsLog(log_dir, reporter)
+        reporter = metrics_log = MetricsLog(log_dir, reporter, watch=watch)
+    program.runner.watch = watch
     try:
         result = fit(program, arrays, epochs, steps, batch_size, validation, early_stopping, reporter,
                      Path(checkpoint) if checkpoint is not None else None, resume, checkpoint_interval,
@@ -152,6 +167,9 @@ def train_per_plan(program, data: dict | None = None, epochs: int | None = None,
         if metrics_log is not None:
             metrics_log.close()   # what was logged stays: the steps up to the error
         raise
+    finally:
+        program.runner.watch = None
+    result.gradient_watch = watch
     if metrics_log is not None:
         metrics_log.finish(result.as_dict())
     return result
@@ -203,6 +221,7 @@ class _Run:
     best_params: dict | None = None
     stopped_early: bool = False
     skipped: list = field(default_factory=list)   # the errors of steps skipped for a non-finite loss
+    best_state: dict | None = None     # the program's state when the best params were reached (if it has one)
 
 
 # on_nonfinite = "skip" gives up after this many skipped steps in a row: the params are not recovering
@@ -291,6 +310,7 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
                 last_saved = time.perf_counter()
     if run.stopped_early and run.best_params is not None:
         program.set_params(run.best_params)
+        program.state.assign(run.best_state or {})
     seconds = time.perf_counter() - start
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):   # a non-finite result is reported, not warned
         if eval_limit == 0:   # no final evaluation: the last epoch's mean training loss
@@ -321,6 +341,7 @@ def _end_epoch(program, run: _Run, train_loss: float, validation: dict | None, p
             if math.isfinite(val_loss) and (run.best is None or val_loss < run.best):
                 run.best, run.since_best = val_loss, 0
                 run.best_params = {k: v.copy() for k, v in program.params.items()}
+                run.best_state = {k: v.copy() for k, v in program.state.items()}
             else:
                 run.since_best += 1
                 run.stopped_early = run.since_best >= patience
@@ -441,9 +462,11 @@ def save_checkpoint(program, path: Path, run: _Run) -> Path:
             "rng": program.rng.bit_generator.state, "history": run.history, "epoch_log": run.epoch_log,
             "best": run.best, "since_best": run.since_best, "stopped_early": run.stopped_early}
     arrays = {f"param/{k}": v for k, v in program.params.items()}
+    arrays.update({f"state/{k}": v for k, v in program.state.items()})
     arrays.update({f"optimizer/{k}": v for k, v in program.optimizer_state().items()})
     if run.best_params is not None:
         arrays.update({f"best/{k}": v for k, v in run.best_params.items()})
+        arrays.update({f"best_state/{k}": v for k, v in (run.best_state or {}).items()})
     arrays["meta"] = np.array(json.dumps(meta))
     try:
         return _atomic_savez(path, arrays)
@@ -465,22 +488,24 @@ class _Refused(Exception):
 
 
 def load_checkpoint(program, path: Path) -> _Run:
-    """The run a checkpoint saved, applied to `program` (params, optimizer state, random generator, step
-    count) once the whole file has been checked: a damaged checkpoint, or one that another program
+    """The run a checkpoint saved, applied to `program` (params, state, optimizer state, random generator,
+    step count) once the whole file has been checked: a damaged checkpoint, or one that another program
     wrote, is refused with an error naming the file and what is wrong, and changes nothing."""
     arrays = _read_checkpoint(path)
     try:
-        meta, params, optimizer, best = _checked_checkpoint(arrays, program)
+        meta, params, optimizer, best, state, best_state = _checked_checkpoint(arrays, program)
     except _Refused as refused:
         raise GradError(f"cannot resume: checkpoint {path} {refused.problem} ({refused.why}); "
                         f"{refused.remedy}") from None
     # every check passed: only now is anything changed
     program.set_params(params)
+    program.state.assign(state)
     program.load_optimizer_state(optimizer)
     program.rng.bit_generator.state = meta["rng"]
     program.steps_taken = meta["steps_taken"]
     return _Run(meta["first_step"], meta["epoch"], [tuple(h) for h in meta["history"]], meta["epoch_log"],
-                meta["best"], meta["since_best"], best or None, meta["stopped_early"])
+                meta["best"], meta["since_best"], best or None, meta["stopped_early"],
+                best_state=best_state if best else None)
 
 
 def _read_checkpoint(path: Path) -> dict:
@@ -499,10 +524,10 @@ def _read_checkpoint(path: Path) -> dict:
                         f"{_AFRESH}") from None
 
 
-def _checked_checkpoint(arrays: dict, program) -> tuple[dict, dict, dict, dict]:
-    """A checkpoint's metadata, params, optimizer state and best params (empty without), each checked
-    against `program`; or _Refused."""
-    parts: dict[str, dict] = {"param": {}, "optimizer": {}, "best": {}}
+def _checked_checkpoint(arrays: dict, program) -> tuple[dict, dict, dict, dict, dict, dict]:
+    """A checkpoint's metadata, params, optimizer state, best params (empty without), the program's state
+    and its state with the best params, each checked against `program`; or _Refused."""
+    parts: dict[str, dict] = {"param": {}, "optimizer": {}, "best": {}, "state": {}, "best_state": {}}
     for key, value in arrays.items():
         kind, _, name = key.partition("/")
         if key != "meta":
@@ -511,12 +536,16 @@ def _checked_checkpoint(arrays: dict, program) -> tuple[dict, dict, dict, dict]:
             parts[kind][name] = value
     meta = _checked_meta(arrays.get("meta"), program)
     _check_params(parts["param"], program, "param")
+    _check_params(parts["state"], program, "state", program.state)
     _check_optimizer_state(parts["optimizer"], program.optimizer_state())
     if (meta["best"] is None) != (not parts["best"]):
         raise _Refused("holds a best validation loss without the params that reached it, or the reverse")
     if parts["best"]:
         _check_params(parts["best"], program, "best param")
-    return meta, parts["param"], parts["optimizer"], parts["best"]
+        _check_params(parts["best_state"], program, "best state", program.state)
+    elif parts["best_state"]:
+        raise _Refused("holds a best state without the best params that go with it")
+    return meta, parts["param"], parts["optimizer"], parts["best"], parts["state"], parts["best_state"]
 
 
 def _count(value) -> bool:
@@ -580,10 +609,11 @@ def _excerpt(value) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _check_params(found: dict, program, what: str) -> None:
-    """Every param of the program is in `found`, with its exact shape and dtype and finite values, and
-    nothing else is."""
-    for name, live in program.params.items():
+def _check_params(found: dict, program, what: str, expected: dict | None = None) -> None:
+    """Every param of the program (or array of `expected`: its state) is in `found`, with its exact shape
+    and dtype and finite values, and nothing else is."""
+    expected = program.params if expected is None else expected
+    for name, live in expected.items():
         if name not in found:
             raise _Refused(f"lacks {what} {name!r}", _FOREIGN)
         value = found[name]
@@ -596,7 +626,7 @@ def _check_params(found: dict, program, what: str) -> None:
                            f"resume in the precision it began with (--float64 or not), or {_AFRESH}")
         if not np.isfinite(value).all():
             raise _Refused(f"holds {what} {name!r} with NaN or infinite values")
-    unknown = sorted(set(found) - set(program.params))
+    unknown = sorted(set(found) - set(expected))
     if unknown:
         raise _Refused(f"holds {what} {unknown[0]!r}, which the program does not declare", _FOREIGN)
 

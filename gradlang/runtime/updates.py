@@ -74,25 +74,37 @@ class ScheduledOptimizer:
 class Update:
     """One optimizer update of `param_names` from the gradients of `loss` (None: the loss the program
     trains, looked up on first use), computed by `graph()` (made on first use too) and applied by
-    `optimizer`. `runner` compiles it (Runner.executable)."""
+    `optimizer`; the step also computes the new values of the `states` it updates (`update NAME = …`).
+    `runner` compiles it (Runner.executable)."""
 
     def __init__(self, runner, optimizer: ScheduledOptimizer, graph: Callable[[], Graph], loss: str | None,
-                 param_names):
+                 param_names, states=()):
         self.runner, self.optimizer, self.graph, self.loss = runner, optimizer, graph, loss
+        self.param_names = tuple(param_names)
         self.gradients = tuple(f"grad:{n}" for n in param_names)
+        self.states = tuple(states)
         self.executables: dict = {}   # (feed shapes, metered) → the compiled update (the hot path: one lookup)
 
     def executable(self, arrays: list, metered: bool = False) -> Executable:
-        """The compiled [loss, gradient…] for these feed shapes — followed by the program's metrics on
-        the batch when `metered` (computed from the same forward values, dropout on). Its large matrix
-        products write into memory allocated once (the caller consumes a run's values before the next),
-        and `owned_gradients` says which gradients are fresh arrays the optimizer may overwrite."""
+        """The compiled [loss, gradient…] for these feed shapes, then the new value of each state the
+        update writes, then the program's metrics on the batch when `metered` (computed from the same
+        forward values, dropout on). Its large matrix products write into memory allocated once (the
+        caller consumes a run's values before the next), and `owned_gradients` says which gradients are
+        fresh arrays the optimizer may overwrite. `state_writes` holds (output index, state array) for
+        each state, to copy the value into after the update (empty without state), and `state_snapshots`
+        the indices of those values that live in memory the update may change (a param's) and are copied
+        first."""
         key = (tuple([None if a is None else a.shape for a in arrays]), metered)
         exe = self.executables.get(key)
         if exe is None:
             metrics = tuple(f"metric:{m}" for m in self.runner.metric_names) if metered else ()
-            outputs = (self.loss or self.runner.graphs.single_loss(),) + self.gradients + metrics
+            updates = tuple(f"update:{n}" for n in self.states)
+            outputs = (self.loss or self.runner.graphs.single_loss(),) + self.gradients + updates + metrics
             exe = self.runner.executable(self.graph(), outputs, arrays, training=True, reuse_buffers=True)
             exe.owned_gradients = exe.schedule.fresh_outputs[1:1 + len(self.gradients)]
+            first = 1 + len(self.gradients)
+            exe.state_writes = tuple((first + i, self.runner.state[n]) for i, n in enumerate(self.states))
+            exe.state_snapshots = tuple(first + i for i in range(len(self.states))
+                                        if not exe.schedule.fresh_outputs[first + i])
             self.executables[key] = exe
         return exe

@@ -123,6 +123,22 @@ class ParamDecl(Node):
 
 
 @dataclass
+class StateDecl(Node):
+    """`state NAME : type = init`: a value the model reads like a param, which no optimizer trains; a
+    training step may write it (`update NAME = …`)."""
+    name: str
+    type: TypeSpec
+    init: Node | None
+
+
+@dataclass
+class Update(Node):
+    """`update NAME = value`: the state NAME takes `value`, computed in each training step, after the step."""
+    name: str
+    value: Node
+
+
+@dataclass
 class DataDecl(Node):
     name: str
     value: Node

@@ -358,7 +358,8 @@ def _first_token(node) -> Token:
 # ---- the layout of each construct ----------------------------------------------------------------
 
 _STATEMENT_KINDS = {"assign": "assign", "data_decl": "data", "input_decl": "input", "param_decl": "param",
-                    "metric_decl": "metric", "output_decl": "output", "setting": "setting"}
+                    "state_decl": "state", "update_stmt": "update", "metric_decl": "metric", "output_decl": "output",
+                    "setting": "setting"}
 _CLOSERS = {"RPAR", "RSQB"}
 
 
@@ -550,7 +551,7 @@ class _Formatter:
                      trailing=trailing[0].text if trailing else None)
         c = _children(node)
         kind = node.data
-        if kind in ("assign", "data_decl", "metric_decl", "output_decl", "setting") or \
+        if kind in ("assign", "data_decl", "metric_decl", "output_decl", "setting", "update_stmt") or \
                 (kind == "loss_decl" and len(c) == 3):
             value, eq = c[-1], c[-2]
             head = [str(t) for t in c[:-2]] if kind != "setting" else [str(_children(c[0])[0])]
@@ -562,8 +563,9 @@ class _Formatter:
         elif kind == "input_decl":
             item.kind, item.head = "input", f"input {c[1]}"
             item.rest = [" ", self.tok(c[2]), " ", self.type_spec(c[3])]
-        elif kind == "param_decl":
-            item.kind, item.head = "param", f"param {c[1]}"
+        elif kind in ("param_decl", "state_decl"):
+            item.kind = _STATEMENT_KINDS[kind]
+            item.head = f"{item.kind} {c[1]}"
             item.rest = [" ", self.tok(c[2]), " ", self.type_spec(c[3])]
             if len(c) > 4:
                 item.rest += [" ", self.tok(c[4]), " ", self.expr(c[5])]

@@ -121,6 +121,12 @@ class ToAst(Transformer_NonRecursive):
     def param_decl(self, meta, c):
         return ast.ParamDecl(self._span(meta), str(c[0]), c[1], c[2])
 
+    def state_decl(self, meta, c):   # c[0] is the keyword (a soft one: see the grammar)
+        return ast.StateDecl(self._span(meta), str(c[1]), c[2], c[3])
+
+    def update_stmt(self, meta, c):
+        return ast.Update(self._span(meta), str(c[1]), c[2])
+
     def typed_shape(self, meta, c):
         return ast.TypeSpec(self._span(meta), str(c[0]), c[1])
 
@@ -263,8 +269,8 @@ _TOKEN_WORDS = {
     "DOT": "'.'", "COMP_OP": "a comparison", "MINUS": "'-'", "PLUS": "'+'", "_POW": "'**'",
 }
 # the keywords a statement can start with; several of them expected at once read as "a statement"
-_STATEMENT_STARTS = {"IMPORT", "FROM", "INPUT", "PARAM", "DATA", "FN", "LAYER", "FORWARD", "LOSS", "METRIC",
-                     "TRAIN", "FOR", "IF", "RETURN"}
+_STATEMENT_STARTS = {"IMPORT", "FROM", "INPUT", "PARAM", "STATE", "UPDATE", "DATA", "FN", "LAYER", "FORWARD",
+                     "LOSS", "METRIC", "TRAIN", "FOR", "IF", "RETURN"}
 # what may follow a complete expression; several of them expected at once read as "an operator"
 _OPERATORS = {"ADD_OP", "MUL_OP", "COMP_OP", "_POW", "DOT", "LPAR", "LSQB"}
 # an operator token that stands for several operators is expected as each of them
