@@ -282,12 +282,17 @@ def test_word2vec_puts_related_words_near_each_other(monkeypatch):
     assert {"day", "morning", "morrow"} & set(neighbours("night"))
 
 
-def _policy_gradient():
+def _example_script(name: str):
+    """examples/NAME.py, imported as a module (the examples folder is not a package)."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location("policy_gradient", EXAMPLES / "policy_gradient.py")
+    spec = importlib.util.spec_from_file_location(f"{name}_example", EXAMPLES / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _policy_gradient():
+    return _example_script("policy_gradient")
 
 
 def test_cartpole_dynamics_and_returns():
@@ -380,11 +385,7 @@ def test_gan_covers_the_modes():
 
 
 def _l1_example():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("l1_example", EXAMPLES / "l1.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _example_script("l1")
 
 
 def test_l1_leaves_more_weights_near_zero_than_l2():
@@ -408,11 +409,7 @@ def test_l1_example_reproduces_its_numbers(tmp_path):
 
 
 def _multitask_example():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("multitask_example", EXAMPLES / "multitask.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _example_script("multitask")
 
 
 @needs_mnist
