@@ -28,11 +28,12 @@ BUILTINS = (
     "csv", "cumsum", "digit_sequences", "dot", "dropout_mask", "einsum", "erf", "exp", "expand_dims",
     "expm1", "flip", "float", "floor", "gaussian_ring", "glorot_normal", "glorot_uniform", "grad",
     "he_normal", "he_uniform", "idx", "int", "len", "line", "log", "log1p", "logsumexp", "matmul", "max",
-    "max_pool2d", "maximum", "mean", "min", "minimum", "mnist", "normal", "npz", "one_hot", "ones", "pad",
-    "phase", "prod", "random_normal", "range", "relu", "reshape", "rmsprop", "sgd", "sigmoid", "sign",
-    "sin", "skipgrams", "softmax", "softmax_cross_entropy", "sparse_regression", "spirals", "split", "sqrt",
-    "squeeze", "stack", "std", "stop_gradient", "sum", "take", "tanh", "text_chars", "training",
-    "transpose", "two_moons", "uniform", "var", "where", "xavier_normal", "xavier_uniform", "xor", "zeros",
+    "max_pool2d", "maximum", "mean", "min", "minimum", "mnist", "mnist_boxes", "normal", "npz", "one_hot",
+    "ones", "pad", "phase", "prod", "random_normal", "random_uniform", "range", "relu", "reshape",
+    "rmsprop", "sgd", "sigmoid", "sign", "sin", "skipgrams", "softmax", "softmax_cross_entropy",
+    "sparse_regression", "spirals", "split", "sqrt", "squeeze", "stack", "std", "stop_gradient", "sum",
+    "take", "tanh", "text_chars", "training", "transpose", "two_moons", "uniform", "var", "where",
+    "xavier_normal", "xavier_uniform", "xor", "zeros",
 )
 # the standard library's top-level functions and layers (stdlib/*.grad)
 STDLIB = (

@@ -34,6 +34,8 @@ def test_every_example_is_covered_here():
     tested |= {"cifar_cnn"}   # tests/test_cifar.py (no CIFAR-10 here: one step on random images, a tiny fetched set)
     tested |= {"l1", "multitask", "vanishing_sigmoid", "vanishing_relu"}   # the rest of the syllabus: at the end
     tested |= {"td_random_walk", "actor_critic"}   # value functions: tests/test_rl_values.py
+    tested |= {"vae", "vae_2d"}   # variational autoencoders: tests/test_vae.py
+    tested |= {"detection"}   # single-object detection: tests/test_detection.py
     assert {p.stem for p in EXAMPLES.glob("*.grad")} <= tested
 
 

@@ -298,7 +298,8 @@ ROW = {row.op: row for row in ROWS}
 
 # Primitives without a VJP rule. A new primitive must get a row above or be listed here.
 NOT_DIFFERENTIABLE = {"input", "param", "state", "const", "sign", "stop_gradient", "lt", "le", "gt", "ge", "eq", "ne",
-                      "size", "one_hot", "floor", "dropout_mask", "argmax", "random_normal", "causal_mask"}
+                      "size", "one_hot", "floor", "dropout_mask", "argmax", "random_normal",
+                      "random_uniform", "causal_mask"}
 
 
 def build_problem(row: Row, shapes=None, seed: int = 0):

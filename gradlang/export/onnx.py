@@ -36,6 +36,7 @@ REMOVED_FOR_INFERENCE = {
 }
 NOT_EXPORTED = {
     "random_normal": "draws fresh noise from the program's generator; ONNX's generator would draw other numbers",
+    "random_uniform": "draws fresh noise from the program's generator; ONNX's generator would draw other numbers",
     "conv2d_filter_grad": "a derivative of conv2d, made by grad(…)",
     "max_pool2d_grad": "a derivative of max_pool2d, made by grad(…)",
     "max_pool2d_select": "a second derivative of max_pool2d, made by grad(…)",

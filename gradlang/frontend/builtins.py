@@ -1126,3 +1126,11 @@ def random_normal(el, span, shape):
     shape = _dimensions(shape, "random_normal", span)
     el.random_keys += 1   # each call is its own draw: never merged with another by CSE
     return el.emit("random_normal", [], span, shape=shape, dtype=el.float, key=el.random_keys)
+
+
+@builtin()
+def random_uniform(el, span, shape):
+    """uniform noise in [0, 1) of `shape` (symbolic dimensions allowed), drawn anew at every run"""
+    shape = _dimensions(shape, "random_uniform", span)
+    el.random_keys += 1   # each call is its own draw: never merged with another by CSE
+    return el.emit("random_uniform", [], span, shape=shape, dtype=el.float, key=el.random_keys)

@@ -129,6 +129,17 @@ def mnist(ctx, split: str = "train", flatten: bool = True, limit: int = 0):
     flatten: false), y = labels 0..9 ([n], integers). `limit` keeps the first examples only."""
 
 
+@_source(size=lambda n, canvas, **_: 4 * n * (canvas * canvas + 5) + 8 * n, split=Choice(MNIST_SPLITS), n=COUNT,
+         canvas=Range(1, 1024), min_size=Range(1, "max_size"), max_size=Range(1, "canvas"), seed=SEED)
+def mnist_boxes(ctx, split: str = "train", n: int = 10000, canvas: int = 64, min_size: int = 16, max_size: int = 40,
+                seed: int = 0):
+    """Single-object detection made from MNIST: each of n digits of the split (drawn at random, distinct
+    while n allows) is cropped to its ink, scaled so that its longer side is an integer in [min_size,
+    max_size] pixels, and placed at a random position wholly inside a blank canvas × canvas image. x =
+    the images [n, 1, canvas, canvas] in [0, 1], y = the digits 0..9 ([n], integers), box = the digit's
+    box [n, 4] as (centre x, centre y, width, height) / canvas, the tightest box around its ink."""
+
+
 @_source(split=Choice(MNIST_SPLITS), limit=COUNT_OR_0)
 def cifar10(ctx, split: str = "train", limit: int = 0, flatten: bool = False):
     """CIFAR-10 colour images (the binary version) from the data directory: x = pixels in [0, 1]

@@ -21,7 +21,8 @@
   lookup); its adjoint `scatter_add(g, indices)` adds rows back (repeated indices accumulate).
 - **Joining**: `concat(x0, x1, …)` along an axis; its VJP slices the cotangent (`slice` exists).
 - **Masks**: `causal_mask`, attention's causal mask when a sequence length is symbolic.
-- **Noise**: `random_normal`, standard normal samples drawn every run (a GAN generator's input).
+- **Noise**: `random_normal`, standard normal samples drawn every run (a GAN generator's input), and
+  `random_uniform`, uniform samples in [0, 1) (Bernoulli draws, `u < p`).
 
 Integer index operands receive no gradient.
 """
@@ -819,3 +820,22 @@ def _normal_kernel(attrs, in_shapes, out_shape, dtype, context):
 define("random_normal", 0, _normal_infer, _normal_kernel, None,
        "standard normal noise of attrs.shape, drawn anew every run from the run's generator (a generator's "
        "input; attrs.key keeps draws apart)", shape_attrs=("shape",), random=True)
+
+
+def _uniform_infer(shapes, dtypes, attrs):
+    shape = attrs["shape"] = tuple(attrs["shape"])
+    if attrs["dtype"] not in FLOATS:
+        raise ShapeError(f"random_uniform makes floats, not {attrs['dtype']}")
+    if not all(isinstance(d, str) or isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise ShapeError(f"random_uniform needs a shape of dimensions, got {shape!r}")
+    return shape, attrs["dtype"]
+
+
+def _uniform_kernel(attrs, in_shapes, out_shape, dtype, context):
+    rng, target = context.rng, DTYPES[dtype]
+    return lambda: rng.random(out_shape, dtype=target)
+
+
+define("random_uniform", 0, _uniform_infer, _uniform_kernel, None,
+       "uniform noise in [0, 1) of attrs.shape, drawn anew every run from the run's generator (`u < p` is a "
+       "Bernoulli(p) draw; attrs.key keeps draws apart)", shape_attrs=("shape",), random=True)

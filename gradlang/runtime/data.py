@@ -209,8 +209,8 @@ MNIST_FILES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.
                "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
 
 
-@generates
-def mnist(ctx, split, flatten, limit) -> dict:
+def read_mnist(ctx, split) -> tuple[np.ndarray, np.ndarray]:
+    """The images [n, 28, 28] and labels [n] of an MNIST split as bytes, checked."""
     from .fetch import data_dir
     folder = (ctx.data_dir or data_dir()) / "mnist"
     paths = [folder / name for name in MNIST_FILES[split]]
@@ -230,12 +230,52 @@ def mnist(ctx, split, flatten, limit) -> dict:
     if labels.max(initial=0) > 9:
         bad = int(np.argmax(labels > 9))
         raise GradError(f"{paths[1]}: label {labels[bad]} of example {bad} is out of range 0..9", ctx.span)
+    return images, labels
+
+
+@generates
+def mnist(ctx, split, flatten, limit) -> dict:
+    images, labels = read_mnist(ctx, split)
     if limit:
         images, labels = images[:limit], labels[:limit]
     x = images.astype(np.float32)
     x /= 255.0            # in place: a second 188 MB array for the training set would double the peak
     x = x.reshape(len(x), -1) if flatten else x.reshape(len(x), 1, 28, 28)
     return {"x": x, "y": labels.astype(np.int64)}
+
+
+def _area_weights(size_in: int, size_out: int) -> np.ndarray:
+    """[size_out, size_in]: how much of each input pixel each output pixel covers when a row of size_in
+    pixels is stretched or shrunk to size_out (area resampling; the rows sum to 1)."""
+    edges = np.arange(size_out + 1) * (size_in / size_out)
+    starts, ends = edges[:-1, None], edges[1:, None]
+    pixel = np.arange(size_in)[None, :]
+    return np.maximum(0.0, np.minimum(ends, pixel + 1) - np.maximum(starts, pixel)) * (size_out / size_in)
+
+
+@generates
+def mnist_boxes(ctx, split, n, canvas, min_size, max_size, seed) -> dict:
+    images, labels = read_mnist(ctx, split)
+    rng = np.random.default_rng(seed)
+    pick = rng.permutation(len(images))[:n] if n <= len(images) else rng.integers(0, len(images), size=n)
+    sizes = rng.integers(min_size, max_size + 1, size=n)     # the longer side of each digit's ink, in pixels
+    corner = rng.random((n, 2))                              # where it goes, as a fraction of the room left
+    x = np.zeros((n, 1, canvas, canvas), np.float32)
+    box = np.empty((n, 4), np.float32)
+    for k, (i, size) in enumerate(zip(pick, sizes)):
+        digit = images[i].astype(np.float32) / 255.0
+        rows, cols = np.flatnonzero(digit.any(1)), np.flatnonzero(digit.any(0))
+        if not len(rows):       # a blank image (none in MNIST): a one-pixel box of nothing, in the corner
+            box[k] = (0.5 / canvas, 0.5 / canvas, 1 / canvas, 1 / canvas)
+            continue
+        ink = digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        scale = size / max(ink.shape)
+        h, w = (max(1, min(size, round(side * scale))) for side in ink.shape)
+        top, left = (int(f * (canvas - side + 1)) for f, side in zip(corner[k], (h, w)))
+        x[k, 0, top:top + h, left:left + w] = _area_weights(ink.shape[0], h) @ ink @ _area_weights(ink.shape[1], w).T
+        box[k] = ((left + w / 2) / canvas, (top + h / 2) / canvas, w / canvas, h / canvas)
+    np.clip(x, 0.0, 1.0, out=x)
+    return {"x": x, "y": labels[pick].astype(np.int64), "box": box}
 
 
 CIFAR10_FOLDER = "cifar10/cifar-10-batches-bin"     # in the data directory, as `gradlang data fetch cifar10` unpacks it
@@ -386,7 +426,7 @@ def paths(spec, folder: Path, data_dir: Path | None = None) -> list[Path]:
     ctx = DataContext(folder, spec.span, data_dir)
     declared = SIGNATURES[spec.source]
     kwargs = {**declared.defaults, **dict(spec.kwargs)}
-    if spec.source == "mnist":
+    if spec.source in ("mnist", "mnist_boxes"):
         split = kwargs.get("split", "train")
         return [(data_dir or default_data_dir()) / "mnist" / name for name in MNIST_FILES.get(split, ())]
     if spec.source == "cifar10":
