@@ -803,39 +803,31 @@ define("causal_mask", 0, _causal_infer, _causal_kernel, None,
 
 # ---- noise ---------------------------------------------------------------------------------------
 
-def _normal_infer(shapes, dtypes, attrs):
-    shape = attrs["shape"] = tuple(attrs["shape"])
-    if attrs["dtype"] not in FLOATS:
-        raise ShapeError(f"random_normal makes floats, not {attrs['dtype']}")
-    if not all(isinstance(d, str) or isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise ShapeError(f"random_normal needs a shape of dimensions, got {shape!r}")
-    return shape, attrs["dtype"]
+def _noise_infer(name: str):
+    """The shape rule of a noise op: floats of attrs.shape (dimensions, symbolic or ≥ 0)."""
+    def infer(shapes, dtypes, attrs):
+        shape = attrs["shape"] = tuple(attrs["shape"])
+        if attrs["dtype"] not in FLOATS:
+            raise ShapeError(f"{name} makes floats, not {attrs['dtype']}")
+        if not all(isinstance(d, str) or isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise ShapeError(f"{name} needs a shape of dimensions, got {shape!r}")
+        return shape, attrs["dtype"]
+    return infer
 
 
-def _normal_kernel(attrs, in_shapes, out_shape, dtype, context):
-    rng, target = context.rng, DTYPES[dtype]
-    return lambda: rng.standard_normal(out_shape, dtype=target)
+def _noise_kernel(draw: str):
+    """A kernel drawing `rng.<draw>` (standard_normal, random) of the result's shape, every run."""
+    def kernel(attrs, in_shapes, out_shape, dtype, context):
+        sample, target = getattr(context.rng, draw), DTYPES[dtype]
+        return lambda: sample(out_shape, dtype=target)
+    return kernel
 
 
-define("random_normal", 0, _normal_infer, _normal_kernel, None,
+define("random_normal", 0, _noise_infer("random_normal"), _noise_kernel("standard_normal"), None,
        "standard normal noise of attrs.shape, drawn anew every run from the run's generator (a generator's "
        "input; attrs.key keeps draws apart)", shape_attrs=("shape",), random=True)
 
 
-def _uniform_infer(shapes, dtypes, attrs):
-    shape = attrs["shape"] = tuple(attrs["shape"])
-    if attrs["dtype"] not in FLOATS:
-        raise ShapeError(f"random_uniform makes floats, not {attrs['dtype']}")
-    if not all(isinstance(d, str) or isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise ShapeError(f"random_uniform needs a shape of dimensions, got {shape!r}")
-    return shape, attrs["dtype"]
-
-
-def _uniform_kernel(attrs, in_shapes, out_shape, dtype, context):
-    rng, target = context.rng, DTYPES[dtype]
-    return lambda: rng.random(out_shape, dtype=target)
-
-
-define("random_uniform", 0, _uniform_infer, _uniform_kernel, None,
+define("random_uniform", 0, _noise_infer("random_uniform"), _noise_kernel("random"), None,
        "uniform noise in [0, 1) of attrs.shape, drawn anew every run from the run's generator (`u < p` is a "
        "Bernoulli(p) draw; attrs.key keeps draws apart)", shape_attrs=("shape",), random=True)
