@@ -828,8 +828,8 @@ def _noise_infer(name: str):
 def _noise_kernel(draw: str):
     """A kernel drawing `rng.<draw>` (standard_normal, random) of the result's shape, every run."""
     def kernel(attrs, in_shapes, out_shape, dtype, context):
-        sample, target = getattr(context.rng, draw), DTYPES[dtype]
-        return lambda: sample(out_shape, dtype=target)
+        rng, target = context.rng, DTYPES[dtype]   # (no generator where a schedule is only costed, not run)
+        return lambda: getattr(rng, draw)(out_shape, dtype=target)
     return kernel
 
 
