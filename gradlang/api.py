@@ -359,7 +359,7 @@ def settings_from_python(settings: dict | None, origin: str = "<settings>") -> t
 def _setting_text(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, (int, float)) and not isinstance(value, np.bool_):
+    if isinstance(value, (int, float)):
         return repr(float(value)) if isinstance(value, float) else str(value)
     return value
 

@@ -532,11 +532,12 @@ def _read_inputs(program, path: Path) -> dict:
     spec = program.plan.get("data")
     if getattr(spec, "source", None) != "csv":
         return read_csv(path, target=None)
-    settings = dict(spec.kwargs)
+    from .frontend.sources import DATA_SOURCES
+    settings = {**DATA_SOURCES["csv"].defaults, **dict(spec.kwargs)}   # the source's defaults, then the program's
     x = program.elaborated.inputs.get("x")
     width = x.shape[-1] if x is not None and len(x.shape) == 2 and isinstance(x.shape[-1], int) else None
-    arrays = read_csv(path, settings.get("target", -1), settings.get("header", True), settings.get("delimiter", ","),
-                      settings.get("features", ()), target_optional=True, feature_count=width)
+    arrays = read_csv(path, settings["target"], settings["header"], settings["delimiter"], settings["features"],
+                      target_optional=True, feature_count=width)
     arrays.pop("y", None)
     if standardizes(spec):
         if program.standardization is None:

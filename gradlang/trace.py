@@ -88,7 +88,7 @@ class TracedNode:
 
     id: int
     name: str             # its printed name, as in `gradlang ir`
-    role: str             # input, param or forward
+    role: str             # input, param, state or forward
     text: str             # the right-hand side, `matmul %x, %W`
     type: str             # `f32[1,16]`
     location: str         # `model.grad:12`, or "" for nodes the source does not place
@@ -109,8 +109,9 @@ class Trace:
     and its value. Text (`str`), JSON (`as_dict`), a Graphviz drawing (`drawing()`: each node with its
     value and gradient) and, in Jupyter, a table."""
 
-    def __init__(self, title: str, loss: str, loss_value: float, nodes: list[TracedNode], graph: Graph):
-        self.title, self.loss, self.loss_value, self.nodes = title, loss, loss_value, nodes
+    def __init__(self, title: str, loss_output: str, loss_value: float, nodes: list[TracedNode], graph: Graph):
+        self.title, self.loss_output, self.loss_value, self.nodes = title, loss_output, loss_value, nodes
+        self.loss = loss_output.split(":", 1)[-1]   # the loss's name (`loss`, or the name of `loss NAME = …`)
         self.graph = graph
 
     def node(self, name: str) -> TracedNode:
@@ -149,11 +150,6 @@ class Trace:
                            f"grad {(t.grad.text() if t.grad.values is not None else _brief(t.grad))}"
                            if t.grad is not None else "grad —"]
         return graph_to_dot(self.graph, [self.loss_output], title=self.title, notes=notes)
-
-    @property
-    def loss_output(self) -> str:
-        return next(k for k, v in self.graph.outputs.items() if k.startswith("loss") and
-                    (k == "loss" and self.loss == "loss" or k == f"loss:{self.loss}"))
 
     def drawing(self) -> Drawing:
         return Drawing.from_dot(self.dot(), str(self))
@@ -205,8 +201,8 @@ def trace(program, feed: dict, loss: str | None = None, training: bool = False) 
     names = list(outputs)
     sched = schedule(graph, names, bind_dimensions(runner.inputs, arrays),
                      RunContext(copy.deepcopy(runner.rng), training), False, frozenset(REWRITES))
-    values = dict(zip(names, Executable(sched, graph, runner.input_names, runner.param_names)
-                      .run(arrays, runner.param_list)))
+    values = dict(zip(names, Executable(sched, graph, runner.input_names, runner.leaf_names)
+                      .run(arrays, runner.leaf_list)))   # the params, then the state (batch norm's statistics)
     printed = value_names(model, order)   # as the drawing (and `gradlang ir --png`) names them
 
     def operand(o: int) -> str:
@@ -219,7 +215,7 @@ def trace(program, feed: dict, loss: str | None = None, training: bool = False) 
         span = model.location(n)   # the user's line (for library code, the call that made it)
         location = f"{span.source.name}:{span.line}" if span is not None and span.source.name != "<prelude>" else ""
         nodes.append(TracedNode(
-            n, printed[n], data["op"] if data["op"] in ("input", "param") else "forward",
+            n, printed[n], data["op"] if data["op"] in ("input", "param", "state") else "forward",
             node_rhs(model, n, operand), fmt_type(data["shape"], data["dtype"]), location,
             span.source.line(span.line) if location else "", Summary.of(values[f"trace:value:{n}"]),
             Summary.of(values[f"trace:grad:{n}"]) if n in cotangents else None,
@@ -227,4 +223,4 @@ def trace(program, feed: dict, loss: str | None = None, training: bool = False) 
             np.asarray(values[f"trace:grad:{n}"]) if n in cotangents else None))
     loss_value = float(np.asarray(values[f"trace:value:{loss_node}"]))
     title = Path(program.name).name if program.name != "<string>" else "<string>"
-    return Trace(title, output.split(":", 1)[-1], loss_value, nodes, model)
+    return Trace(title, output, loss_value, nodes, model)

@@ -71,6 +71,25 @@ def _check_by_differences(prog, feed, traced, eps=1e-6):
     assert (sides[0] - sides[1]) / (2 * eps) == pytest.approx(predicted, rel=1e-6, abs=1e-9)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_a_program_with_state_traces_in_either_mode(training):
+    prog = gradlang.compile("""
+import nn
+data arms = spirals(n: 64, classes: 3, seed: 0)
+input x : f32[B, 2]
+input y : i64[B]
+hidden = nn.dense(2, 8)
+norm = nn.batch_norm(8)
+out = nn.dense(8, 3)
+loss = cross_entropy(out(relu(norm(hidden(x)))), y)
+""", dtype="float64")
+    feed = {k: v[:8] for k, v in prog.load_data("arms").items()}
+    traced = prog.trace(feed, training=training)
+    assert traced.node("norm.running_var").role == "state"
+    for name, gradient in prog.gradients(feed, training=training).items():
+        np.testing.assert_allclose(traced.node(name).grad_array, gradient, rtol=1e-9, atol=1e-12, err_msg=name)
+
+
 def test_linear_regression_on_one_example_is_the_hand_computation():
     prog = gradlang.compile(ROOT / "examples" / "linear_regression.grad", dtype="float64")
     prog.set_params({"beta0": 0.5, "beta1": 2.0})

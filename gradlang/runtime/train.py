@@ -273,8 +273,7 @@ def fit(program, arrays: dict, epochs: int | None, steps: int | None, batch_size
                 feeds = [arrays if full_batch else {k: arrays[k][idx] for k in names}
                          for idx in (group if per_step > 1 else [group])]
                 try:
-                    loss = program.step(feeds[0], metered=True) if metered else program.step(feeds if per_step > 1
-                                                                                              else feeds[0])
+                    loss = program.step(feeds if per_step > 1 else feeds[0], metered=metered)
                 except NonFiniteError as err:   # raised before the update: the params are as they were
                     skipped_in_a_row += 1
                     if on_nonfinite != "skip" or skipped_in_a_row > MAX_SKIPS_IN_A_ROW:

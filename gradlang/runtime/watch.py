@@ -50,7 +50,8 @@ class GradientWatch:
     def __init__(self, runner, locations: dict[str, str]):
         self.histories = {name: ParamHistory(name, locations.get(name, ""), param.ndim)
                           for name, param in zip(runner.param_names, runner.param_list)}
-        self._before: list | None = None
+        self._norms: list[float] = []         # the update being made: its gradients' norms
+        self._before: list | None = None       # and its params' values before it
         self.last: dict[str, tuple[float, float]] = {}   # the last update's (norm, ratio) per param
 
     def before(self, update, gradients: list) -> None:
