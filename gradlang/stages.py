@@ -24,6 +24,8 @@ from .ir.dot import graph_to_dot
 from .ir.graph import Graph
 from .ir.printer import format_graph, graph_to_json
 from .lowering.schedule import InPlace, IntoBuffer, Schedule, WhereInto, schedule
+from .ops import helper
+from .ops.nn_ops import Chunked
 from .ops.registry import RunContext
 from .passes.simplify import simplify
 
@@ -100,24 +102,33 @@ def kernel_name(kernel, op: str) -> str:
         return f"where in place of operand {kernel.index + 1}"
     if isinstance(kernel, functools.partial):
         return kernel_name(kernel.func, op)
+    if isinstance(kernel, Chunked):
+        return kernel.listing_name + _sharing(kernel)
     inner = getattr(kernel, "kernel", None)
     if inner is not None:   # a kernel that checks its indices first
         return f"{kernel_name(inner, op)}, indices checked"
     owner = getattr(kernel, "__self__", None)
     name = getattr(kernel, "__name__", type(kernel).__name__)
     if owner is not None and not inspect.ismodule(owner):   # a method: np.add.reduce, MaxPool.forward
-        return f"{getattr(owner, '__name__', type(owner).__name__)}.{name}"
+        return f"{getattr(owner, '__name__', type(owner).__name__)}.{name}" + _sharing(owner)
     return op if name == "<lambda>" else name
+
+
+def _sharing(kernel) -> str:
+    return " sharing the batch with the helper" if getattr(kernel, "each", None) is helper.shared else ""
 
 
 def format_schedule(graph: Graph, sched: Schedule, batch: int, locations: bool = True) -> str:
     """One line per kernel call of a schedule: the slot it writes, the kernel, the slots it reads, the
     op it computes and where in the program; then the rewrites the scheduler made."""
     lines = [f"# the training step at batch {batch}: {len(sched.steps)} kernel calls"]
-    for (kernel, operands, result, _), node in zip(sched.steps, sched.nodes):
+    for i, ((kernel, operands, result, _), node) in enumerate(zip(sched.steps, sched.nodes)):
         where = f"  # {graph.op(node)}" + (f"  {graph.location(node)}" if locations else "")
         reads = ", ".join(f"%{o}" for o in operands)
-        lines.append(f"%{result} = {kernel_name(kernel, graph.op(node))}({reads}){where}")
+        lane = " on the helper thread" if i in sched.helper_steps else ""
+        lines.append(f"%{result} = {kernel_name(kernel, graph.op(node))}({reads}){lane}{where}")
+        if i in sched.helper_queues:
+            lines.append("# the helper steps above are queued to the helper thread here")
     lines.append("# rewrites: " + (", ".join(f"{name} {count}" for name, count in sched.rewrites.items()) or "none"))
     return "\n".join(lines) + "\n"
 

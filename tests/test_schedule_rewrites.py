@@ -49,13 +49,13 @@ def test_the_cnn_step_pairs_its_pools_and_lists_the_kernels_chosen(capsys):
     from gradlang.cli import main
     assert main(["ir", str(ROOT / "benchmarks" / "cnn.grad"), "--stage", "scheduled", "--batch", "4"]) == 0
     listing = capsys.readouterr().out
-    assert listing.count("MaxPool.forward(") == 2 and listing.count("MaxPool.gradient(") == 2
+    assert listing.count("= MaxPool.forward") == 2 and listing.count("= MaxPool.gradient") == 2
     assert "SoftmaxCrossEntropy.scaled_gradient(" in listing and "into a reused buffer" in listing
     assert "# rewrites: shared-softmax 3, pool-argmax 4," in listing
     assert main(["ir", str(ROOT / "benchmarks" / "cnn.grad"), "--stage", "scheduled", "--batch", "4",
                  "--no-opt", "pool-argmax", "--no-opt", "reuse-buffers"]) == 0
     listing = capsys.readouterr().out
-    assert "MaxPool.forward(" in listing   # the kernels are MaxPool's either way; only unpaired
+    assert "= MaxPool.forward" in listing   # the kernels are MaxPool's either way; only unpaired
     assert "pool-argmax" not in listing and "reuse-buffers" not in listing and "reused buffer" not in listing
 
 

@@ -1,8 +1,7 @@
 """What one training step costs, computed from the IR before anything runs: FLOPs and peak memory.
 
-FLOPs per op: a matrix product or convolution counts 2 per multiply-add; softmax and softmax
-cross-entropy 5 per element; a reduction 1 per element it reads; other arithmetic 1 per element it
-writes; moving data (reshape, transpose, broadcast, slicing, casts, one-hot, window gathering) 0.
+FLOPs per op are counted as lowering/flops.py says: 2 per multiply-add of a product or convolution,
+1 per element of other arithmetic, 0 for moving data.
 
 Memory follows the schedule the interpreter runs: each value's buffer lives from the step that makes
 it to its last use (outputs to the end), and reshape, transpose, broadcast_to and slice make views
@@ -20,31 +19,10 @@ import numpy as np
 from ..errors import GradError
 from ..ir.graph import Graph
 from ..ops import registry
-from ..ops.registry import MOVES_DATA, REDUCTION, VIEW
+from ..ops.registry import VIEW
 from ..ops.shapes import DTYPES, resolve
+from .flops import node_flops
 from .schedule import schedule
-
-
-def node_flops(graph: Graph, node: int, bindings: dict) -> int:
-    """Floating-point operations of one node with its symbolic dimensions bound (see the docstring)."""
-    op = graph.op(node)
-    size = lambda n: prod(resolve(graph.shape(n), bindings))   # noqa: E731
-    operands = graph.operands(node)
-    if registry.has(op, MOVES_DATA):
-        return 0
-    if op == "matmul":
-        return 2 * size(node) * resolve(graph.shape(operands[0]), bindings)[-1]
-    if op == "conv2d":            # out [N,O,OH,OW] from filters [O,C,KH,KW]: C·KH·KW products each
-        return 2 * size(node) * size(operands[1]) // graph.shape(operands[1])[0]
-    if op == "conv2d_transpose":  # each input element meets O·KH·KW filter values ([C,O,KH,KW])
-        return 2 * size(operands[0]) * size(operands[1]) // graph.shape(operands[1])[0]
-    if op == "conv2d_filter_grad":  # each output-gradient element meets C·KH·KW inputs
-        return 2 * size(operands[1]) * size(node) // graph.shape(node)[0]
-    if op in ("softmax", "softmax_cross_entropy"):
-        return 5 * size(operands[0])
-    if registry.has(op, REDUCTION):
-        return size(operands[0])
-    return size(node)
 
 
 @dataclass

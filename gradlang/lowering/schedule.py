@@ -13,18 +13,20 @@ call kernels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from math import prod
 
 import numpy as np
 
 from ..analysis.index_checks import IndexGuard, guarded
 from ..errors import GradError
 from ..ir.graph import Graph, check_size, memory_limit
-from ..ops import registry
-from ..ops.nn_ops import CHUNK_ELEMENTS, MaxPool
+from ..ops import helper, registry
+from ..ops.nn_ops import CHUNK_ELEMENTS, Chunked, MaxPool
 from ..ops.primitives import SoftmaxCrossEntropy
 from ..ops.registry import VIEW, RunContext
 from ..ops.shapes import DTYPES, ShapeError, broadcast, resolve
 from ..passes.modes import for_mode
+from .flops import node_flops
 
 
 @dataclass
@@ -42,6 +44,9 @@ class Schedule:
     output_nodes: tuple = ()   # the node of each requested output, in order
     rewrites: dict = field(default_factory=dict)   # REWRITES name → the calls it changed (absent: not made)
     largest_product: int = 0   # multiply-adds of the step's largest single BLAS product (runtime/threads.py)
+    helper_steps: frozenset = frozenset()   # the steps the helper thread runs (see `_helper_lane`)
+    # the helper steps after which the step queues a task: the helper steps since the previous one
+    helper_queues: frozenset = frozenset()
 
 
 @dataclass
@@ -228,16 +233,124 @@ def _share_max_pool(graph: Graph, calls: list, roots: set, bindings: dict) -> li
     return [_Call(call.node, shared[call.node], call.operands) if call.node in shared else call for call in calls]
 
 
+# The estimate of a kernel's time that places work on the helper (`_helper_lane`): a fixed cost per
+# call, products at PRODUCT_FLOPS_PER_US, anything else at ELEMENTS_PER_US elements written; and the
+# helper's kernels as HELPER_SLOWER times slower (their operands are in the other core's cache).
+CALL_US, PRODUCT_FLOPS_PER_US, ELEMENTS_PER_US, HELPER_SLOWER = 1.5, 50_000, 1_000, 1.25
+# A product estimated at this many microseconds or more is "large": worth a hand-off to the helper
+# (whose operands come from the other core's cache: smaller products measured several times slower
+# there, and the LSTM step slower overall), and what the critical path is made of. A lane with less
+# estimated work than this is not worth its hand-offs either.
+HELPER_MIN_US = 100
+# Each task queued wakes the helper (a system call, and more on a virtual machine): helper steps are
+# queued together once their estimated work reaches this many microseconds.
+TASK_MIN_US = 200
+_PRODUCTS = ("matmul", "conv2d", "conv2d_transpose", "conv2d_filter_grad")
+
+
+def _estimated_us(graph: Graph, node: int, bindings: dict) -> float:
+    """A rough time for node's kernel, in microseconds (only ratios matter)."""
+    op = graph.op(node)
+    if registry.has(op, VIEW):
+        return CALL_US / 3
+    if op in _PRODUCTS:
+        return CALL_US + node_flops(graph, node, bindings) / PRODUCT_FLOPS_PER_US
+    return CALL_US + prod(resolve(graph.shape(node), bindings)) / ELEMENTS_PER_US
+
+
+def _helper_lane(graph: Graph, calls: list, roots: set, bindings: dict) -> frozenset:
+    """The calls the helper thread runs, beside the step. Candidates are the calls no large product
+    depends on that depend on a large product no other large product depends on and that heads no
+    chain of work longer than itself — the weight gradients (`xᵀ @ g`, a filter gradient) with their
+    sums over time steps and uses, not the product that starts an LSTM's backward pass — and the
+    cheap calls only those read (a transposed view of x); never a call that draws random numbers
+    (the draws keep their order). The step never reads a value the helper computes, so it waits
+    for the helper only when it returns: work the helper does after the step's last call is time
+    lost. Walking back from the end, a candidate therefore goes to the helper only while the
+    helper's (estimated) work from it on fits in the step's own work from it on; a candidate the
+    step keeps makes the candidates it reads stay with the step too."""
+    readers: dict[int, list] = {}
+    for call in calls:
+        for o in set(call.operands):
+            readers.setdefault(o, []).append(call.node)
+    cost = {call.node: _estimated_us(graph, call.node, bindings) for call in calls}
+    large = {call.node for call in calls if graph.op(call.node) in _PRODUCTS and cost[call.node] >= HELPER_MIN_US}
+    feeds_large: dict[int, bool] = {}
+    after: dict[int, float] = {}   # the longest chain of estimated work that waits for the node's value
+    for call in reversed(calls):
+        node = call.node
+        feeds_large[node] = any(r in large or feeds_large[r] for r in readers.get(node, ()))
+        after[node] = max((cost[r] + after[r] for r in readers.get(node, ())), default=0.0)
+    candidates: set[int] = set()
+    for call in calls:
+        node = call.node
+        seed = node in large and after[node] <= cost[node]   # not a product at the head of a long chain
+        if not feeds_large[node] and not registry.get(graph.op(node)).random and (
+                seed or any(o in candidates for o in call.operands)):
+            candidates.add(node)
+    for call in reversed(calls):   # a value read only by candidates is a candidate
+        node = call.node
+        if (node not in candidates and node not in roots and readers.get(node)
+                and not registry.get(graph.op(node)).random and all(r in candidates for r in readers[node])):
+            candidates.add(node)
+    lane: set[int] = set()
+    kept: set[int] = set()
+    step_after = helper_after = 0.0
+    for call in reversed(calls):
+        node = call.node
+        if node in candidates and node not in kept and helper_after + HELPER_SLOWER * cost[node] <= step_after:
+            lane.add(node)
+            helper_after += HELPER_SLOWER * cost[node]
+        else:
+            step_after += cost[node]
+            if node in candidates:
+                kept.update(call.operands)
+    return frozenset(lane) if helper_after >= HELPER_MIN_US else frozenset()
+
+
+def _helper_queues(graph: Graph, calls: list, lane: frozenset, bindings: dict) -> frozenset:
+    """The lane's calls after which a task is queued (see TASK_MIN_US; the last one always)."""
+    queues, pending, last = set(), 0.0, None
+    for call in calls:
+        if call.node in lane:
+            pending += _estimated_us(graph, call.node, bindings)
+            last = call.node
+            if pending >= TASK_MIN_US:
+                queues.add(call.node)
+                pending = 0.0
+    return frozenset(queues | ({last} if last is not None else set()))
+
+
+def _spread(kernel):
+    """The kernel with its batch chunks shared with the helper, or None if it has none. The kernels of
+    a max-pool pair share one owner, which shares for both."""
+    if isinstance(kernel, Chunked):
+        return kernel.spread()
+    owner = getattr(kernel, "__self__", None)
+    if isinstance(owner, Chunked):
+        owner.each = helper.shared   # the owner was made for this schedule alone
+        return kernel
+    return None
+
+
+def _spread_chunks(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
+    """Kernels that work through the batch in parts (convolutions, max pooling) share them with the
+    helper."""
+    return [_Call(c.node, _spread(c.kernel) or c.kernel, c.operands) for c in calls]
+
+
 def _window_key(graph: Graph, node: int) -> tuple:
     attrs = graph.attrs(node)
     return tuple(attrs[k] for k in ("kernel", "stride", "padding"))
 
 
-def _in_place(graph: Graph, calls: list, roots: set, bindings: dict, static: dict) -> list:
+def _in_place(graph: Graph, calls: list, roots: set, bindings: dict, static: dict,
+              lane: frozenset = frozenset()) -> list:
     """Let a kernel write its result into an operand's buffer when that buffer is dead afterwards: it
     was computed by this schedule (not an input, param or constant), nothing else reads it or any
     view of it later, and it has the result's shape and dtype. Saves an allocation and a pass of
-    fresh memory per op."""
+    fresh memory per op. With a helper `lane`, a kernel the step runs itself never writes into a
+    buffer the helper reads: the helper may not have read it yet."""
     position = {call.node: i for i, call in enumerate(calls)}
     buffer = {}                  # node → the node whose kernel allocated the memory it lives in
     for call in calls:
@@ -250,6 +363,7 @@ def _in_place(graph: Graph, calls: list, roots: set, bindings: dict, static: dic
             if b is not None:
                 last_read[b] = max(last_read.get(b, -1), i)
     pinned = {buffer.get(r) for r in roots}   # outputs are handed to the caller: never overwritten
+    helper_read = {buffer.get(o) for call in calls if call.node in lane for o in call.operands}
     shapes: dict[int, tuple] = {}
 
     def shape(node):
@@ -262,6 +376,8 @@ def _in_place(graph: Graph, calls: list, roots: set, bindings: dict, static: dic
         if o not in position or registry.has(graph.op(o), VIEW):
             return False
         owner = buffer[o]   # o itself, or the operand whose buffer o's kernel already wrote into
+        if owner in helper_read and calls[i].node not in lane:
+            return False
         return (owner not in pinned and last_read.get(owner) == i
                 and graph.dtype(o) == graph.dtype(like) and shape(o) == shape(like))
 
@@ -285,6 +401,8 @@ def _in_place(graph: Graph, calls: list, roots: set, bindings: dict, static: dic
         if target is not None:
             owner = buffer[ops[target]]
             buffer[node] = owner
+            if node in helper_read:   # the helper reads the value now living in the owner's buffer
+                helper_read.add(owner)
             last_read[owner] = max(last_read[owner], last_read.get(node, -1))
             if node in pinned:
                 pinned.add(owner)
@@ -307,14 +425,15 @@ def _memory_owner(graph: Graph, call: _Call, owner: dict) -> int:
     return call.node
 
 
-def _reuse_buffers(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
+def _reuse_buffers(graph: Graph, calls: list, roots: set, bindings: dict, lane: frozenset = frozenset()) -> list:
     """Give every large float matrix product a buffer made once, at schedule time, and shared with
     other products whose lifetimes do not overlap (a buffer returns to the pool after the last read
     of anything living in it). The schedule's outputs keep theirs to the end of the step, so each
     run overwrites the previous run's outputs: only for a caller that consumes them first, as the
     training step does. Products only: their result is row-major whatever their operands' layout,
     while an elementwise ufunc keeps a transposed operand's layout, which a row-major buffer would
-    change (and with it the order of later sums)."""
+    change (and with it the order of later sums). A buffer the helper thread reads is not reused: the
+    step may be ahead of the helper."""
     owner: dict[int, int] = {}
     last_read: dict[int, int] = {}
     for i, call in enumerate(calls):
@@ -322,6 +441,11 @@ def _reuse_buffers(graph: Graph, calls: list, roots: set, bindings: dict) -> lis
             if o in owner:
                 last_read[owner[o]] = i
         owner[call.node] = _memory_owner(graph, call, owner)
+    for call in calls:
+        if call.node in lane:
+            for o in call.operands:
+                if o in owner:
+                    last_read[owner[o]] = len(calls)
     for r in roots:
         if r in owner:
             last_read[owner[r]] = len(calls)
@@ -357,6 +481,8 @@ REWRITES = {
     "dot-products": "sum(a * b) over every axis is one dot product",
     "in-place": "a kernel writes its result into the buffer of an operand that dies with it",
     "reuse-buffers": "the training step's large matrix products get memory allocated once",
+    "helper-thread": "a second thread computes the weight gradients beside the step, and half of each "
+                     "convolution's batch (with two CPUs; not when BLAS threads the products)",
 }
 
 
@@ -431,9 +557,16 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     calls = rewrite("dot-products", _fuse_dot_products)
     calls = [_Call(c.node, IndexGuard(c.kernel, *guards[c.node]), c.operands)   # a fused kernel checks too
              if c.node in guards and not isinstance(c.kernel, IndexGuard) else c for c in calls]
-    calls = rewrite("in-place", _in_place, static)
+    lane = queues = frozenset()
+    if "helper-thread" not in disabled and helper.usable(max((_product_size(graph, c.node, bindings)
+                                                              for c in calls), default=0)):
+        lane = _helper_lane(graph, calls, set(roots), bindings)
+        queues = _helper_queues(graph, calls, lane, bindings)
+        made["helper-thread"] = len(lane) + sum(_spread(c.kernel) is not None for c in calls)
+        calls = _spread_chunks(graph, calls, set(roots), bindings)
+    calls = rewrite("in-place", _in_place, static, lane)
     if reuse_buffers:
-        calls = rewrite("reuse-buffers", _reuse_buffers)
+        calls = rewrite("reuse-buffers", _reuse_buffers, lane)
     last_use: dict[int, int] = {}
     for i, call in enumerate(calls):
         for o in call.operands:
@@ -448,7 +581,9 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
              for i, call in enumerate(calls)]
     return Schedule(steps, len(order), {slot[n]: v for n, v in static.items()}, input_slots, param_slots,
                     [slot[r] for r in roots], [call.node for call in calls], _fresh(graph, calls, roots),
-                    tuple(roots), made, max((_product_size(graph, c.node, bindings) for c in calls), default=0))
+                    tuple(roots), made, max((_product_size(graph, c.node, bindings) for c in calls), default=0),
+                    frozenset(i for i, call in enumerate(calls) if call.node in lane),
+                    frozenset(i for i, call in enumerate(calls) if call.node in queues))
 
 
 def _product_size(graph: Graph, node: int, bindings: dict) -> int:

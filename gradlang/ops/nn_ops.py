@@ -28,9 +28,12 @@ Integer index operands receive no gradient.
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import helper
 from .registry import MOVES_DATA, REDUCTION, IndexOperand, define
 from .shapes import DTYPES, FLOATS, INTS, ShapeError, fmt_shape, fmt_type, normalize_axes
 
@@ -141,9 +144,29 @@ CHUNK_ELEMENTS = 1 << 19
 
 
 def _batch_chunks(n: int, per_example: int):
-    """Slices covering range(n), each holding at most CHUNK_ELEMENTS / per_example examples (≥ 1)."""
-    step = max(1, CHUNK_ELEMENTS // max(per_example, 1))
-    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
+    """Slices covering range(n), each holding at most CHUNK_ELEMENTS / per_example examples (≥ 1), of
+    sizes differing by at most one, and an even number of them where there are several: two threads
+    sharing them (helper.shared) finish together. The plan depends on the shapes alone, so a sum over
+    chunks adds the same numbers in the same order whichever threads compute them."""
+    count = -(-n // max(1, CHUNK_ELEMENTS // max(per_example, 1)))
+    count = min(n, count + count % 2) if count > 1 else count
+    bounds = [n * k // count for k in range(count + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
+
+
+class Chunked:
+    """A kernel that works through the batch in chunks; `each(body, count)` runs the chunks — in order,
+    or (`spread()`, the scheduler's "helper-thread" rewrite) shared with the helper thread."""
+
+    __slots__ = ("each",)
+
+    def __init__(self):
+        self.each = helper.in_order
+
+    def spread(self) -> Chunked:
+        other = copy.copy(self)
+        other.each = helper.shared
+        return other
 
 
 def _add_windows(cols: np.ndarray, size: tuple, kernel: tuple, stride: tuple, padding: tuple,
@@ -219,22 +242,55 @@ class Conv2d:
         self.oh, self.ow = _out_size("conv2d", x_shape[2:], self.kernel, self.stride, self.padding)
         self.per_example = self.channels * self.kernel[0] * self.kernel[1] * self.oh * self.ow
 
-    def forward(self, x, w):
+    def forward(self, x, w, each=helper.in_order):
         o, oh, ow = self.out_channels, self.oh, self.ow
         out = np.empty((len(x), o, oh, ow), dtype=np.result_type(x, w))
         filters = _filter_rows(w).T                                          # [KH·KW·C, O]
-        for part in _batch_chunks(len(x), self.per_example):
-            cols = _im2col(x[part], self.kernel, self.stride, self.padding)  # [n·OH·OW, KH·KW·C]
-            out[part] = (cols @ filters).reshape(-1, oh, ow, o).transpose(0, 3, 1, 2)
+        parts = _batch_chunks(len(x), self.per_example)
+
+        def chunk(k):
+            cols = _im2col(x[parts[k]], self.kernel, self.stride, self.padding)  # [n·OH·OW, KH·KW·C]
+            out[parts[k]] = (cols @ filters).reshape(-1, oh, ow, o).transpose(0, 3, 1, 2)
+        each(chunk, len(parts))
         return out
 
-    def filter_gradient(self, x, g, dtype):
+    def filter_gradient(self, x, g, dtype, each=helper.in_order):
         (kh, kw), c, o = self.kernel, self.channels, self.out_channels
+        parts = _batch_chunks(len(x), self.per_example)
+        products = [None] * len(parts)
+
+        def chunk(k):
+            cols = _im2col(x[parts[k]], self.kernel, self.stride, self.padding)
+            products[k] = cols.T @ _channels_last_rows(g[parts[k]])
+        each(chunk, len(parts))
         rows = np.zeros((kh * kw * c, o), dtype=dtype)                       # [KH·KW·C, O]
-        for part in _batch_chunks(len(x), self.per_example):
-            cols = _im2col(x[part], self.kernel, self.stride, self.padding)
-            rows += cols.T @ _channels_last_rows(g[part])
+        for product in products:                                             # in chunk order, as one thread would
+            rows += product
         return np.ascontiguousarray(rows.reshape(kh, kw, c, o).transpose(3, 2, 0, 1))
+
+
+class Conv2dForward(Chunked):
+    __slots__ = ("conv",)
+    listing_name = "Conv2d.forward"
+
+    def __init__(self, conv: Conv2d):
+        super().__init__()
+        self.conv = conv
+
+    def __call__(self, x, w):
+        return self.conv.forward(x, w, self.each)
+
+
+class Conv2dFilterGradient(Chunked):
+    __slots__ = ("conv", "dtype")
+    listing_name = "Conv2d.filter_gradient"
+
+    def __init__(self, conv: Conv2d, dtype):
+        super().__init__()
+        self.conv, self.dtype = conv, dtype
+
+    def __call__(self, x, g):
+        return self.conv.filter_gradient(x, g, self.dtype, self.each)
 
 
 class GroupedConv2d:
@@ -319,8 +375,9 @@ class GroupedConv2d:
 
 
 def _conv2d_kernel(attrs, in_shapes, out_shape, dtype):
-    kind = Conv2d if _is_plain(attrs) else GroupedConv2d
-    return kind(attrs, in_shapes[0], in_shapes[1][2:], out_shape[1]).forward
+    if _is_plain(attrs):
+        return Conv2dForward(Conv2d(attrs, in_shapes[0], in_shapes[1][2:], out_shape[1]))
+    return GroupedConv2d(attrs, in_shapes[0], in_shapes[1][2:], out_shape[1]).forward
 
 
 def _vjp_conv2d(e, n, g):
@@ -364,22 +421,35 @@ def _conv_transpose_kernel(attrs, in_shapes, out_shape, dtype):
 
 
 def _plain_transpose(attrs, in_shapes, out_shape, dtype):
-    stride, padding, size = attrs["stride"], attrs["padding"], attrs["size"]
-    kernel, target = tuple(in_shapes[1][2:]), DTYPES[dtype]
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    _, o, oh, ow = in_shapes[0]
-    c = out_shape[1]
-    per_example = (o + c) * oh * ow   # g's rows and one window offset's product, per example
+    return Conv2dTranspose(attrs, in_shapes, out_shape, DTYPES[dtype])
 
-    def conv2d_transpose(g, w):
-        # One product per window offset, g's channels-last rows [n·OH·OW, O] times that offset's
-        # filter slice [O, C], added where the offset's values came from in a channels-last image:
-        # each product is written into the same buffer, and each addition runs over whole rows of
-        # the image. (A single product of all offsets at once leaves them interleaved in memory,
-        # and gathering them back is slower than the products themselves.)
-        out = np.empty(out_shape, dtype=target)
+
+class Conv2dTranspose(Chunked):
+    """conv2d_transpose without dilation or groups. One product per window offset, g's channels-last
+    rows [n·OH·OW, O] times that offset's filter slice [O, C], added where the offset's values came
+    from in a channels-last image: each product is written into the same buffer, and each addition
+    runs over whole rows of the image. (A single product of all offsets at once leaves them
+    interleaved in memory, and gathering them back is slower than the products themselves.)"""
+
+    __slots__ = ("stride", "padding", "size", "window", "target", "in_shape", "out_shape")
+    listing_name = "conv2d_transpose"
+
+    def __init__(self, attrs: dict, in_shapes, out_shape, target):
+        super().__init__()
+        self.stride, self.padding, self.size = attrs["stride"], attrs["padding"], attrs["size"]
+        self.window, self.target = tuple(in_shapes[1][2:]), target
+        self.in_shape, self.out_shape = tuple(in_shapes[0]), tuple(out_shape)
+
+    def __call__(self, g, w):
+        (kh, kw), (sh, sw), (ph, pw), size, target = self.window, self.stride, self.padding, self.size, self.target
+        _, o, oh, ow = self.in_shape
+        c = self.out_shape[1]
+        out = np.empty(self.out_shape, dtype=target)
         slices = [np.ascontiguousarray(w[:, :, i, j], dtype=target) for i in range(kh) for j in range(kw)]
-        for part in _batch_chunks(len(g), per_example):
+        parts = _batch_chunks(len(g), (o + c) * oh * ow)   # g's rows and one offset's product, per example
+
+        def chunk(index):
+            part = parts[index]
             rows = _channels_last_rows(g[part]).astype(target, copy=False)
             n = len(rows) // (oh * ow)
             product = np.empty((len(rows), c), dtype=target)
@@ -389,8 +459,8 @@ def _plain_transpose(attrs, in_shapes, out_shape, dtype):
                 np.matmul(rows, filters, out=product)
                 image[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += product.reshape(n, oh, ow, c)
             out[part] = image[:, ph:ph + size[0], pw:pw + size[1]].transpose(0, 3, 1, 2)
+        self.each(chunk, len(parts))
         return out
-    return conv2d_transpose
 
 
 def _vjp_conv_transpose(e, n, g):
@@ -423,8 +493,9 @@ def _filter_grad_infer(shapes, dtypes, attrs):
 
 
 def _filter_grad_kernel(attrs, in_shapes, out_shape, dtype):
-    kind = Conv2d if _is_plain(attrs) else GroupedConv2d
-    conv, target = kind(attrs, in_shapes[0], attrs["kernel"], out_shape[0]), DTYPES[dtype]
+    if _is_plain(attrs):
+        return Conv2dFilterGradient(Conv2d(attrs, in_shapes[0], attrs["kernel"], out_shape[0]), DTYPES[dtype])
+    conv, target = GroupedConv2d(attrs, in_shapes[0], attrs["kernel"], out_shape[0]), DTYPES[dtype]
 
     def conv2d_filter_grad(x, g):
         return conv.filter_gradient(x, g, target)
@@ -536,7 +607,7 @@ def _pool_infer(op: str, image_operands: int):
     return infer
 
 
-class MaxPool:
+class MaxPool(Chunked):
     """The kernels of max_pool2d and of its gradient for one input shape and window. When one step
     computes both on the same input, the scheduler runs them as a pair (`keep`): the forward keeps
     which offset of each window held its first maximum, and the gradient writes g there instead of
@@ -545,15 +616,22 @@ class MaxPool:
 
     Windows that tile the image exactly (stride = kernel, no padding: the usual 2×2 pooling) are read
     as a reshape of x, and the gradient writes each element once; other windows go through strided
-    views of a padded copy, and the gradient adds each window offset's share back."""
+    views of a padded copy, and the gradient adds each window offset's share back. Shared with the
+    helper thread (`spread`), each kernel works on the two halves of the batch at once."""
 
     def __init__(self, attrs: dict, in_shape: tuple, dtype: str, keep: bool = False):
+        super().__init__()
         self.kernel, self.stride, self.padding = attrs["kernel"], attrs["stride"], attrs["padding"]
         n, c, h, w = in_shape
         kh, kw = self.kernel
         self.tiles = self.stride == self.kernel and self.padding == (0, 0) and h % kh == 0 and w % kw == 0
         self.in_shape, self.target, self.keep = tuple(in_shape), DTYPES[dtype], keep
+        self.out_shape = (n, c) + _out_size("max_pool2d", (h, w), self.kernel, self.stride, self.padding)
+        self.index_dtype = np.uint8 if kh * kw <= 256 else np.int32
         self.saved = None
+
+    def _parts(self, n: int) -> list:
+        return [slice(0, n)] if self.each is helper.in_order or n < 2 else [slice(0, n // 2), slice(n // 2, n)]
 
     def _offsets(self, x):
         """For each window offset (i, j) in row-major order, the view of x holding that offset of every
@@ -566,12 +644,11 @@ class MaxPool:
         win = _windows(x, self.kernel, self.stride, self.padding, -np.inf)
         return [win[..., i, j] for i in range(kh) for j in range(kw)]
 
-    def _first_maxima(self, x):
-        """The window maxima and the offset holding each one first (uint8, or int32 for windows of
-        more than 256 elements)."""
+    def _first_maxima(self, x, best, first) -> None:
+        """The window maxima of x into `best` and the offset holding each one first into `first`."""
         views = self._offsets(x)
-        best = views[0].copy()
-        first = np.zeros(best.shape, np.uint8 if len(views) <= 256 else np.int32)
+        best[...] = views[0]
+        first[...] = 0
         greater, offset = np.empty(best.shape, bool), np.empty_like(first)
         for k, view in enumerate(views[1:], 1):
             np.greater(view, best, out=greater)   # strictly: a tie keeps the earlier offset
@@ -580,39 +657,57 @@ class MaxPool:
             np.multiply(greater, first.dtype.type(k), out=offset)
             np.maximum(first, offset, out=first)
             np.maximum(best, view, out=best)
+
+    def maxima(self, x):
+        """(the window maxima, the offset holding each first), the batch's parts computed by `each`."""
+        best = np.empty((len(x),) + self.out_shape[1:], dtype=x.dtype)
+        first = np.empty(best.shape, self.index_dtype)
+        parts = self._parts(len(x))
+        self.each(lambda k: self._first_maxima(x[parts[k]], best[parts[k]], first[parts[k]]), len(parts))
         return best, first
 
     def forward(self, x):
-        if not self.keep:
-            views = self._offsets(x)
-            best = views[0].copy()
-            for view in views[1:]:
-                np.maximum(best, view, out=best)
+        if self.keep:
+            best, self.saved = self.maxima(x)
             return best
-        best, first = self._first_maxima(x)
-        self.saved = first
+        best = np.empty((len(x),) + self.out_shape[1:], dtype=x.dtype)
+        parts = self._parts(len(x))
+
+        def part(k):
+            views, out = self._offsets(x[parts[k]]), best[parts[k]]
+            out[...] = views[0]
+            for view in views[1:]:
+                np.maximum(out, view, out=out)
+        self.each(part, len(parts))
         return best
 
     def gradient(self, x, g):
         if self.saved is None:
-            _, first = self._first_maxima(x)
+            _, first = self.maxima(x)
         else:
             first, self.saved = self.saved, None
         (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
         n, c, oh, ow = g.shape
-        hit = np.empty(first.shape, bool)
-        if self.tiles:   # every element of x is in exactly one window: each is written once
-            out = np.empty(self.in_shape, dtype=self.target)
-            for k, view in enumerate(self._offsets(out)):
-                np.equal(first, k, out=hit)
-                np.multiply(g, hit, out=view)
-            return out
         h, w = self.in_shape[2:]
-        out = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=self.target)
-        for k in range(kh * kw):
-            i, j = divmod(k, kw)
-            np.equal(first, k, out=hit)
-            out[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += g * hit
+        if self.tiles:   # every element of x is in exactly one window: each is written once
+            out = np.empty((n,) + self.in_shape[1:], dtype=self.target)
+        else:
+            out = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=self.target)
+        parts = self._parts(n)
+
+        def part(index):
+            into, hits, grads = out[parts[index]], first[parts[index]], g[parts[index]]
+            hit = np.empty(hits.shape, bool)
+            if self.tiles:
+                for k, view in enumerate(self._offsets(into)):
+                    np.equal(hits, k, out=hit)
+                    np.multiply(grads, hit, out=view)
+                return
+            for k in range(kh * kw):
+                i, j = divmod(k, kw)
+                np.equal(hits, k, out=hit)
+                into[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += grads * hit
+        self.each(part, len(parts))
         return out[:, :, ph:ph + h, pw:pw + w] if ph or pw else out
 
 
@@ -628,7 +723,7 @@ def _max_pool_select_kernel(attrs, in_shapes, out_shape, dtype):
     pool = MaxPool(attrs, in_shapes[0], dtype)
 
     def max_pool2d_select(x, u):
-        _, first = pool._first_maxima(x)
+        _, first = pool.maxima(x)
         win = _windows(u, pool.kernel, pool.stride, pool.padding)
         (kh, kw), out = pool.kernel, np.zeros(out_shape, dtype=u.dtype)
         for k in range(kh * kw):

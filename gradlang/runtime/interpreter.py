@@ -11,14 +11,32 @@ from __future__ import annotations
 from ..errors import GradError
 from ..ir.graph import Graph
 from ..lowering.schedule import InPlace, IntoBuffer, Schedule
+from ..ops.helper import StepRun
 from .threads import WithThreads, step_threads
 
 _KERNEL_ERRORS = (ValueError, IndexError, TypeError, FloatingPointError, MemoryError)
 
 
+def _call(kernel, operands, i: int, namespace: dict, value) -> str:
+    """The source of step i's kernel call, `value(slot)` naming each operand's value."""
+    args = ", ".join(value(o) for o in operands)
+    if isinstance(kernel, InPlace):   # call the kernel itself with out=: no wrapper in the step
+        kernel, args = kernel.kernel, f"{args}, out={value(operands[kernel.index])}"
+    elif isinstance(kernel, IntoBuffer):
+        namespace[f"b{i}"] = kernel.buffer
+        kernel, args = kernel.kernel, f"{args}, out=b{i}"
+    namespace[f"k{i}"] = kernel
+    return f"k{i}({args})"
+
+
 def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
-    """The schedule as a Python function run(inputs, params) -> list of outputs."""
-    namespace: dict = {}
+    """The schedule as a Python function run(inputs, params) -> list of outputs.
+
+    Steps of the helper lane (`sched.helper_steps`) become task functions, one per run of consecutive
+    helper steps, queued where the step reaches them: a task reads the step's values as arguments and
+    keeps its own in `w` (a list by slot); the step returns once every task has run, and waits for them
+    before it raises. The scheduler guarantees the step never reads a value a task computes."""
+    namespace: dict = {"StepRun": StepRun}
     lines = ["def run(inputs, params):"]
     for i, name in enumerate(input_names):
         if name in sched.input_slots:
@@ -29,18 +47,51 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
     for slot, value in sched.preloaded.items():
         namespace[f"c{slot}"] = value
         lines.append(f"    v{slot} = c{slot}")
+    lanes, queues = sched.helper_steps, sched.helper_queues
+    on_helper = {sched.steps[i][2] for i in lanes}
+    last_read: dict[int, int] = {}   # of the step's own values: the last step that reads each (the outputs: the end)
+    for j, (_, operands, _, _) in enumerate(sched.steps):
+        for o in operands:
+            if o not in on_helper:
+                last_read[o] = j
+    last_read.update((s, len(sched.steps)) for s in sched.output_slots)
+    body: list[str] = []
+    task: list[str] = []    # the source of the task being gathered
+    args: list[int] = []    # the step's values it reads, passed when it is queued
     for i, (kernel, operands, result, frees) in enumerate(sched.steps):
-        args = ", ".join(f"v{o}" for o in operands)
-        if isinstance(kernel, InPlace):   # call the kernel itself with out=: no wrapper in the step
-            kernel, args = kernel.kernel, f"{args}, out=v{operands[kernel.index]}"
-        elif isinstance(kernel, IntoBuffer):
-            namespace[f"b{i}"] = kernel.buffer
-            kernel, args = kernel.kernel, f"{args}, out=b{i}"
-        namespace[f"k{i}"] = kernel
-        lines.append(f"    v{result} = k{i}({args})")
-        if frees:
-            lines.append("    " + " = ".join(f"v{f}" for f in frees) + " = None")
-    lines.append(f"    return [{', '.join(f'v{s}' for s in sched.output_slots)}]")
+        if i not in lanes:
+            body.append(f"v{result} = {_call(kernel, operands, i, namespace, lambda o: f'v{o}')}")
+            kept = [f for f in frees if f not in args]   # a value the gathered task reads is dropped when queued
+            if kept:
+                body.append(" = ".join(f"v{f}" for f in kept) + " = None")
+            continue
+        for o in operands:
+            if o not in on_helper and o not in sched.preloaded and o not in args:
+                args.append(o)
+
+        def value(o):
+            return f"w[{o}]" if o in on_helper else f"c{o}" if o in sched.preloaded else f"a{o}"
+        task.append(f"    w[{result}] = {_call(kernel, operands, i, namespace, value)}")
+        dropped = [f for f in frees if f in on_helper]
+        if dropped:
+            task.append("    " + " = ".join(f"w[{f}]" for f in dropped) + " = None")
+        if i in queues:
+            source = "\n".join([f"def task{i}(w{''.join(f', a{o}' for o in args)}):", *task, "    return None"])
+            exec(compile(source, f"<gradlang helper task {i}>", "exec"), namespace)  # noqa: S102 - our own code
+            body.append(f"helper.start(task{i}, ({''.join(f'v{o}, ' for o in args)}))")
+            released = [o for o in args if last_read.get(o, -1) <= i]
+            if released:   # the task holds them now; the step reads them no more
+                body.append(" = ".join(f"v{o}" for o in released) + " = None")
+            task, args = [], []
+    outputs = ", ".join(f"helper.values[{s}]" if s in on_helper else f"v{s}" for s in sched.output_slots)
+    if lanes:
+        lines.append(f"    helper = StepRun({sched.n_slots})")
+        lines.append("    try:")
+        lines += [f"        {line}" for line in body]
+        lines += ["    except BaseException:", "        helper.drain()", "        raise", "    helper.finish()"]
+    else:
+        lines += [f"    {line}" for line in body]
+    lines.append(f"    return [{outputs}]")
     exec(compile("\n".join(lines), "<gradlang schedule>", "exec"), namespace)  # noqa: S102 - our own code
     return namespace["run"]
 

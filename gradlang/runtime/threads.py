@@ -19,13 +19,13 @@ import os
 
 from ..errors import GradError
 
-# The largest product (m·n·k multiply-adds) of a step below which it runs on one thread; see
-# docs/architecture.md for the measurement behind it.
-THREADED_MIN_WORK = 1 << 27
+# The largest product (m·n·k multiply-adds) of a step below which it runs on one thread.
+from ..ops.helper import BLAS_THREADS_ENVIRONMENT, THREADED_MIN_WORK
+
 # OpenBLAS itself runs a product of fewer multiply-adds than this on one thread (its SMP threshold,
 # 65,536 × GEMM_MULTITHREAD_THRESHOLD = 4): a step made only of such products needs no setting at all.
 BLAS_THREADS_ANYWAY = 1 << 18
-ENVIRONMENT = "GRADLANG_BLAS_THREADS"
+ENVIRONMENT = BLAS_THREADS_ENVIRONMENT
 _NAMES = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
           ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
           ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
