@@ -144,14 +144,11 @@ CHUNK_ELEMENTS = 1 << 19
 
 
 def _batch_chunks(n: int, per_example: int):
-    """Slices covering range(n), each holding at most CHUNK_ELEMENTS / per_example examples (≥ 1), of
-    sizes differing by at most one, and an even number of them where there are several: two threads
-    sharing them (helper.shared) finish together. The plan depends on the shapes alone, so a sum over
-    chunks adds the same numbers in the same order whichever threads compute them."""
-    count = -(-n // max(1, CHUNK_ELEMENTS // max(per_example, 1)))
-    count = min(n, count + count % 2) if count > 1 else count
-    bounds = [n * k // count for k in range(count + 1)]
-    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
+    """Slices covering range(n), each holding at most CHUNK_ELEMENTS / per_example examples (≥ 1). The
+    plan depends on the shapes alone, so a sum over chunks adds the same numbers in the same order
+    whichever threads compute them (helper.shared)."""
+    step = max(1, CHUNK_ELEMENTS // max(per_example, 1))
+    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
 
 
 class Chunked:
