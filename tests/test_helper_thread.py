@@ -29,10 +29,9 @@ def two_cpus(monkeypatch):
 
 @pytest.fixture
 def eager_lanes(two_cpus, monkeypatch):
-    """Every product large enough for the helper, and each task queued on its own: the lanes of a
-    real batch, on the small batches a test can afford."""
+    """Every product large enough for the helper: the lanes of a real batch, on the small batches a
+    test can afford."""
     monkeypatch.setattr(scheduling, "HELPER_MIN_US", 0)
-    monkeypatch.setattr(scheduling, "TASK_MIN_US", 30)
 
 
 def _results(path: Path, no_opt=()) -> tuple:

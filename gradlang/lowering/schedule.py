@@ -242,9 +242,6 @@ CALL_US, PRODUCT_FLOPS_PER_US, ELEMENTS_PER_US, HELPER_SLOWER = 1.5, 50_000, 1_0
 # there, and the LSTM step slower overall), and what the critical path is made of. A lane with less
 # estimated work than this is not worth its hand-offs either.
 HELPER_MIN_US = 100
-# Each task queued wakes the helper (a system call, and more on a virtual machine): helper steps are
-# queued together once their estimated work reaches this many microseconds.
-TASK_MIN_US = 200
 _PRODUCTS = ("matmul", "conv2d", "conv2d_transpose", "conv2d_filter_grad")
 
 
@@ -309,16 +306,11 @@ def _helper_lane(graph: Graph, calls: list, roots: set, bindings: dict) -> froze
 
 
 def _helper_queues(graph: Graph, calls: list, lane: frozenset, bindings: dict) -> frozenset:
-    """The lane's calls after which a task is queued (see TASK_MIN_US; the last one always)."""
-    queues, pending, last = set(), 0.0, None
-    for call in calls:
-        if call.node in lane:
-            pending += _estimated_us(graph, call.node, bindings)
-            last = call.node
-            if pending >= TASK_MIN_US:
-                queues.add(call.node)
-                pending = 0.0
-    return frozenset(queues | ({last} if last is not None else set()))
+    """The lane's calls after which a task is queued: the last of each run of consecutive lane calls.
+    (Gathering several runs into one task, to wake the helper less often, measured slower: the helper
+    starts later, and finishes after the step.)"""
+    return frozenset(call.node for call, following in zip(calls, calls[1:] + [None])
+                     if call.node in lane and (following is None or following.node not in lane))
 
 
 def _spread(kernel):
