@@ -143,12 +143,20 @@ def _windows(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, fill=0
 CHUNK_ELEMENTS = 1 << 19
 
 
-def _batch_chunks(n: int, per_example: int):
+def _batch_chunks(n: int, per_example: int, balanced: bool = False):
     """Slices covering range(n), each holding at most CHUNK_ELEMENTS / per_example examples (≥ 1). The
     plan depends on the shapes alone, so a sum over chunks adds the same numbers in the same order
-    whichever threads compute them (helper.shared)."""
+    whichever threads compute them (helper.shared). `balanced`: an even number of chunks of sizes
+    differing by at most one, so that two threads sharing them finish together — for kernels whose
+    examples are computed independently (a sum over chunks keeps the plain plan: changing it would
+    change its rounding)."""
     step = max(1, CHUNK_ELEMENTS // max(per_example, 1))
-    return [slice(start, min(start + step, n)) for start in range(0, n, step)]
+    if not balanced:
+        return [slice(start, min(start + step, n)) for start in range(0, n, step)]
+    count = -(-n // step)
+    count = min(n, count + count % 2) if count > 1 else count
+    bounds = [n * k // count for k in range(count + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
 
 
 class Chunked:
@@ -243,7 +251,7 @@ class Conv2d:
         o, oh, ow = self.out_channels, self.oh, self.ow
         out = np.empty((len(x), o, oh, ow), dtype=np.result_type(x, w))
         filters = _filter_rows(w).T                                          # [KH·KW·C, O]
-        parts = _batch_chunks(len(x), self.per_example)
+        parts = _batch_chunks(len(x), self.per_example, balanced=True)
 
         def chunk(k):
             cols = _im2col(x[parts[k]], self.kernel, self.stride, self.padding)  # [n·OH·OW, KH·KW·C]
@@ -443,7 +451,8 @@ class Conv2dTranspose(Chunked):
         c = self.out_shape[1]
         out = np.empty(self.out_shape, dtype=target)
         slices = [np.ascontiguousarray(w[:, :, i, j], dtype=target) for i in range(kh) for j in range(kw)]
-        parts = _batch_chunks(len(g), (o + c) * oh * ow)   # g's rows and one offset's product, per example
+        # per example: g's rows and one offset's product
+        parts = _batch_chunks(len(g), (o + c) * oh * ow, balanced=True)
 
         def chunk(index):
             part = parts[index]
