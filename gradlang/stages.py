@@ -127,7 +127,7 @@ def format_schedule(graph: Graph, sched: Schedule, batch: int, locations: bool =
         reads = ", ".join(f"%{o}" for o in operands)
         lane = " on the helper thread" if i in sched.helper_steps else ""
         lines.append(f"%{result} = {kernel_name(kernel, graph.op(node))}({reads}){lane}{where}")
-        if i in sched.helper_queues:
+        if i in sched.helper_steps and i + 1 not in sched.helper_steps:
             lines.append("# the helper steps above are queued to the helper thread here")
     lines.append("# rewrites: " + (", ".join(f"{name} {count}" for name, count in sched.rewrites.items()) or "none"))
     return "\n".join(lines) + "\n"

@@ -23,7 +23,7 @@ from ..ir.graph import Graph, check_size, memory_limit
 from ..ops import helper, registry
 from ..ops.nn_ops import CHUNK_ELEMENTS, Chunked, MaxPool
 from ..ops.primitives import SoftmaxCrossEntropy
-from ..ops.registry import VIEW, RunContext
+from ..ops.registry import CONTRACTION, VIEW, RunContext
 from ..ops.shapes import DTYPES, ShapeError, broadcast, resolve
 from ..passes.modes import for_mode
 from .flops import node_flops
@@ -44,9 +44,10 @@ class Schedule:
     output_nodes: tuple = ()   # the node of each requested output, in order
     rewrites: dict = field(default_factory=dict)   # REWRITES name → the calls it changed (absent: not made)
     largest_product: int = 0   # multiply-adds of the step's largest single BLAS product (runtime/threads.py)
-    helper_steps: frozenset = frozenset()   # the steps the helper thread runs (see `_helper_lane`)
-    # the helper steps after which the step queues a task: the helper steps since the previous one
-    helper_queues: frozenset = frozenset()
+    # the steps the helper thread runs (see `_helper_lane`): each run of consecutive ones is one task,
+    # queued when the step reaches the run's end (gathering runs into fewer tasks, to wake the helper
+    # less often, measured slower: the helper starts later and finishes after the step)
+    helper_steps: frozenset = frozenset()
 
 
 @dataclass
@@ -242,7 +243,6 @@ CALL_US, PRODUCT_FLOPS_PER_US, ELEMENTS_PER_US, HELPER_SLOWER = 1.5, 50_000, 1_0
 # there, and the LSTM step slower overall), and what the critical path is made of. A lane with less
 # estimated work than this is not worth its hand-offs either.
 HELPER_MIN_US = 100
-_PRODUCTS = ("matmul", "conv2d", "conv2d_transpose", "conv2d_filter_grad")
 
 
 def _estimated_us(graph: Graph, node: int, bindings: dict) -> float:
@@ -250,7 +250,7 @@ def _estimated_us(graph: Graph, node: int, bindings: dict) -> float:
     op = graph.op(node)
     if registry.has(op, VIEW):
         return CALL_US / 3
-    if op in _PRODUCTS:
+    if registry.has(op, CONTRACTION):
         return CALL_US + node_flops(graph, node, bindings) / PRODUCT_FLOPS_PER_US
     return CALL_US + prod(resolve(graph.shape(node), bindings)) / ELEMENTS_PER_US
 
@@ -271,7 +271,8 @@ def _helper_lane(graph: Graph, calls: list, roots: set, bindings: dict) -> froze
         for o in set(call.operands):
             readers.setdefault(o, []).append(call.node)
     cost = {call.node: _estimated_us(graph, call.node, bindings) for call in calls}
-    large = {call.node for call in calls if graph.op(call.node) in _PRODUCTS and cost[call.node] >= HELPER_MIN_US}
+    large = {call.node for call in calls
+             if registry.has(graph.op(call.node), CONTRACTION) and cost[call.node] >= HELPER_MIN_US}
     feeds_large: dict[int, bool] = {}
     after: dict[int, float] = {}   # the longest chain of estimated work that waits for the node's value
     for call in reversed(calls):
@@ -303,14 +304,6 @@ def _helper_lane(graph: Graph, calls: list, roots: set, bindings: dict) -> froze
             if node in candidates:
                 kept.update(call.operands)
     return frozenset(lane) if helper_after >= HELPER_MIN_US else frozenset()
-
-
-def _helper_queues(graph: Graph, calls: list, lane: frozenset, bindings: dict) -> frozenset:
-    """The lane's calls after which a task is queued: the last of each run of consecutive lane calls.
-    (Gathering several runs into one task, to wake the helper less often, measured slower: the helper
-    starts later, and finishes after the step.)"""
-    return frozenset(call.node for call, following in zip(calls, calls[1:] + [None])
-                     if call.node in lane and (following is None or following.node not in lane))
 
 
 def _spread(kernel):
@@ -549,11 +542,10 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     calls = rewrite("dot-products", _fuse_dot_products)
     calls = [_Call(c.node, IndexGuard(c.kernel, *guards[c.node]), c.operands)   # a fused kernel checks too
              if c.node in guards and not isinstance(c.kernel, IndexGuard) else c for c in calls]
-    lane = queues = frozenset()
+    lane = frozenset()
     if "helper-thread" not in disabled and helper.usable(max((_product_size(graph, c.node, bindings)
                                                               for c in calls), default=0)):
         lane = _helper_lane(graph, calls, set(roots), bindings)
-        queues = _helper_queues(graph, calls, lane, bindings)
         made["helper-thread"] = len(lane) + sum(_spread(c.kernel) is not None for c in calls)
         calls = _spread_chunks(graph, calls, set(roots), bindings)
     calls = rewrite("in-place", _in_place, static, lane)
@@ -574,8 +566,7 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     return Schedule(steps, len(order), {slot[n]: v for n, v in static.items()}, input_slots, param_slots,
                     [slot[r] for r in roots], [call.node for call in calls], _fresh(graph, calls, roots),
                     tuple(roots), made, max((_product_size(graph, c.node, bindings) for c in calls), default=0),
-                    frozenset(i for i, call in enumerate(calls) if call.node in lane),
-                    frozenset(i for i, call in enumerate(calls) if call.node in queues))
+                    frozenset(i for i, call in enumerate(calls) if call.node in lane))
 
 
 def _product_size(graph: Graph, node: int, bindings: dict) -> int:

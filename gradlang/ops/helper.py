@@ -5,8 +5,8 @@ calling kernels run on two cores at once; only the few microseconds of dispatch 
 take turns. The step gives the helper two kinds of work (lowering/schedule.py, "helper-thread"):
 
 - *tasks*: runs of kernels off the step's critical path (a weight gradient and its sum), queued as
-  the step reaches them and run in the order queued; the step waits for a task only where it reads
-  one of its results, and for all of them before it returns;
+  the step reaches them and run in the order queued; the step never reads what they compute, and
+  waits for all of them before it returns;
 - *shared chunks*: a kernel that works through the batch in chunks (a convolution) lets the helper
   take chunks from the same counter as itself. The kernel never waits for the helper to start: a
   busy or descheduled helper simply takes no chunks, so a loaded machine degrades to one thread
@@ -110,7 +110,7 @@ class StepRun:
         self.held: list | None = [] if _late else None   # tasks kept until the step finishes (`late`)
 
     def start(self, function, args: tuple) -> Task:
-        """Queue `function(values, *args)` on the helper; its results come back through `wait`."""
+        """Queue `function(values, *args)` on the helper."""
         task = Task(self, function, args)
         self.last = task
         if self.held is None:
@@ -130,15 +130,14 @@ class StepRun:
         for task in self.held or ():
             task()
         if self.last is not None:
-            self.last.done.acquire()
-            self.last.done.release()
+            self.last.wait()
 
 
 class Task:
-    __slots__ = ("run", "function", "args", "results", "done")
+    __slots__ = ("run", "function", "args", "done")
 
     def __init__(self, run: StepRun, function, args: tuple):
-        self.run, self.function, self.args, self.results = run, function, args, None
+        self.run, self.function, self.args = run, function, args
         self.done = _thread.allocate_lock()
         self.done.acquire()
 
@@ -146,20 +145,17 @@ class Task:
         run = self.run
         try:
             if run.error is None:
-                self.results = self.function(run.values, *self.args)
+                self.function(run.values, *self.args)
         except BaseException as err:   # handed to the step, which raises it where it waits
             run.error = err
         finally:
             self.args = None
             self.done.release()
 
-    def wait(self):
-        """This task's results, once it has run (the tasks before it have run too)."""
+    def wait(self) -> None:
+        """Return once this task has run (the tasks before it have run too)."""
         self.done.acquire()
         self.done.release()
-        if self.run.error is not None:
-            raise self.run.error
-        return self.results
 
 
 def in_order(body, count: int) -> None:

@@ -34,7 +34,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from . import helper
-from .registry import MOVES_DATA, REDUCTION, IndexOperand, define
+from .registry import CONTRACTION, MOVES_DATA, REDUCTION, IndexOperand, define
 from .shapes import DTYPES, FLOATS, INTS, ShapeError, fmt_shape, fmt_type, normalize_axes
 
 # ---- checks and attributes -----------------------------------------------------------------------
@@ -395,7 +395,7 @@ def _vjp_conv2d(e, n, g):
 define("conv2d", 2, _conv2d_infer, _conv2d_kernel, _vjp_conv2d,
        "2-D cross-correlation of x [N, C, H, W] with filters w [O, C/G, KH, KW] → [N, O, OH, OW] "
        "(attrs: stride, padding — zero padding on each side; dilation — the taps' spacing, and groups G — "
-       "output channel o sees input channels of group o // (O/G) only; both absent when 1)")
+       "output channel o sees input channels of group o // (O/G) only; both absent when 1)", traits=(CONTRACTION,))
 
 
 def _conv_transpose_infer(shapes, dtypes, attrs):
@@ -478,7 +478,8 @@ def _vjp_conv_transpose(e, n, g):
 
 define("conv2d_transpose", 2, _conv_transpose_infer, _conv_transpose_kernel, _vjp_conv_transpose,
        "the adjoint of conv2d in its input: g [N, O, OH, OW] and filters w [O, C/G, KH, KW] → [N, C, H, W] "
-       "(attrs: stride, padding, size = (H, W), dilation, groups G); a transposed convolution")
+       "(attrs: stride, padding, size = (H, W), dilation, groups G); a transposed convolution",
+       traits=(CONTRACTION,))
 
 
 def _filter_grad_infer(shapes, dtypes, attrs):
@@ -517,7 +518,7 @@ def _vjp_filter_grad(e, n, g):
 
 define("conv2d_filter_grad", 2, _filter_grad_infer, _filter_grad_kernel, _vjp_filter_grad,
        "the derivative of conv2d in its filters: x [N, C, H, W] and g [N, O, OH, OW] → [O, C/G, KH, KW] "
-       "(attrs: stride, padding, kernel = (KH, KW), dilation, groups G)")
+       "(attrs: stride, padding, kernel = (KH, KW), dilation, groups G)", traits=(CONTRACTION,))
 
 
 # ---- windows (pooling) ---------------------------------------------------------------------------

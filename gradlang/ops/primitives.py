@@ -17,6 +17,7 @@ from .registry import (
     BY_MODE,
     COMMUTATIVE,
     COMPARISON,
+    CONTRACTION,
     ELEMENTWISE,
     MOVES_DATA,
     NO_GRADIENT_BY_DESIGN,
@@ -356,7 +357,8 @@ def _vjp_matmul(e, n, g):
             lambda: e.sum_to_shape(e("matmul", _swap_last(e, a), g), e.shape(b))]
 
 
-define("matmul", 2, _matmul_infer, _fixed(np.matmul), _vjp_matmul, "matrix product over the last two axes, batched")
+define("matmul", 2, _matmul_infer, _fixed(np.matmul), _vjp_matmul, "matrix product over the last two axes, batched",
+       traits=(CONTRACTION,))
 
 
 # ---- reductions ----------------------------------------------------------------------------------

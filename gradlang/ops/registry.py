@@ -49,8 +49,11 @@ NO_GRADIENT_BY_DESIGN = "no_gradient_by_design"
 # evaluating. The scheduler, which knows the kind, puts the chosen operand in its place (passes/modes.py);
 # nothing before it may fold the op or compute it at compile time.
 BY_MODE = "by_mode"
+# Sums products over shared dimensions — a matrix product, a convolution: BLAS-sized work, counted in
+# multiply-adds (lowering/flops.py), that the scheduler weighs when it hands work to the helper thread.
+CONTRACTION = "contraction"
 TRAITS = frozenset({ELEMENTWISE, VIEW, SAME_VALUES, COMMUTATIVE, COMPARISON, REDUCTION, MOVES_DATA,
-                    NO_GRADIENT_BY_DESIGN, BY_MODE})
+                    NO_GRADIENT_BY_DESIGN, BY_MODE, CONTRACTION})
 
 
 @dataclass(frozen=True)

@@ -33,9 +33,10 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
     """The schedule as a Python function run(inputs, params) -> list of outputs.
 
     Steps of the helper lane (`sched.helper_steps`) become task functions, one per run of consecutive
-    helper steps, queued where the step reaches them: a task reads the step's values as arguments and
-    keeps its own in `w` (a list by slot); the step returns once every task has run, and waits for them
-    before it raises. The scheduler guarantees the step never reads a value a task computes."""
+    helper steps, queued when the step reaches the run's end: a task reads the step's values as
+    arguments and keeps its own in `w` (a list by slot); the step returns once every task has run, and
+    waits for them before it raises. The scheduler guarantees the step never reads a value a task
+    computes."""
     namespace: dict = {"StepRun": StepRun}
     lines = ["def run(inputs, params):"]
     for i, name in enumerate(input_names):
@@ -47,7 +48,7 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
     for slot, value in sched.preloaded.items():
         namespace[f"c{slot}"] = value
         lines.append(f"    v{slot} = c{slot}")
-    lanes, queues = sched.helper_steps, sched.helper_queues
+    lanes = sched.helper_steps
     on_helper = {sched.steps[i][2] for i in lanes}
     last_read: dict[int, int] = {}   # of the step's own values: the last step that reads each (the outputs: the end)
     for j, (_, operands, _, _) in enumerate(sched.steps):
@@ -61,9 +62,8 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
     for i, (kernel, operands, result, frees) in enumerate(sched.steps):
         if i not in lanes:
             body.append(f"v{result} = {_call(kernel, operands, i, namespace, lambda o: f'v{o}')}")
-            kept = [f for f in frees if f not in args]   # a value the gathered task reads is dropped when queued
-            if kept:
-                body.append(" = ".join(f"v{f}" for f in kept) + " = None")
+            if frees:
+                body.append(" = ".join(f"v{f}" for f in frees) + " = None")
             continue
         for o in operands:
             if o not in on_helper and o not in sched.preloaded and o not in args:
@@ -75,7 +75,7 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
         dropped = [f for f in frees if f in on_helper]
         if dropped:
             task.append("    " + " = ".join(f"w[{f}]" for f in dropped) + " = None")
-        if i in queues:
+        if i + 1 not in lanes:   # the run's last step: the task is queued
             source = "\n".join([f"def task{i}(w{''.join(f', a{o}' for o in args)}):", *task, "    return None"])
             exec(compile(source, f"<gradlang helper task {i}>", "exec"), namespace)  # noqa: S102 - our own code
             body.append(f"helper.start(task{i}, ({''.join(f'v{o}, ' for o in args)}))")
