@@ -4,7 +4,11 @@ batch with it compute each part once; errors reach the step; the listing says wh
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
 import threading
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -143,3 +147,68 @@ def test_a_forked_child_starts_its_own_helper(two_cpus):
     got = queue.get(timeout=60)
     child.join(timeout=60)
     assert child.exitcode == 0 and got == want
+
+
+RANDOM_READER = """
+input x : f32[B, 256]
+input y : i64[B]
+param W1 : [256, 256] = he_normal
+param W2 : [256, 10] = he_normal
+h = relu(x @ W1)
+loss1 = cross_entropy(h @ W2, y)
+g = grad(loss1, W2)
+loss = loss1 + 0.000001 * sum(dropout_mask(g, 0.5))
+train { optimizer = sgd(lr: 0.05) }
+"""
+
+
+def test_a_weight_gradient_that_a_random_draw_reads_stays_with_the_step(eager_lanes):
+    """dropout_mask draws numbers, so it stays with the step; the gradient it reads must too (the step
+    never reads what the helper computes)."""
+    results = []
+    for no_opt in ((), ("helper-thread",)):
+        prog = gradlang.compile(RANDOM_READER, dtype="float64", seed=0, no_opt=no_opt)
+        feed = random_feed(prog, 256, np.random.default_rng(0))
+        results.append((prog.step(feed), {k: v.copy() for k, v in prog.params.items()}))
+    assert results[0][0] == results[1][0]
+    for name, value in results[1][1].items():
+        np.testing.assert_array_equal(results[0][1][name], value)
+
+
+def test_the_helper_computes_under_the_steps_numpy_error_settings():
+    def overflow(values):
+        np.exp(np.full(1000, 1000.0))
+    with np.errstate(over="raise"):
+        run = helper.StepRun(1)
+        run.start(overflow, ())
+        with pytest.raises(FloatingPointError):
+            run.finish()
+
+    def part(index):
+        if helper.on_helper():
+            np.exp(np.full(1000, 1000.0))
+    with np.errstate(over="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for _ in range(20):   # whether the helper takes a part at all is up to timing; it must never warn
+            helper.shared(part, 64)
+
+
+def test_ctrl_c_while_waiting_for_the_helper_waits_until_it_is_done():
+    busy = threading.Lock()
+    busy.acquire()
+    released = []
+
+    def interrupt_then_release():
+        time.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.2)
+        released.append(time.monotonic())
+        busy.release()
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        threading.Thread(target=interrupt_then_release).start()
+        with pytest.raises(KeyboardInterrupt):
+            helper._wait_for(busy)
+        assert released, "the wait ended before the helper was done"
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -294,34 +294,49 @@ def _helper_lane(graph: Graph, calls: list, roots: set, bindings: dict) -> froze
     lane: set[int] = set()
     kept: set[int] = set()
     step_after = helper_after = 0.0
+    paired = _paired(calls)
     for call in reversed(calls):
         node = call.node
-        if node in candidates and node not in kept and helper_after + HELPER_SLOWER * cost[node] <= step_after:
+        if (node in candidates and node not in kept and node not in paired
+                and helper_after + HELPER_SLOWER * cost[node] <= step_after):
             lane.add(node)
             helper_after += HELPER_SLOWER * cost[node]
         else:
             step_after += cost[node]
-            if node in candidates:
-                kept.update(call.operands)
+            kept.update(call.operands)   # whatever the step computes, it computes from its own values
     return frozenset(lane) if helper_after >= HELPER_MIN_US else frozenset()
 
 
-def _spread(kernel):
-    """The kernel with its batch chunks shared with the helper, or None if it has none. The kernels of
-    a max-pool pair share one owner, which shares for both."""
-    if isinstance(kernel, Chunked):
-        return kernel.spread()
-    owner = getattr(kernel, "__self__", None)
-    if isinstance(owner, Chunked):
-        owner.each = helper.shared   # the owner was made for this schedule alone
-        return kernel
-    return None
+def _paired(calls: list) -> set:
+    """Calls whose kernels share an object with another call's (a max pool and its gradient, a softmax
+    cross-entropy and its gradient): state passes between them outside their operands, so they stay
+    with the step, in its order."""
+    owners: dict[int, list] = {}
+    for call in calls:
+        owner = getattr(call.kernel, "__self__", None)
+        if owner is not None and not isinstance(owner, (type, type(np))) and not isinstance(owner, np.ufunc):
+            owners.setdefault(id(owner), []).append(call.node)
+    return {node for nodes in owners.values() if len(nodes) > 1 for node in nodes}
 
 
-def _spread_chunks(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
-    """Kernels that work through the batch in parts (convolutions, max pooling) share them with the
-    helper."""
-    return [_Call(c.node, _spread(c.kernel) or c.kernel, c.operands) for c in calls]
+def _shares_chunks(kernel) -> bool:
+    """Whether a kernel works through the batch in parts it can share with the helper (convolutions,
+    max pooling: `ops/nn_ops.py: Chunked`)."""
+    return isinstance(kernel, Chunked) or isinstance(getattr(kernel, "__self__", None), Chunked)
+
+
+def _spread_chunks(calls: list) -> list:
+    """Kernels that work through the batch in parts share them with the helper. The kernels of a
+    max-pool pair share one owner (made for this schedule alone), which then shares for both."""
+    out = []
+    for call in calls:
+        kernel = call.kernel
+        if isinstance(kernel, Chunked):
+            kernel = kernel.spread()
+        elif _shares_chunks(kernel):
+            kernel.__self__.each = helper.shared
+        out.append(_Call(call.node, kernel, call.operands))
+    return out
 
 
 def _window_key(graph: Graph, node: int) -> tuple:
@@ -546,8 +561,8 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     if "helper-thread" not in disabled and helper.usable(max((_product_size(graph, c.node, bindings)
                                                               for c in calls), default=0)):
         lane = _helper_lane(graph, calls, set(roots), bindings)
-        made["helper-thread"] = len(lane) + sum(_spread(c.kernel) is not None for c in calls)
-        calls = _spread_chunks(graph, calls, set(roots), bindings)
+        made["helper-thread"] = len(lane) + sum(_shares_chunks(c.kernel) for c in calls)
+        calls = _spread_chunks(calls)
     calls = rewrite("in-place", _in_place, static, lane)
     if reuse_buffers:
         calls = rewrite("reuse-buffers", _reuse_buffers, lane)

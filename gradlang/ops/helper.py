@@ -24,6 +24,8 @@ import os
 import queue
 import threading
 
+import numpy as np
+
 # A step whose largest product has at least this many multiply-adds lets BLAS thread its products
 # instead (runtime/threads.py), and gets no helper: two threads each running a threaded product would
 # oversubscribe the cores. See docs/architecture.md for the measurement behind it.
@@ -71,9 +73,25 @@ def _queue() -> queue.SimpleQueue:
 
 
 def _forget_after_fork() -> None:
-    """A forked child has no helper thread: the next use starts one."""
-    global _tasks, _ident
+    """A forked child has no helper thread (nor whoever held the start lock): the next use starts one."""
+    global _tasks, _ident, _start_lock
     _tasks = _ident = None
+    _start_lock = threading.Lock()
+
+
+def _wait_for(lock) -> None:
+    """Wait until `lock` is free, even if Ctrl-C interrupts the wait (it is raised once the wait is
+    over): the helper may not be left writing into memory that the step hands back or reuses."""
+    interrupted = None
+    while True:
+        try:
+            lock.acquire()
+            break
+        except KeyboardInterrupt as err:
+            interrupted = err
+    lock.release()
+    if interrupted is not None:
+        raise interrupted
 
 
 if hasattr(os, "register_at_fork"):
@@ -88,7 +106,8 @@ def on_helper() -> bool:
 def late():
     """Within it, a step's helper tasks run when the step finishes, on the step's own thread: the
     latest the helper could run them. A schedule must compute the same either way (the tests check
-    every program so): it may not overwrite what a task has yet to read."""
+    every program so): it may not overwrite what a task has yet to read. A switch for tests, for the
+    whole process: not nestable, not per thread."""
     global _late
     _late = True
     try:
@@ -98,25 +117,27 @@ def late():
 
 
 class StepRun:
-    """One run of a step's helper tasks: the values the helper keeps between tasks (by slot) and the
-    first error a task raised (the tasks after it are skipped)."""
+    """One run of a step's helper tasks: the values the helper keeps between tasks (by slot), the first
+    error a task raised (the tasks after it are skipped), and the step's NumPy error settings, which
+    are per thread (`np.errstate`): the helper computes under the step's."""
 
-    __slots__ = ("values", "error", "last", "held")
+    __slots__ = ("values", "error", "last", "held", "errors")
 
     def __init__(self, n_slots: int):
         self.values: list = [None] * n_slots
         self.error: BaseException | None = None
         self.last: Task | None = None
         self.held: list | None = [] if _late else None   # tasks kept until the step finishes (`late`)
+        self.errors = np.geterr()
 
     def start(self, function, args: tuple) -> Task:
         """Queue `function(values, *args)` on the helper."""
         task = Task(self, function, args)
-        self.last = task
         if self.held is None:
             _queue().put(task)
         else:
             self.held.append(task)
+        self.last = task   # only once queued: `drain` waits for it
         return task
 
     def finish(self) -> None:
@@ -145,7 +166,8 @@ class Task:
         run = self.run
         try:
             if run.error is None:
-                self.function(run.values, *self.args)
+                with np.errstate(**run.errors):
+                    self.function(run.values, *self.args)
         except BaseException as err:   # handed to the step, which raises it where it waits
             run.error = err
         finally:
@@ -154,8 +176,7 @@ class Task:
 
     def wait(self) -> None:
         """Return once this task has run (the tasks before it have run too)."""
-        self.done.acquire()
-        self.done.release()
+        _wait_for(self.done)
 
 
 def in_order(body, count: int) -> None:
@@ -173,6 +194,7 @@ def shared(body, count: int) -> None:
     indices = itertools.count()    # next() on it is atomic under the GIL
     busy = _thread.allocate_lock()
     failed: list = []              # the first error either thread raised: both stop taking indices
+    errors = np.geterr()           # per thread: the helper computes under the caller's
 
     def take() -> None:
         for index in iter(indices.__next__, None):
@@ -183,7 +205,8 @@ def shared(body, count: int) -> None:
     def helper_share() -> None:
         with busy:                 # held while the helper takes indices, so that the caller can wait for it
             try:
-                take()
+                with np.errstate(**errors):
+                    take()
             except BaseException as err:   # re-raised on the calling thread
                 failed.append(err)
 
@@ -192,7 +215,6 @@ def shared(body, count: int) -> None:
         take()
     except BaseException as err:
         failed.append(err)
-    with busy:                     # the helper, if it took an index, has finished with it
-        pass
+    _wait_for(busy)                # the helper, if it took an index, has finished with it
     if failed:
         raise failed[0]

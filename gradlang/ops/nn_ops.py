@@ -262,15 +262,19 @@ class Conv2d:
     def filter_gradient(self, x, g, dtype, each=helper.in_order):
         (kh, kw), c, o = self.kernel, self.channels, self.out_channels
         parts = _batch_chunks(len(x), self.per_example)
-        products = [None] * len(parts)
-
-        def chunk(k):
-            cols = _im2col(x[parts[k]], self.kernel, self.stride, self.padding)
-            products[k] = cols.T @ _channels_last_rows(g[parts[k]])
-        each(chunk, len(parts))
         rows = np.zeros((kh * kw * c, o), dtype=dtype)                       # [KH·KW·C, O]
-        for product in products:                                             # in chunk order, as one thread would
-            rows += product
+
+        def product(k):
+            cols = _im2col(x[parts[k]], self.kernel, self.stride, self.padding)
+            return cols.T @ _channels_last_rows(g[parts[k]])
+        if each is helper.in_order:
+            for k in range(len(parts)):
+                rows += product(k)
+        else:   # each chunk's product kept, then added in chunk order, as one thread adds them
+            products = [None] * len(parts)
+            each(lambda k: products.__setitem__(k, product(k)), len(parts))
+            for part in products:
+                rows += part
         return np.ascontiguousarray(rows.reshape(kh, kw, c, o).transpose(3, 2, 0, 1))
 
 

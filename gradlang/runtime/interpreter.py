@@ -88,7 +88,7 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
         lines.append(f"    helper = StepRun({sched.n_slots})")
         lines.append("    try:")
         lines += [f"        {line}" for line in body]
-        lines += ["    except BaseException:", "        helper.drain()", "        raise", "    helper.finish()"]
+        lines += ["        helper.finish()", "    except BaseException:", "        helper.drain()", "        raise"]
     else:
         lines += [f"    {line}" for line in body]
     lines.append(f"    return [{outputs}]")

@@ -18,9 +18,7 @@ import ctypes
 import os
 
 from ..errors import GradError
-
-# The largest product (m·n·k multiply-adds) of a step below which it runs on one thread.
-from ..ops.helper import BLAS_THREADS_ENVIRONMENT, THREADED_MIN_WORK
+from ..ops.helper import BLAS_THREADS_ENVIRONMENT, THREADED_MIN_WORK  # THREADED_MIN_WORK: see the docstring
 
 # OpenBLAS itself runs a product of fewer multiply-adds than this on one thread (its SMP threshold,
 # 65,536 × GEMM_MULTITHREAD_THRESHOLD = 4): a step made only of such products needs no setting at all.
