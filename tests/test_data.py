@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import SHARED_DATA, needs_mnist
 
 import gradlang
 from gradlang import GradError
@@ -16,10 +17,6 @@ from gradlang.runtime import fetch as fetch_module
 from gradlang.runtime.data import DataContext, blobs, line, mnist, spirals, two_moons, xor
 from gradlang.runtime.formats import read_csv, read_idx
 
-SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(not (SHARED / "mnist" / "t10k-labels-idx1-ubyte.gz").exists(),
-                                 reason=f"the real MNIST files are not in {SHARED / 'mnist'} "
-                                        "(CI puts shared/ beside the clone)")
 CTX = DataContext(Path("."), None)
 
 
@@ -100,12 +97,12 @@ def test_npz_source_refuses_pickles(tmp_path):
 
 @needs_mnist
 def test_real_mnist_test_split_matches_its_readme():
-    out = mnist(DataContext(Path("."), None, SHARED), split="test")
+    out = mnist(DataContext(Path("."), None, SHARED_DATA), split="test")
     assert out["x"].shape == (10000, 784) and out["x"].dtype == np.float32
     assert 0.0 <= out["x"].min() and out["x"].max() == 1.0
     assert out["y"][:10].tolist() == [7, 2, 1, 0, 4, 1, 4, 9, 5, 9]
     assert np.bincount(out["y"]).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    square = mnist(DataContext(Path("."), None, SHARED), split="test", flatten=False, limit=5)
+    square = mnist(DataContext(Path("."), None, SHARED_DATA), split="test", flatten=False, limit=5)
     assert square["x"].shape == (5, 1, 28, 28)
 
 
@@ -170,7 +167,7 @@ def test_fetch_unreachable_server_is_a_clear_error(tmp_path, monkeypatch, server
 @needs_mnist
 def test_fetch_mnist_from_a_local_mirror_of_the_real_files(server, tmp_path):
     root, url = server
-    for f in (SHARED / "mnist").glob("*.gz"):
+    for f in (SHARED_DATA / "mnist").glob("*.gz"):
         os.symlink(f, root / f.name)
     paths = fetch_module.fetch("mnist", tmp_path, url=url, log=lambda _: None)
     assert sorted(p.name for p in paths) == sorted(fetch_module.DATASETS["mnist"]["files"])

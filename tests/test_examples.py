@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import SHARED_DATA, needs_mnist
 
 import gradlang
 from gradlang.cli import main
@@ -13,10 +14,6 @@ from gradlang.sample import sample_text
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
-SHARED_DATA = ROOT.parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").exists(),
-                                 reason=f"the real MNIST files are not in {SHARED_DATA / 'mnist'} "
-                                        "(CI puts shared/ beside the clone)")
 
 
 def run_cli(args, capsys):

@@ -6,15 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import SHARED_DATA, needs_mnist
 
 import gradlang
 from gradlang.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
-needs_mnist = pytest.mark.skipif(not (SHARED_DATA / "mnist" / "train-images-idx3-ubyte.gz").exists(),
-                                 reason=f"the real MNIST files are not in {SHARED_DATA / 'mnist'} "
-                                        "(CI puts shared/ beside the clone)")
 
 # ---- 1. logistic regression on a CSV, by the column's name, standardized, then predict on new rows ----
 

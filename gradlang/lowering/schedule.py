@@ -264,8 +264,8 @@ def _helper_lane(graph: Graph, calls: list, roots: set, bindings: dict) -> froze
     (the draws keep their order). The step never reads a value the helper computes, so it waits
     for the helper only when it returns: work the helper does after the step's last call is time
     lost. Walking back from the end, a candidate therefore goes to the helper only while the
-    helper's (estimated) work from it on fits in the step's own work from it on; a candidate the
-    step keeps makes the candidates it reads stay with the step too."""
+    helper's (estimated) work from it on fits in the step's own work from it on, and only if no call
+    the step keeps reads it (nor shares state with it: `_paired`)."""
     readers: dict[int, list] = {}
     for call in calls:
         for o in set(call.operands):
@@ -314,7 +314,7 @@ def _paired(calls: list) -> set:
     owners: dict[int, list] = {}
     for call in calls:
         owner = getattr(call.kernel, "__self__", None)
-        if owner is not None and not isinstance(owner, (type, type(np))) and not isinstance(owner, np.ufunc):
+        if owner is not None and not isinstance(owner, (type, type(np), np.ufunc)):   # not np.add.reduce's
             owners.setdefault(id(owner), []).append(call.node)
     return {node for nodes in owners.values() if len(nodes) > 1 for node in nodes}
 
@@ -557,9 +557,9 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     calls = rewrite("dot-products", _fuse_dot_products)
     calls = [_Call(c.node, IndexGuard(c.kernel, *guards[c.node]), c.operands)   # a fused kernel checks too
              if c.node in guards and not isinstance(c.kernel, IndexGuard) else c for c in calls]
+    largest_product = max((_product_size(graph, c.node, bindings) for c in calls), default=0)
     lane = frozenset()
-    if "helper-thread" not in disabled and helper.usable(max((_product_size(graph, c.node, bindings)
-                                                              for c in calls), default=0)):
+    if "helper-thread" not in disabled and helper.usable(largest_product):
         lane = _helper_lane(graph, calls, set(roots), bindings)
         made["helper-thread"] = len(lane) + sum(_shares_chunks(c.kernel) for c in calls)
         calls = _spread_chunks(calls)
@@ -580,7 +580,7 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
              for i, call in enumerate(calls)]
     return Schedule(steps, len(order), {slot[n]: v for n, v in static.items()}, input_slots, param_slots,
                     [slot[r] for r in roots], [call.node for call in calls], _fresh(graph, calls, roots),
-                    tuple(roots), made, max((_product_size(graph, c.node, bindings) for c in calls), default=0),
+                    tuple(roots), made, largest_product,
                     frozenset(i for i, call in enumerate(calls) if call.node in lane))
 
 

@@ -76,7 +76,7 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
         if dropped:
             task.append("    " + " = ".join(f"w[{f}]" for f in dropped) + " = None")
         if i + 1 not in lanes:   # the run's last step: the task is queued
-            source = "\n".join([f"def task{i}(w{''.join(f', a{o}' for o in args)}):", *task, "    return None"])
+            source = "\n".join([f"def task{i}(w{''.join(f', a{o}' for o in args)}):", *task])
             exec(compile(source, f"<gradlang helper task {i}>", "exec"), namespace)  # noqa: S102 - our own code
             body.append(f"helper.start(task{i}, ({''.join(f'v{o}, ' for o in args)}))")
             released = [o for o in args if last_read.get(o, -1) <= i]
@@ -85,7 +85,7 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
             task, args = [], []
     outputs = ", ".join(f"helper.values[{s}]" if s in on_helper else f"v{s}" for s in sched.output_slots)
     if lanes:
-        lines.append(f"    helper = StepRun({sched.n_slots})")
+        lines.append(f"    helper = StepRun({max(on_helper) + 1})")   # the helper's values, by slot
         lines.append("    try:")
         lines += [f"        {line}" for line in body]
         lines += ["        helper.finish()", "    except BaseException:", "        helper.drain()", "        raise"]
