@@ -59,6 +59,32 @@ def test_the_cnn_step_pairs_its_pools_and_lists_the_kernels_chosen(capsys):
     assert "pool-argmax" not in listing and "reuse-buffers" not in listing and "reused buffer" not in listing
 
 
+def test_a_transposed_matrix_many_products_read_is_copied_once(capsys):
+    """The LSTM's backward pass multiplies by Uᵀ (and the readout's Wᵀ) at every one of 50 time steps:
+    at batch 32 each transpose is copied once into contiguous memory, which the step's results do not
+    see; at batch 4 the products are too small to pay for the copies, and a matrix read by one
+    product (the MLP's) is never copied."""
+    from benchmarks.__main__ import token_feed
+    from gradlang.cli import main
+    path = ROOT / "benchmarks" / "lstm.grad"
+    assert main(["ir", str(path), "--stage", "scheduled", "--batch", "32"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("= TransposedCopy(") == 3 and "contiguous-transpose 3," in listing
+    assert main(["ir", str(path), "--stage", "scheduled", "--batch", "4"]) == 0
+    assert "TransposedCopy" not in capsys.readouterr().out
+    assert main(["ir", str(ROOT / "benchmarks" / "mlp.grad"), "--stage", "scheduled", "--batch", "128"]) == 0
+    assert "TransposedCopy" not in capsys.readouterr().out
+    feed = token_feed(32, 50)
+    results = []
+    for no_opt in ((), ("contiguous-transpose",)):
+        prog = gradlang.compile(path, dtype="float64", seed=0, no_opt=no_opt)
+        results.append((prog.loss(feed), prog.gradients(feed)))
+    (loss, grads), (other_loss, other_grads) = results
+    assert other_loss == pytest.approx(loss, rel=1e-12)
+    for name in grads:
+        np.testing.assert_allclose(other_grads[name], grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
+
+
 def test_stats_count_the_rewrites_of_the_training_step(capsys):
     from gradlang.cli import main
     assert main(["ir", str(ROOT / "benchmarks" / "cnn.grad"), "--stats", "--format", "json", "--batch", "8"]) == 0
