@@ -118,9 +118,19 @@ def _zero(e, n):
     return e.const(0, n.dtype)
 
 
-def _sigmoid(x):
-    # tanh form: never overflows, unlike 1 / (1 + exp(-x)) for large negative x.
-    return np.tanh(x * 0.5) * 0.5 + 0.5
+def sigmoid(x, out=None):
+    # tanh form: never overflows, unlike 1 / (1 + exp(-x)) for large negative x. Every pass writes
+    # one buffer (`out`, or the first pass's result): no temporaries, and the scheduler may let it
+    # overwrite its dead operand, as a ufunc.
+    out = np.multiply(x, 0.5, out=out)
+    if not isinstance(out, np.ndarray):   # a scalar
+        return np.tanh(out) * 0.5 + 0.5
+    np.tanh(out, out=out)
+    np.multiply(out, 0.5, out=out)
+    return np.add(out, 0.5, out=out)
+
+
+sigmoid.accepts_out = True
 
 
 _unary("neg", np.negative, lambda e, n, g: [lambda: e("neg", g)], "-x", floats_only=False)
@@ -135,7 +145,7 @@ _unary("expm1", np.expm1, lambda e, n, g: [lambda: e("mul", g, e("add", n.id, _o
        "eˣ − 1, accurate for x near 0 (float only)", surface=True)
 _unary("tanh", np.tanh, lambda e, n, g: [lambda: e("mul", g, e("sub", _one(e, n), e("mul", n.id, n.id)))],
        "hyperbolic tangent (float only)", surface=True)
-_unary("sigmoid", _sigmoid, lambda e, n, g: [lambda: e("mul", g, e("mul", n.id, e("sub", _one(e, n), n.id)))],
+_unary("sigmoid", sigmoid, lambda e, n, g: [lambda: e("mul", g, e("mul", n.id, e("sub", _one(e, n), n.id)))],
        "1 / (1 + e⁻ˣ), computed without overflow (float only)", surface=True)
 
 
