@@ -123,6 +123,8 @@ def format_schedule(graph: Graph, sched: Schedule, batch: int, locations: bool =
     op it computes and where in the program; then the rewrites the scheduler made."""
     lines = [f"# the training step at batch {batch}: {len(sched.steps)} kernel calls"]
     for i, ((kernel, operands, result, _), node) in enumerate(zip(sched.steps, sched.nodes)):
+        if i == sched.join_at:
+            lines.append("# the step waits for the helper thread here")
         where = f"  # {graph.op(node)}" + (f"  {graph.location(node)}" if locations else "")
         reads = ", ".join(f"%{o}" for o in operands)
         lane = " on the helper thread" if i in sched.helper_steps else ""

@@ -118,6 +118,18 @@ def test_the_listing_says_what_the_helper_runs(two_cpus, capsys):
     assert "helper" not in capsys.readouterr().out
 
 
+def test_the_helper_computes_stacked_chunks_the_step_sums_after_the_wait(two_cpus, capsys):
+    """The LSTM's recurrent weight gradients are sums of stacked products (lowering/sums.py): the
+    helper computes chunks of them, and the step adds the chunks up once it has waited for it."""
+    path = str(ROOT / "benchmarks" / "lstm.grad")
+    assert main(["ir", path, "--stage", "scheduled", "--batch", "32"]) == 0
+    listing = capsys.readouterr().out
+    assert any("= StackedProducts(" in line and "on the helper thread" in line for line in listing.splitlines())
+    before, after = listing.split("# the step waits for the helper thread here\n")
+    assert "on the helper thread" in before and "on the helper thread" not in after
+    assert all("= SumOfParts(" in line for line in after.splitlines() if line.startswith("%"))
+
+
 def test_one_cpu_gets_no_helper(monkeypatch, capsys):
     monkeypatch.setattr(helper, "cpus", lambda: 1)
     assert main(["ir", str(ROOT / "benchmarks" / "cnn.grad"), "--stage", "scheduled", "--batch", "64"]) == 0

@@ -85,6 +85,67 @@ def test_a_transposed_matrix_many_products_read_is_copied_once(capsys):
         np.testing.assert_allclose(other_grads[name], grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
 
 
+def test_a_recurrent_weights_gradient_is_summed_in_a_few_stacked_products(capsys):
+    """The LSTM's gradients of W, U and the gate bias are sums over 50 time steps: at batch 32 each
+    becomes 7 stacked chunks of 7–8 terms and a sum of the chunks, and the step's results are those of
+    the sums made one term at a time."""
+    from benchmarks.__main__ import token_feed
+    from gradlang.cli import main
+    path = ROOT / "benchmarks" / "lstm.grad"
+    assert main(["ir", str(path), "--stage", "scheduled", "--batch", "32", "--no-opt", "helper-thread"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("= StackedProducts(") == 14 and listing.count("= StackedColumnSums(") == 7
+    assert listing.count("= SumOfParts(") == 3
+    assert main(["ir", str(path), "--stage", "scheduled", "--batch", "32", "--no-opt", "stacked-sums"]) == 0
+    assert "Stacked" not in capsys.readouterr().out
+    feed = token_feed(32, 50)
+    results = []
+    for no_opt in ((), ("stacked-sums",)):
+        prog = gradlang.compile(path, dtype="float64", seed=0, no_opt=no_opt)
+        results.append((prog.loss(feed), prog.gradients(feed)))
+    (loss, grads), (other_loss, other_grads) = results
+    assert other_loss == pytest.approx(loss, rel=1e-12)
+    for name in grads:
+        np.testing.assert_allclose(other_grads[name], grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+MIXED_SUMS = """
+input x : f64[B, 6]
+param W : [6, 5] = normal(0.0, 0.1)
+param b : [5] = zeros
+h = x @ W + b
+loss = mean(h * (x * 2.0 @ W + b) + (x * 3.0 @ W + b) + (x * 4.0 @ W + b) * (x * 5.0 @ W + b)) + 0.1 * sum(W * W)
+"""
+
+
+def test_a_sum_of_stacked_and_other_terms_keeps_the_others(capsys, tmp_path):
+    """W's gradient is five products xₖᵀ g plus the penalty's 0.2·W: the products are one stacked
+    product and the penalty a part of the sum beside it; b's column sums stack likewise."""
+    from gradlang.cli import main
+    path = tmp_path / "mixed.grad"
+    path.write_text(MIXED_SUMS)
+    assert main(["ir", str(path), "--stage", "scheduled", "--batch", "7"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("= StackedProducts(") == 1 and listing.count("= StackedColumnSums(") == 1
+    assert listing.count("= SumOfParts(") == 2
+    feed = {"x": np.random.default_rng(0).normal(size=(7, 6))}
+    results = []
+    for no_opt in ((), ("stacked-sums",)):
+        prog = gradlang.compile(MIXED_SUMS, dtype="float64", seed=0, no_opt=no_opt)
+        results.append((prog.loss(feed), prog.gradients(feed)))
+    (loss, grads), (other_loss, other_grads) = results
+    assert other_loss == pytest.approx(loss, rel=1e-12)
+    for name in ("W", "b"):
+        np.testing.assert_allclose(other_grads[name], grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
+
+
+@pytest.mark.parametrize("terms, sizes", [(4, [4]), (8, [8]), (9, [5, 4]), (17, [6, 6, 5]), (50, [8] + [7] * 6)])
+def test_stacked_chunks_are_as_equal_as_they_can_be(terms, sizes):
+    from gradlang.lowering.sums import _chunks
+    chunks = _chunks(list(range(terms)))
+    assert [len(c) for c in chunks] == sizes and sum(chunks, []) == list(range(terms))
+
+
 def test_stats_count_the_rewrites_of_the_training_step(capsys):
     from gradlang.cli import main
     assert main(["ir", str(ROOT / "benchmarks" / "cnn.grad"), "--stats", "--format", "json", "--batch", "8"]) == 0

@@ -26,7 +26,9 @@ from ..ops.primitives import SoftmaxCrossEntropy
 from ..ops.registry import CONTRACTION, VIEW, RunContext
 from ..ops.shapes import DTYPES, ShapeError, broadcast, resolve
 from ..passes.modes import for_mode
+from .calls import Call, read_counts
 from .flops import node_flops
+from .sums import StackedColumnSums, StackedProducts, SumOfParts, stacked_sums
 
 
 @dataclass
@@ -48,13 +50,9 @@ class Schedule:
     # queued when the step reaches the run's end (gathering runs into fewer tasks, to wake the helper
     # less often, measured slower: the helper starts later and finishes after the step)
     helper_steps: frozenset = frozenset()
-
-
-@dataclass
-class _Call:
-    node: int
-    kernel: object
-    operands: tuple        # the nodes whose values the kernel takes (a fused call may skip the node's own)
+    # the steps from this one on read values of the helper's: the step runs them once it has waited
+    # for the helper (sums of stacked parts, lowering/sums.py); None: there are none
+    join_at: int | None = None
 
 
 class InPlace:
@@ -132,19 +130,10 @@ def _accepts_out(kernel) -> bool:
             or getattr(kernel, "accepts_out", False))
 
 
-def _read_counts(calls: list) -> dict[int, int]:
-    """How many calls read each value."""
-    reads: dict[int, int] = {}
-    for call in calls:
-        for o in call.operands:
-            reads[o] = reads.get(o, 0) + 1
-    return reads
-
-
 def _fuse_dot_products(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
     """`reduce_sum(mul(a, b))` over every axis, with `a` and `b` of the product's shape and the
     product read nowhere else, becomes one `vdot(a, b)`: one BLAS call, no temporary array."""
-    reads = _read_counts(calls)
+    reads = read_counts(calls)
     producer = {call.node: call for call in calls}
     fused, dropped = {}, set()
     for call in calls:
@@ -159,7 +148,7 @@ def _fuse_dot_products(graph: Graph, calls: list, roots: set, bindings: dict) ->
             continue
         a, b = producer[product].operands
         if resolve(graph.shape(a), bindings) == shape == resolve(graph.shape(b), bindings):
-            fused[node] = _Call(node, np.vdot, (a, b))
+            fused[node] = Call(node, np.vdot, (a, b))
             dropped.add(product)
     return [fused.get(call.node, call) for call in calls if call.node not in dropped]
 
@@ -199,7 +188,7 @@ def _contiguous_transposes(graph: Graph, calls: list, roots: set, bindings: dict
         if (graph.op(node) == "transpose" and node in product_us
                 and graph.attrs(node)["perm"][-1] != len(graph.shape(node)) - 1
                 and TRANSPOSED_PRODUCT_LOSS * product_us[node] > 2 * _estimated_us(graph, node, bindings, copy=True)):
-            call = _Call(node, TransposedCopy(graph.attrs(node)["perm"]), call.operands)
+            call = Call(node, TransposedCopy(graph.attrs(node)["perm"]), call.operands)
         out.append(call)
     return out
 
@@ -221,7 +210,7 @@ def _share_softmax_cross_entropy(graph: Graph, calls: list, roots: set, bindings
             pairs[call.node] = SoftmaxCrossEntropy(resolve(graph.shape(logits), bindings), keep=True)
     if not pairs:
         return calls
-    reads = _read_counts(calls)
+    reads = read_counts(calls)
     grads = {call.node: call for call in calls if call.node in pairs}
     scaled = {}
     for call in calls:
@@ -242,12 +231,12 @@ def _share_softmax_cross_entropy(graph: Graph, calls: list, roots: set, bindings
         if call.node in folded:
             continue
         if call.node in forward_of:
-            call = _Call(call.node, forward_of[call.node].forward, call.operands)
+            call = Call(call.node, forward_of[call.node].forward, call.operands)
         elif call.node in pairs:
-            call = _Call(call.node, pairs[call.node].gradient, call.operands)
+            call = Call(call.node, pairs[call.node].gradient, call.operands)
         elif call.node in scaled:
             grad, factor = scaled[call.node]
-            call = _Call(call.node, pairs[grad].scaled_gradient, (factor,) + grads[grad].operands)
+            call = Call(call.node, pairs[grad].scaled_gradient, (factor,) + grads[grad].operands)
         out.append(call)
     return out
 
@@ -271,7 +260,7 @@ def _share_max_pool(graph: Graph, calls: list, roots: set, bindings: dict) -> li
                 x = call.operands[0]
                 pool = MaxPool(graph.attrs(call.node), resolve(graph.shape(x), bindings), graph.dtype(x), keep=True)
                 shared[forward], shared[call.node] = pool.forward, pool.gradient
-    return [_Call(call.node, shared[call.node], call.operands) if call.node in shared else call for call in calls]
+    return [Call(call.node, shared[call.node], call.operands) if call.node in shared else call for call in calls]
 
 
 # The estimate of a kernel's time that places work on the helper (`_helper_lane`): a fixed cost per
@@ -296,6 +285,28 @@ def _estimated_us(graph: Graph, node: int, bindings: dict, copy: bool = False) -
     return CALL_US + prod(resolve(graph.shape(node), bindings)) / ELEMENTS_PER_US
 
 
+def _call_us(graph: Graph, call: Call, bindings: dict) -> float:
+    """`_estimated_us` of a call, for a stacked sum from what it stacks."""
+    kernel = call.kernel
+    if isinstance(kernel, StackedProducts):
+        return CALL_US + 2 * kernel.multiply_adds / PRODUCT_FLOPS_PER_US
+    if isinstance(kernel, StackedColumnSums):
+        return CALL_US + sum(prod(resolve(graph.shape(o), bindings)) for o in call.operands) / ELEMENTS_PER_US
+    return _estimated_us(graph, call.node, bindings)
+
+
+def _contraction(graph: Graph, call: Call) -> bool:
+    return getattr(call.kernel, "contraction", registry.has(graph.op(call.node), CONTRACTION))
+
+
+def _join_sums(calls: list, roots: set) -> set:
+    """The sums of stacked parts (`SumOfParts`) that are outputs no call reads: the step can make
+    them after it has waited for the helper, so the helper may compute their parts."""
+    read = {o for call in calls for o in call.operands}
+    return {call.node for call in calls
+            if isinstance(call.kernel, SumOfParts) and call.node in roots and call.node not in read}
+
+
 def _helper_lane(graph: Graph, calls: list, roots: set, bindings: dict) -> frozenset:
     """The calls the helper thread runs, beside the step. Candidates are the calls no large product
     depends on that depend on a large product no other large product depends on and that heads no
@@ -306,14 +317,16 @@ def _helper_lane(graph: Graph, calls: list, roots: set, bindings: dict) -> froze
     for the helper only when it returns: work the helper does after the step's last call is time
     lost. Walking back from the end, a candidate therefore goes to the helper only while the
     helper's (estimated) work from it on fits in the step's own work from it on, and only if no call
-    the step keeps reads it (nor shares state with it: `_paired`)."""
+    the step keeps reads it (nor shares state with it: `_paired`). The exception is a sum of stacked
+    parts that only the caller reads (`_join_sums`): the step makes it after the wait, so its parts
+    may be the helper's."""
     readers: dict[int, list] = {}
     for call in calls:
         for o in set(call.operands):
             readers.setdefault(o, []).append(call.node)
-    cost = {call.node: _estimated_us(graph, call.node, bindings) for call in calls}
-    large = {call.node for call in calls
-             if registry.has(graph.op(call.node), CONTRACTION) and cost[call.node] >= HELPER_MIN_US}
+    cost = {call.node: _call_us(graph, call, bindings) for call in calls}
+    large = {call.node for call in calls if _contraction(graph, call) and cost[call.node] >= HELPER_MIN_US}
+    joins = _join_sums(calls, roots)
     feeds_large: dict[int, bool] = {}
     after: dict[int, float] = {}   # the longest chain of estimated work that waits for the node's value
     for call in reversed(calls):
@@ -338,6 +351,8 @@ def _helper_lane(graph: Graph, calls: list, roots: set, bindings: dict) -> froze
     paired = _paired(calls)
     for call in reversed(calls):
         node = call.node
+        if node in joins:   # made after the wait for the helper (see `_after_the_helper`)
+            continue
         if (node in candidates and node not in kept and node not in paired
                 and helper_after + HELPER_SLOWER * cost[node] <= step_after):
             lane.add(node)
@@ -346,6 +361,14 @@ def _helper_lane(graph: Graph, calls: list, roots: set, bindings: dict) -> froze
             step_after += cost[node]
             kept.update(call.operands)   # whatever the step computes, it computes from its own values
     return frozenset(lane) if helper_after >= HELPER_MIN_US else frozenset()
+
+
+def _after_the_helper(calls: list, roots: set, lane: frozenset) -> list:
+    """calls with the join sums that read a value of the helper's moved to the end: the step makes
+    them once the helper is done (`Schedule.join_at`)."""
+    joins = _join_sums(calls, roots)
+    late = {call.node for call in calls if call.node in joins and any(o in lane for o in call.operands)}
+    return [c for c in calls if c.node not in late] + [c for c in calls if c.node in late]
 
 
 def _paired(calls: list) -> set:
@@ -376,7 +399,7 @@ def _spread_chunks(calls: list) -> list:
             kernel = kernel.spread()
         elif _shares_chunks(kernel):
             kernel.__self__.each = helper.shared
-        out.append(_Call(call.node, kernel, call.operands))
+        out.append(Call(call.node, kernel, call.operands))
     return out
 
 
@@ -447,7 +470,7 @@ def _in_place(graph: Graph, calls: list, roots: set, bindings: dict, static: dic
             last_read[owner] = max(last_read[owner], last_read.get(node, -1))
             if node in pinned:
                 pinned.add(owner)
-        out.append(_Call(node, kernel, ops))
+        out.append(Call(node, kernel, ops))
     return out
 
 
@@ -456,7 +479,7 @@ def _in_place(graph: Graph, calls: list, roots: set, bindings: dict, static: dic
 REUSE_MIN_BYTES = 64 * 1024
 
 
-def _memory_owner(graph: Graph, call: _Call, owner: dict) -> int:
+def _memory_owner(graph: Graph, call: Call, owner: dict) -> int:
     """The node whose kernel allocated the memory `call`'s result lives in."""
     kernel, ops = call.kernel, call.operands
     if registry.has(graph.op(call.node), VIEW) and not isinstance(kernel, TransposedCopy):
@@ -505,7 +528,7 @@ def _reuse_buffers(graph: Graph, calls: list, roots: set, bindings: dict, lane: 
                 buffer = free.pop() if free else np.empty(*key)
                 held[node] = (key, buffer)
                 kernel = IntoBuffer(kernel, buffer)
-        out.append(_Call(node, kernel, call.operands))
+        out.append(Call(node, kernel, call.operands))
         for dead in released.get(i, ()):
             if dead in held:
                 key, buffer = held.pop(dead)
@@ -521,6 +544,8 @@ REWRITES = {
     "pool-argmax": "max_pool2d keeps where each window's maximum is, for its gradient",
     "dot-products": "sum(a * b) over every axis is one dot product",
     "contiguous-transpose": "a transposed matrix read by many products is copied once into contiguous memory",
+    "stacked-sums": "a sum of many small products (a recurrent weight's gradient over time steps) is a few "
+                    "large ones",
     "in-place": "a kernel writes its result into the buffer of an operand that dies with it",
     "reuse-buffers": "the training step's large matrix products get memory allocated once",
     "helper-thread": "a second thread computes the weight gradients beside the step, and half of each "
@@ -581,7 +606,7 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
             except Exception as err:  # a constant expression that cannot be computed
                 raise GradError(f"cannot evaluate {op} at compile time: {err}", d["span"]) from None
             continue
-        calls.append(_Call(node, kernel, tuple(d["operands"])))
+        calls.append(Call(node, kernel, tuple(d["operands"])))
 
     made: dict[str, int] = {}
 
@@ -598,17 +623,21 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     calls = rewrite("pool-argmax", _share_max_pool)
     calls = rewrite("dot-products", _fuse_dot_products)
     calls = rewrite("contiguous-transpose", _contiguous_transposes)
-    calls = [_Call(c.node, IndexGuard(c.kernel, *guards[c.node]), c.operands)   # a fused kernel checks too
+    calls = rewrite("stacked-sums", stacked_sums)
+    calls = [Call(c.node, IndexGuard(c.kernel, *guards[c.node]), c.operands)   # a fused kernel checks too
              if c.node in guards and not isinstance(c.kernel, IndexGuard) else c for c in calls]
-    largest_product = max((_product_size(graph, c.node, bindings) for c in calls), default=0)
+    largest_product = max((getattr(c.kernel, "multiply_adds", None) or _product_size(graph, c.node, bindings)
+                           for c in calls), default=0)
     lane = frozenset()
     if "helper-thread" not in disabled and helper.usable(largest_product):
         lane = _helper_lane(graph, calls, set(roots), bindings)
         made["helper-thread"] = len(lane) + sum(_shares_chunks(c.kernel) for c in calls)
-        calls = _spread_chunks(calls)
+        calls = _spread_chunks(_after_the_helper(calls, set(roots), lane))
     calls = rewrite("in-place", _in_place, static, lane)
     if reuse_buffers:
         calls = rewrite("reuse-buffers", _reuse_buffers, lane)
+    joined = [i for i, call in enumerate(calls) if call.node in _join_sums(calls, set(roots))
+              and any(o in lane for o in call.operands)]
     last_use: dict[int, int] = {}
     for i, call in enumerate(calls):
         for o in call.operands:
@@ -624,7 +653,8 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     return Schedule(steps, len(order), {slot[n]: v for n, v in static.items()}, input_slots, param_slots,
                     [slot[r] for r in roots], [call.node for call in calls], _fresh(graph, calls, roots),
                     tuple(roots), made, largest_product,
-                    frozenset(i for i, call in enumerate(calls) if call.node in lane))
+                    frozenset(i for i, call in enumerate(calls) if call.node in lane),
+                    min(joined, default=None))
 
 
 def _product_size(graph: Graph, node: int, bindings: dict) -> int:

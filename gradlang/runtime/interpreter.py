@@ -36,7 +36,7 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
     helper steps, queued when the step reaches the run's end: a task reads the step's values as
     arguments and keeps its own in `w` (a list by slot); the step returns once every task has run, and
     waits for them before it raises. The scheduler guarantees the step never reads a value a task
-    computes."""
+    computes, but in the steps from `sched.join_at` on, which it makes after that wait."""
     namespace: dict = {"StepRun": StepRun}
     lines = ["def run(inputs, params):"]
     for i, name in enumerate(input_names):
@@ -57,13 +57,18 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
                 last_read[o] = j
     last_read.update((s, len(sched.steps)) for s in sched.output_slots)
     body: list[str] = []
+    after: list[str] = []   # the steps made once the helper is done (`sched.join_at`)
     task: list[str] = []    # the source of the task being gathered
     args: list[int] = []    # the step's values it reads, passed when it is queued
+    join_at = len(sched.steps) if sched.join_at is None else sched.join_at
     for i, (kernel, operands, result, frees) in enumerate(sched.steps):
         if i not in lanes:
-            body.append(f"v{result} = {_call(kernel, operands, i, namespace, lambda o: f'v{o}')}")
+            lines_for = body if i < join_at else after
+            value = (lambda o: f"helper.values[{o}]" if o in on_helper else f"v{o}") if i >= join_at else \
+                (lambda o: f"v{o}")
+            lines_for.append(f"v{result} = {_call(kernel, operands, i, namespace, value)}")
             if frees:
-                body.append(" = ".join(f"v{f}" for f in frees) + " = None")
+                lines_for.append(" = ".join(f"v{f}" for f in frees) + " = None")
             continue
         for o in operands:
             if o not in on_helper and o not in sched.preloaded and o not in args:
@@ -88,9 +93,10 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
         lines.append(f"    helper = StepRun({max(on_helper) + 1})")   # the helper's values, by slot
         lines.append("    try:")
         lines += [f"        {line}" for line in body]
-        lines += ["        helper.finish()", "    except BaseException:", "        helper.drain()", "        raise"]
+        lines += ["        helper.finish()", *(f"        {line}" for line in after),
+                  "    except BaseException:", "        helper.drain()", "        raise"]
     else:
-        lines += [f"    {line}" for line in body]
+        lines += [f"    {line}" for line in body + after]
     lines.append(f"    return [{outputs}]")
     exec(compile("\n".join(lines), "<gradlang schedule>", "exec"), namespace)  # noqa: S102 - our own code
     return namespace["run"]
