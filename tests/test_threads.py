@@ -2,6 +2,10 @@
 what GRADLANG_BLAS_THREADS asks for."""
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +55,22 @@ def test_the_environment_sets_the_threads_of_every_step(monkeypatch):
         monkeypatch.setenv(threads.ENVIRONMENT, wrong)
         with pytest.raises(GradError, match="GRADLANG_BLAS_THREADS must be a positive integer"):
             threads.step_threads(10)
+
+
+def _has_avx() -> bool:
+    try:
+        return " avx " in Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not threads.controllable() or platform.machine().lower() not in ("x86_64", "amd64")
+                    or not _has_avx(), reason="needs NumPy on OpenBLAS on an x86-64 CPU with AVX")
+def test_the_blas_kernels_are_those_openblas_runs():
+    """The benchmark names the kernels NumPy's products ran on: OpenBLAS's own choice, or what
+    OPENBLAS_CORETYPE forced (Sandybridge: AVX's)."""
+    probe = "from gradlang.runtime.threads import blas_kernels; print(blas_kernels())"
+    assert threads.blas_kernels()
+    environment = dict(os.environ, OPENBLAS_CORETYPE="Sandybridge")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environment)
+    assert result.returncode == 0 and result.stdout.strip() == "Sandybridge", result.stderr

@@ -24,14 +24,14 @@ from ..ops.helper import BLAS_THREADS_ENVIRONMENT, THREADED_MIN_WORK  # THREADED
 # 65,536 × GEMM_MULTITHREAD_THRESHOLD = 4): a step made only of such products needs no setting at all.
 BLAS_THREADS_ANYWAY = 1 << 18
 ENVIRONMENT = BLAS_THREADS_ENVIRONMENT
-_NAMES = (("scipy_openblas_get_num_threads64_", "scipy_openblas_set_num_threads64_"),
-          ("scipy_openblas_get_num_threads", "scipy_openblas_set_num_threads"),
-          ("openblas_get_num_threads64_", "openblas_set_num_threads64_"),
-          ("openblas_get_num_threads", "openblas_set_num_threads"))
+# the prefixes and suffixes OpenBLAS's functions carry in NumPy's wheels (scipy-openblas, 64-bit
+# integers or not) and in a system OpenBLAS
+_NAMINGS = (("scipy_openblas_", "64_"), ("scipy_openblas_", ""), ("openblas_", "64_"), ("openblas_", ""))
 
 
 def _openblas():
-    """OpenBLAS's (get, set) thread-count functions in the library this process loaded, or None."""
+    """OpenBLAS's (get, set) thread-count functions and its core-name function in the library this
+    process loaded, or None."""
     try:
         with open("/proc/self/maps", encoding="utf-8") as maps:
             paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
@@ -42,15 +42,21 @@ def _openblas():
             library = ctypes.CDLL(path)
         except OSError:
             continue
-        for get, set_ in _NAMES:
+        for prefix, suffix in _NAMINGS:
+            get, set_, core = (f"{prefix}{name}{suffix}" for name in ("get_num_threads", "set_num_threads",
+                                                                       "get_corename"))
             if hasattr(library, get) and hasattr(library, set_):
                 getter, setter = getattr(library, get), getattr(library, set_)
                 getter.restype, setter.argtypes = ctypes.c_int, [ctypes.c_int]
-                return getter, setter
+                corename = getattr(library, core, None)
+                if corename is not None:
+                    corename.restype = ctypes.c_char_p
+                return getter, setter, corename
     return None
 
 
-_CONTROL = _openblas()
+_FOUND = _openblas()
+_CONTROL = _FOUND[:2] if _FOUND else None
 
 
 def requested() -> int | None:
@@ -97,3 +103,12 @@ class WithThreads:
 
 def controllable() -> bool:
     return _CONTROL is not None
+
+
+def blas_kernels() -> str | None:
+    """The kernels OpenBLAS runs the products on ("Haswell": AVX2, "SkylakeX": AVX-512, …), as it
+    chose them for this CPU or as OPENBLAS_CORETYPE told it; None where that is not known."""
+    if _FOUND is None or _FOUND[2] is None:
+        return None
+    name = _FOUND[2]()
+    return name.decode("ascii", "replace").strip() if name else None
