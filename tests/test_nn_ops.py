@@ -77,8 +77,10 @@ CONV_CASES = [  # image [N, C, H, W], filters [O, C, KH, KW], stride, padding
     ((1, 2, 8, 9), (3, 2, 3, 2), (2, 3), (2, 1)),      # unequal strides and paddings; padding > kernel/2
     ((2, 1, 5, 5), (2, 1, 5, 5), (1, 1), (0, 0)),      # the kernel covers the whole image: 1×1 output
     ((1, 3, 4, 4), (2, 3, 1, 1), (3, 3), (0, 0)),      # 1×1 kernel, stride 3
+    ((2, 2, 5, 6), (3, 2, 3, 3), (1, 1), (1, 1)),      # fewer channels than output columns: image by image
+    ((2, 5, 4, 4), (3, 5, 3, 3), (1, 1), (1, 1)),      # more: windows as rows, channels innermost
 ]
-CONV_IDS = ["plain", "stride2_pad1", "uneven", "full_window", "pointwise_stride3"]
+CONV_IDS = ["plain", "stride2_pad1", "uneven", "full_window", "pointwise_stride3", "by_image_pad1", "by_rows_pad1"]
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding", CONV_CASES, ids=CONV_IDS)
@@ -97,12 +99,14 @@ def test_conv2d_and_its_adjoints_match_the_reference(x_shape, w_shape, stride, p
     np.testing.assert_allclose(np.vdot(v, dw), np.vdot(conv_reference(x, v, stride, padding), g_out), rtol=1e-10)
 
 
-def test_convolution_kernels_work_through_large_batches_in_chunks(monkeypatch):
+@pytest.mark.parametrize("stride", [(2, 1), (1, 1)], ids=["by_rows", "by_image"])
+def test_convolution_kernels_work_through_large_batches_in_chunks(monkeypatch, stride):
     from gradlang.ops import nn_ops
     rng = np.random.default_rng(4)
     x, w = rng.standard_normal((7, 2, 6, 5)), rng.standard_normal((3, 2, 3, 3))
-    attrs = {"stride": (2, 1), "padding": (1, 1)}
-    g_out = rng.standard_normal(conv_reference(x, w, (2, 1), (1, 1)).shape)
+    attrs = {"stride": stride, "padding": (1, 1)}
+    g_out = rng.standard_normal(conv_reference(x, w, stride, (1, 1)).shape)
+    assert nn_ops.Conv2d(attrs, x.shape, (3, 3), 3).by_image == (stride == (1, 1))   # both layouts
 
     def all_three():
         return [run_graph(lambda g, a, b: op(g, "conv2d", a, b, **attrs), x, w),
@@ -110,7 +114,7 @@ def test_convolution_kernels_work_through_large_batches_in_chunks(monkeypatch):
                 run_graph(lambda g, a, b: op(g, "conv2d_filter_grad", a, b, kernel=(3, 3), **attrs), x, g_out)]
     whole = all_three()
     monkeypatch.setattr(nn_ops, "CHUNK_ELEMENTS", 200)     # a chunk of one or two examples
-    assert len(nn_ops._batch_chunks(7, 2 * 9 * 3 * 5)) == 7
+    assert len(nn_ops._batch_chunks(7, 2 * 9 * (6 // stride[0]) * 5)) == 7
     for chunked, expected in zip(all_three(), whole):
         np.testing.assert_allclose(chunked, expected, rtol=1e-12, atol=1e-12)
 

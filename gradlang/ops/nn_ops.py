@@ -207,6 +207,26 @@ def _im2col(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple) -> np.n
     return cols.reshape(n * oh * ow, kh * kw * c)
 
 
+def _image_windows(x: np.ndarray, kernel: tuple, padding: tuple) -> np.ndarray:
+    """Every window of the NCHW array x (stride 1), image by image: [N, C·KH·KW, OH·OW], in the order
+    of the filters' own [O, C, KH, KW] layout. Copied a tap at a time from the padded image, in runs
+    of OW contiguous values, where `_im2col` copies runs of C: the faster gather for an image of
+    fewer channels than an output row has columns (a network's first layer: C = 1 or 3)."""
+    (kh, kw), (ph, pw) = kernel, padding
+    n, c, h, w = x.shape
+    oh, ow = h + 2 * ph - kh + 1, w + 2 * pw - kw + 1
+    if ph or pw:
+        padded = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=x.dtype)
+        padded[:, :, ph:ph + h, pw:pw + w] = x
+    else:
+        padded = x
+    cols = np.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = padded[:, :, i:i + oh, j:j + ow]
+    return cols.reshape(n, c * kh * kw, oh * ow)
+
+
 def _filter_rows(w: np.ndarray) -> np.ndarray:
     """Filters [O, C, KH, KW] as rows [O, KH·KW·C], in the order of _im2col's columns."""
     o = w.shape[0]
@@ -239,43 +259,65 @@ def _conv2d_infer(shapes, dtypes, attrs):
 
 class Conv2d:
     """The kernels of conv2d and of its filter gradient for one input shape and filter size: both
-    multiply the input's windows (`_im2col`), gathered a chunk of the batch at a time."""
+    multiply the input's windows, gathered a chunk of the batch at a time — as rows [n·OH·OW,
+    KH·KW·C] (`_im2col`), or, at stride 1 for an image with fewer channels than an output row has
+    columns, image by image [n, C·KH·KW, OH·OW] (`_image_windows`: the MNIST CNN's first layer's
+    forward product 1.58 → 0.44 ms and its filter gradient 1.67 → 0.51 ms at batch 64, one thread;
+    its second layer, 16 channels of 14 columns, is 2.2× slower that way)."""
 
     def __init__(self, attrs: dict, x_shape: tuple, kernel: tuple, out_channels: int):
         self.stride, self.padding, self.kernel = attrs["stride"], attrs["padding"], tuple(kernel)
         self.channels, self.out_channels = x_shape[1], out_channels
         self.oh, self.ow = _out_size("conv2d", x_shape[2:], self.kernel, self.stride, self.padding)
         self.per_example = self.channels * self.kernel[0] * self.kernel[1] * self.oh * self.ow
+        self.by_image = self.stride == (1, 1) and self.channels < self.ow
 
     def forward(self, x, w, each=helper.in_order):
         o, oh, ow = self.out_channels, self.oh, self.ow
         out = np.empty((len(x), o, oh, ow), dtype=np.result_type(x, w))
-        filters = _filter_rows(w).T                                          # [KH·KW·C, O]
         parts = _batch_chunks(len(x), self.per_example, balanced=True)
+        if self.by_image:
+            filters = w.reshape(o, -1)                                       # [O, C·KH·KW]
 
-        def chunk(k):
-            cols = _im2col(x[parts[k]], self.kernel, self.stride, self.padding)  # [n·OH·OW, KH·KW·C]
-            out[parts[k]] = (cols @ filters).reshape(-1, oh, ow, o).transpose(0, 3, 1, 2)
+            def chunk(k):
+                cols = _image_windows(x[parts[k]], self.kernel, self.padding)    # [n, C·KH·KW, OH·OW]
+                np.matmul(filters, cols, out=out[parts[k]].reshape(-1, o, oh * ow))
+        else:
+            filters = _filter_rows(w).T                                      # [KH·KW·C, O]
+
+            def chunk(k):
+                cols = _im2col(x[parts[k]], self.kernel, self.stride, self.padding)  # [n·OH·OW, KH·KW·C]
+                out[parts[k]] = (cols @ filters).reshape(-1, oh, ow, o).transpose(0, 3, 1, 2)
         each(chunk, len(parts))
         return out
 
     def filter_gradient(self, x, g, dtype, each=helper.in_order):
         (kh, kw), c, o = self.kernel, self.channels, self.out_channels
         parts = _batch_chunks(len(x), self.per_example)
-        rows = np.zeros((kh * kw * c, o), dtype=dtype)                       # [KH·KW·C, O]
+        if self.by_image:
+            total = np.zeros((o, c * kh * kw), dtype=dtype)                  # [O, C·KH·KW]
 
-        def product(k):
-            cols = _im2col(x[parts[k]], self.kernel, self.stride, self.padding)
-            return cols.T @ _channels_last_rows(g[parts[k]])
+            def product(k):
+                cols = _image_windows(x[parts[k]], self.kernel, self.padding)
+                rows = g[parts[k]].reshape(len(cols), o, -1)                 # [n, O, OH·OW]
+                return np.matmul(rows, cols.transpose(0, 2, 1)).sum(axis=0)
+        else:
+            total = np.zeros((kh * kw * c, o), dtype=dtype)                  # [KH·KW·C, O]
+
+            def product(k):
+                cols = _im2col(x[parts[k]], self.kernel, self.stride, self.padding)
+                return cols.T @ _channels_last_rows(g[parts[k]])
         if each is helper.in_order:
             for k in range(len(parts)):
-                rows += product(k)
+                total += product(k)
         else:   # each chunk's product kept, then added in chunk order, as one thread adds them
             products = [None] * len(parts)
             each(lambda k: products.__setitem__(k, product(k)), len(parts))
             for part in products:
-                rows += part
-        return np.ascontiguousarray(rows.reshape(kh, kw, c, o).transpose(3, 2, 0, 1))
+                total += part
+        if self.by_image:
+            return total.reshape(o, c, kh, kw)
+        return np.ascontiguousarray(total.reshape(kh, kw, c, o).transpose(3, 2, 0, 1))
 
 
 class Conv2dForward(Chunked):
