@@ -23,6 +23,7 @@ from ..lowering.schedule import schedule
 from ..ops.registry import RunContext
 from ..ops.shapes import DTYPES
 from . import data as data_sources
+from .allocator import keep_freed_memory
 from .feeds import bind_dimensions, convert
 from .graphs import ProgramGraphs
 from .initializers import initial_value
@@ -119,6 +120,8 @@ class Runner:
                     fed = [n for n, a in zip(self.input_names, arrays) if a is not None]
                     raise GradError(f"the feed is missing input {name!r} (it has {', '.join(fed) or 'no inputs'})",
                                     self.inputs[name].span)
+            if reuse_buffers:   # a training step: the next step allocates what this one frees
+                keep_freed_memory()
             sched = schedule(graph, list(outputs), bind_dimensions(self.inputs, arrays),
                              RunContext(self.rng, training), reuse_buffers, self.no_opt)
             found = self.executables[key] = Executable(sched, graph, self.input_names, self.leaf_names)
