@@ -7,7 +7,8 @@ Cases: `mlp`, `linreg`, `cnn`, `lstm`, `attention` (training steps), `compile` (
 `memory` (peak RSS of an MNIST MLP training run against the arrays it needs; skipped without MNIST).
 Each step case times every system in the same process, interleaved (A B C A B C …) after a warm-up,
 so drift in the machine's speed hits them all, with a short pause between samples so that a peer's
-idle worker threads (PyTorch's OpenMP team, XLA's pool) stop spinning before the next sample; it
+idle worker threads (PyTorch's OpenMP team, XLA's pool) stop spinning before the next sample, and
+then 0.1 s of untimed steps, so that each is timed as a training loop runs it, step after step; it
 reports the median time per step of each, gradlang's ratio to the NumPy reference and to the best
 peer (the faster of PyTorch and JAX), and the spread (the interquartile range as a fraction of the
 median). Every reference is checked to give the same loss and gradients as gradlang before
@@ -64,6 +65,13 @@ INSTALL = "pip install -e '.[bench]'"
 # after a call, PyTorch's OpenMP team and XLA's pool for far less. main picks one.
 SETTLE_S = {"one thread": 0.005, "default threads": 0.25}
 settle_s = SETTLE_S["one thread"]
+# After the pause, each system runs this long untimed before its sample, to be timed as a training
+# loop runs it, step after step: after 0.1 s or more without steps, the next steps of a system that
+# hands work to a second thread that blocks between tasks ran at about one thread's speed here
+# (gradlang's MNIST CNN step: 15 ms for the first two steps after a 0.25 s pause, 9.3 ms after
+# ten more; on one CPU 14.6 ms either way), as if the two threads shared a core until the
+# scheduler had seen both busy.
+REWARM_S = 0.1
 
 
 def per_step(fn, steps: int) -> float:
@@ -75,7 +83,8 @@ def per_step(fn, steps: int) -> float:
 
 def interleaved(sides: dict, rounds: int, steps: int, warmup: int = 3, settle: float | None = None) -> dict:
     """Time each side (a function running one step) `rounds` times, the sides in turn (A B C A B C …),
-    each sample `steps` calls, after a warm-up (where a jit compiles); the median and spread of each,
+    each sample `steps` calls after a pause (`settle`) and `REWARM_S` of untimed steps, all after a
+    warm-up (where a jit compiles); the median and spread of each,
     and gradlang's ratios: `ratio` to NumPy, `ratio_<peer>` to each peer, and `ratio_best_peer` to
     the fastest peer (`best_peer`)."""
     for fn in sides.values():
@@ -85,6 +94,10 @@ def interleaved(sides: dict, rounds: int, steps: int, warmup: int = 3, settle: f
     for _ in range(rounds):
         for name, fn in sides.items():
             time.sleep(settle)
+            warm_until = time.perf_counter() + REWARM_S
+            fn()
+            while time.perf_counter() < warm_until:
+                fn()
             samples[name].append(per_step(fn, steps))
     out = {}
     for name, times in samples.items():
