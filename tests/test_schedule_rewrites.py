@@ -59,6 +59,18 @@ def test_the_cnn_step_pairs_its_pools_and_lists_the_kernels_chosen(capsys):
     assert "pool-argmax" not in listing and "reuse-buffers" not in listing and "reused buffer" not in listing
 
 
+def _same_with_and_without(program, feed: dict, rewrite: str, params=None) -> None:
+    """The loss and gradients on `feed` in float64, with `rewrite` and without, agree to 1e-12."""
+    results = []
+    for no_opt in ((), (rewrite,)):
+        prog = gradlang.compile(program, dtype="float64", seed=0, no_opt=no_opt)
+        results.append((prog.loss(feed), prog.gradients(feed)))
+    (loss, grads), (other_loss, other_grads) = results
+    assert other_loss == pytest.approx(loss, rel=1e-12)
+    for name in params or grads:
+        np.testing.assert_allclose(other_grads[name], grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
+
+
 def test_a_transposed_matrix_many_products_read_is_copied_once(capsys):
     """The LSTM's backward pass multiplies by Uᵀ (and the readout's Wᵀ) at every one of 50 time steps:
     at batch 32 each transpose is copied once into contiguous memory, which the step's results do not
@@ -74,15 +86,7 @@ def test_a_transposed_matrix_many_products_read_is_copied_once(capsys):
     assert "TransposedCopy" not in capsys.readouterr().out
     assert main(["ir", str(ROOT / "benchmarks" / "mlp.grad"), "--stage", "scheduled", "--batch", "128"]) == 0
     assert "TransposedCopy" not in capsys.readouterr().out
-    feed = token_feed(32, 50)
-    results = []
-    for no_opt in ((), ("contiguous-transpose",)):
-        prog = gradlang.compile(path, dtype="float64", seed=0, no_opt=no_opt)
-        results.append((prog.loss(feed), prog.gradients(feed)))
-    (loss, grads), (other_loss, other_grads) = results
-    assert other_loss == pytest.approx(loss, rel=1e-12)
-    for name in grads:
-        np.testing.assert_allclose(other_grads[name], grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    _same_with_and_without(path, token_feed(32, 50), "contiguous-transpose")
 
 
 def test_a_recurrent_weights_gradient_is_summed_in_a_few_stacked_products(capsys):
@@ -98,15 +102,7 @@ def test_a_recurrent_weights_gradient_is_summed_in_a_few_stacked_products(capsys
     assert listing.count("= SumOfParts(") == 3
     assert main(["ir", str(path), "--stage", "scheduled", "--batch", "32", "--no-opt", "stacked-sums"]) == 0
     assert "Stacked" not in capsys.readouterr().out
-    feed = token_feed(32, 50)
-    results = []
-    for no_opt in ((), ("stacked-sums",)):
-        prog = gradlang.compile(path, dtype="float64", seed=0, no_opt=no_opt)
-        results.append((prog.loss(feed), prog.gradients(feed)))
-    (loss, grads), (other_loss, other_grads) = results
-    assert other_loss == pytest.approx(loss, rel=1e-12)
-    for name in grads:
-        np.testing.assert_allclose(other_grads[name], grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    _same_with_and_without(path, token_feed(32, 50), "stacked-sums")
 
 
 MIXED_SUMS = """
@@ -128,15 +124,8 @@ def test_a_sum_of_stacked_and_other_terms_keeps_the_others(capsys, tmp_path):
     listing = capsys.readouterr().out
     assert listing.count("= StackedProducts(") == 1 and listing.count("= StackedColumnSums(") == 1
     assert listing.count("= SumOfParts(") == 2
-    feed = {"x": np.random.default_rng(0).normal(size=(7, 6))}
-    results = []
-    for no_opt in ((), ("stacked-sums",)):
-        prog = gradlang.compile(MIXED_SUMS, dtype="float64", seed=0, no_opt=no_opt)
-        results.append((prog.loss(feed), prog.gradients(feed)))
-    (loss, grads), (other_loss, other_grads) = results
-    assert other_loss == pytest.approx(loss, rel=1e-12)
-    for name in ("W", "b"):
-        np.testing.assert_allclose(other_grads[name], grads[name], rtol=1e-12, atol=1e-12, err_msg=name)
+    _same_with_and_without(MIXED_SUMS, {"x": np.random.default_rng(0).normal(size=(7, 6))}, "stacked-sums",
+                           params=("W", "b"))
 
 
 @pytest.mark.parametrize("terms, sizes", [(4, [4]), (8, [8]), (9, [5, 4]), (17, [6, 6, 5]), (50, [8] + [7] * 6)])
