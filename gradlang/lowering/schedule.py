@@ -636,8 +636,8 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
     calls = rewrite("in-place", _in_place, static, lane)
     if reuse_buffers:
         calls = rewrite("reuse-buffers", _reuse_buffers, lane)
-    joined = [i for i, call in enumerate(calls) if call.node in _join_sums(calls, set(roots))
-              and any(o in lane for o in call.operands)]
+    joins = _join_sums(calls, set(roots)) if lane else set()
+    joined = [i for i, call in enumerate(calls) if call.node in joins and any(o in lane for o in call.operands)]
     last_use: dict[int, int] = {}
     for i, call in enumerate(calls):
         for o in call.operands:
