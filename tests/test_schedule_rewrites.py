@@ -128,6 +128,16 @@ def test_a_sum_of_stacked_and_other_terms_keeps_the_others(capsys, tmp_path):
                            params=("W", "b"))
 
 
+def test_the_memory_limit_counts_the_stacks_a_stacked_product_makes(monkeypatch):
+    """The stacked product of W's five terms concatenates 3,080 bytes of operands while it runs: under
+    a limit the step's results alone fit, it is refused at that product, and fits without the rewrite."""
+    feed = {"x": np.random.default_rng(0).normal(size=(7, 6))}
+    monkeypatch.setenv("GRADLANG_MAX_BYTES", "4000")
+    with pytest.raises(GradError, match=r"would need [0-9,]+ bytes at this matmul"):
+        gradlang.compile(MIXED_SUMS, dtype="float64", seed=0).gradients(feed)
+    gradlang.compile(MIXED_SUMS, dtype="float64", seed=0, no_opt=("stacked-sums",)).gradients(feed)
+
+
 @pytest.mark.parametrize("terms, sizes", [(4, [4]), (8, [8]), (9, [5, 4]), (17, [6, 6, 5]), (50, [8] + [7] * 6)])
 def test_stacked_chunks_are_as_equal_as_they_can_be(terms, sizes):
     from gradlang.lowering.sums import _chunks

@@ -673,7 +673,8 @@ def _product_size(graph: Graph, node: int, bindings: dict) -> int:
 def _check_peak_memory(graph: Graph, calls: list, frees: list, slot: dict, bindings: dict) -> None:
     """Refuse a schedule whose live results would together need more than the memory limit, naming the
     op at which they would: every value may fit alone while a batch's intermediates do not. Counts the
-    memory each kernel allocates (not views, nor results written into an operand), freed after last use."""
+    memory each kernel allocates (not views, nor results written into an operand), freed after last use,
+    and while it runs the scratch memory a kernel says it takes (`scratch_bytes`: stacked sums)."""
     limit, live, owner = memory_limit(), 0, {}
     size: dict[int, int] = {}
     for i, call in enumerate(calls):
@@ -683,11 +684,12 @@ def _check_peak_memory(graph: Graph, calls: list, frees: list, slot: dict, bindi
             itemsize = np.dtype(DTYPES[graph.dtype(call.node)]).itemsize
             size[slot[call.node]] = int(np.prod(shape, dtype=np.int64)) * itemsize
             live += size[slot[call.node]]
-            if live > limit:
-                d = graph.data(call.node)
-                raise GradError(f"the intermediate values of one step would need {live:,} bytes at this "
-                                f"{d['op']}, more than the limit of {limit:,} bytes (the machine's memory, or "
-                                f"$GRADLANG_MAX_BYTES); use a smaller batch", d.get("site") or d["span"])
+        scratch = getattr(call.kernel, "scratch_bytes", 0)
+        if live + scratch > limit:
+            d = graph.data(call.node)
+            raise GradError(f"the intermediate values of one step would need {live + scratch:,} bytes at this "
+                            f"{d['op']}, more than the limit of {limit:,} bytes (the machine's memory, or "
+                            f"$GRADLANG_MAX_BYTES); use a smaller batch", d.get("site") or d["span"])
         live -= sum(size.pop(freed, 0) for freed in frees[i])
 
 

@@ -12,13 +12,14 @@ can take it (lowering/schedule.py: `_helper_lane`); the chain's sum is left for 
 """
 from __future__ import annotations
 
-from math import ceil
+from functools import partial
+from math import ceil, prod
 
 import numpy as np
 
 from ..ir.graph import Graph
 from ..ops import registry
-from ..ops.shapes import resolve
+from ..ops.shapes import DTYPES, resolve
 from .calls import Call, read_counts
 
 # Terms per stacked product: enough to give each product a contraction of 8 batches (one [128, 32] @
@@ -31,13 +32,15 @@ STACKED_MIN_TERMS = 4
 
 class StackedProducts:
     """Σᵢ lᵢ @ rᵢ as one product: the lefts side by side (or, when every left is a transposed xᵢ,
-    the xᵢ stacked and the stack transposed), the rights stacked."""
+    the xᵢ stacked and the stack transposed), the rights stacked. `scratch_bytes`: the stacks' memory,
+    which the schedule's memory check counts while the kernel runs."""
 
-    __slots__ = ("count", "transposed", "multiply_adds")
+    __slots__ = ("count", "transposed", "multiply_adds", "scratch_bytes")
     contraction = True   # a product, for the helper lane
 
-    def __init__(self, count: int, transposed: bool, multiply_adds: int):
+    def __init__(self, count: int, transposed: bool, multiply_adds: int, scratch_bytes: int):
         self.count, self.transposed, self.multiply_adds = count, transposed, multiply_adds
+        self.scratch_bytes = scratch_bytes
 
     def __call__(self, *args):
         lefts, rights = args[:self.count], args[self.count:]
@@ -46,10 +49,13 @@ class StackedProducts:
 
 
 class StackedColumnSums:
-    """Σᵢ reduce_sum(gᵢ, axis 0) as one reduction of the gᵢ stacked."""
+    """Σᵢ reduce_sum(gᵢ, axis 0) as one reduction of the gᵢ stacked (`scratch_bytes` of them)."""
 
-    __slots__ = ()
+    __slots__ = ("scratch_bytes",)
     contraction = False
+
+    def __init__(self, scratch_bytes: int):
+        self.scratch_bytes = scratch_bytes
 
     def __call__(self, *columns):
         return np.add.reduce(np.concatenate(columns, axis=0), axis=0)
@@ -83,8 +89,9 @@ def _term_kind(graph: Graph, call: Call | None, bindings: dict):
         left, right = call.operands
         if len(graph.shape(left)) == 2 and len(graph.shape(right)) == 2:
             return ("product", _transposed_source(graph, left) is not None)
-    elif op == "reduce_sum" and not graph.attrs(call.node)["keepdims"] \
-            and tuple(graph.attrs(call.node)["axes"]) == (0,) and len(graph.shape(call.operands[0])) == 2:
+    elif op == "reduce_sum" and isinstance(call.kernel, partial) and call.kernel.func == np.add.reduce \
+            and not graph.attrs(call.node)["keepdims"] and tuple(graph.attrs(call.node)["axes"]) == (0,) \
+            and len(graph.shape(call.operands[0])) == 2:
         return ("columns",)
     return None
 
@@ -101,16 +108,22 @@ def _chunks(terms: list) -> list[list]:
     return out
 
 
+def _bytes(graph: Graph, nodes, bindings: dict) -> int:
+    return sum(prod(resolve(graph.shape(n), bindings)) * np.dtype(DTYPES[graph.dtype(n)]).itemsize for n in nodes)
+
+
 def _stacked_call(graph: Graph, kind: tuple, terms: list, producer: dict, host: int, bindings: dict) -> Call:
     calls = [producer[t] for t in terms]
     if kind[0] == "columns":
-        return Call(host, StackedColumnSums(), tuple(c.operands[0] for c in calls))
+        columns = tuple(c.operands[0] for c in calls)
+        return Call(host, StackedColumnSums(_bytes(graph, columns, bindings)), columns)
     transposed = kind[1]
     lefts = tuple(_transposed_source(graph, c.operands[0]) if transposed else c.operands[0] for c in calls)
     rights = tuple(c.operands[1] for c in calls)
     rows, cols = resolve(graph.shape(host), bindings)
     depth = sum(resolve(graph.shape(r), bindings)[0] for r in rights)
-    return Call(host, StackedProducts(len(calls), transposed, rows * depth * cols), lefts + rights)
+    return Call(host, StackedProducts(len(calls), transposed, rows * depth * cols,
+                                      _bytes(graph, lefts + rights, bindings)), lefts + rights)
 
 
 def stacked_sums(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
