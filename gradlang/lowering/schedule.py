@@ -363,12 +363,14 @@ def _helper_lane(graph: Graph, calls: list, roots: set, bindings: dict) -> froze
     return frozenset(lane) if helper_after >= HELPER_MIN_US else frozenset()
 
 
-def _after_the_helper(calls: list, roots: set, lane: frozenset) -> list:
-    """calls with the join sums that read a value of the helper's moved to the end: the step makes
-    them once the helper is done (`Schedule.join_at`)."""
+def _after_the_helper(calls: list, roots: set, lane: frozenset) -> tuple[list, int | None]:
+    """calls with the join sums that read a value of the helper's moved to the end, where the step
+    makes them once the helper is done, and the position of the first (`Schedule.join_at`; None:
+    there are none)."""
     joins = _join_sums(calls, roots)
     late = {call.node for call in calls if call.node in joins and any(o in lane for o in call.operands)}
-    return [c for c in calls if c.node not in late] + [c for c in calls if c.node in late]
+    ordered = [c for c in calls if c.node not in late] + [c for c in calls if c.node in late]
+    return ordered, (len(calls) - len(late) if late else None)
 
 
 def _paired(calls: list) -> set:
@@ -628,16 +630,15 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
              if c.node in guards and not isinstance(c.kernel, IndexGuard) else c for c in calls]
     largest_product = max((getattr(c.kernel, "multiply_adds", None) or _product_size(graph, c.node, bindings)
                            for c in calls), default=0)
-    lane = frozenset()
+    lane, join_at = frozenset(), None
     if "helper-thread" not in disabled and helper.usable(largest_product):
         lane = _helper_lane(graph, calls, set(roots), bindings)
         made["helper-thread"] = len(lane) + sum(_shares_chunks(c.kernel) for c in calls)
-        calls = _spread_chunks(_after_the_helper(calls, set(roots), lane))
+        calls, join_at = _after_the_helper(calls, set(roots), lane)
+        calls = _spread_chunks(calls)
     calls = rewrite("in-place", _in_place, static, lane)
     if reuse_buffers:
         calls = rewrite("reuse-buffers", _reuse_buffers, lane)
-    joins = _join_sums(calls, set(roots)) if lane else set()
-    joined = [i for i, call in enumerate(calls) if call.node in joins and any(o in lane for o in call.operands)]
     last_use: dict[int, int] = {}
     for i, call in enumerate(calls):
         for o in call.operands:
@@ -654,7 +655,7 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
                     [slot[r] for r in roots], [call.node for call in calls], _fresh(graph, calls, roots),
                     tuple(roots), made, largest_product,
                     frozenset(i for i, call in enumerate(calls) if call.node in lane),
-                    min(joined, default=None))
+                    join_at)
 
 
 def _product_size(graph: Graph, node: int, bindings: dict) -> int:

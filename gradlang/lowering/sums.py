@@ -80,7 +80,7 @@ def _transposed_source(graph: Graph, node: int):
     return None
 
 
-def _term_kind(graph: Graph, call: Call | None, bindings: dict):
+def _term_kind(graph: Graph, call: Call | None):
     """How a term of a sum stacks: ("product", transposed left) or ("columns",); None if it does not."""
     if call is None:
         return None
@@ -163,7 +163,7 @@ def stacked_sums(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
         kinds = {}
         for leaf in leaves:
             if leaf not in roots and reads.get(leaf) == 1:
-                kind = _term_kind(graph, producer.get(leaf), bindings)
+                kind = _term_kind(graph, producer.get(leaf))
                 if kind is not None:
                     kinds.setdefault(kind, []).append(leaf)
         chunk_of: dict[int, tuple] = {}

@@ -20,6 +20,7 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
+from functools import cache
 
 from ..errors import GradError
 
@@ -29,9 +30,6 @@ TRIM_THRESHOLD = 256 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt's parameters, from <malloc.h>
 _SET_BY_USER = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
-_state: dict = {}   # "kept": the outcome of the first call, for the rest of the process
-
-
 def wanted() -> bool:
     """Whether `GRADLANG_KEEP_MEMORY` allows it (unset or 1); refused unless 0 or 1."""
     text = os.environ.get(ENVIRONMENT, "")
@@ -40,14 +38,9 @@ def wanted() -> bool:
     return text != "0"
 
 
+@cache
 def keep_freed_memory() -> bool:
     """Set glibc's thresholds as the module's docstring says, once per process; True if they are set."""
-    if "kept" not in _state:
-        _state["kept"] = _set_thresholds()
-    return _state["kept"]
-
-
-def _set_thresholds() -> bool:
     if not wanted() or platform.libc_ver()[0] != "glibc":
         return False
     if any(name in os.environ for name in _SET_BY_USER) or "glibc.malloc" in os.environ.get("GLIBC_TUNABLES", ""):

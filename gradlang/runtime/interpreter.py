@@ -61,12 +61,17 @@ def _generate(sched: Schedule, input_names: list[str], param_names: list[str]):
     task: list[str] = []    # the source of the task being gathered
     args: list[int] = []    # the step's values it reads, passed when it is queued
     join_at = len(sched.steps) if sched.join_at is None else sched.join_at
+
+    def _own(o):
+        return f"v{o}"
+
+    def _after_wait(o):
+        return f"helper.values[{o}]" if o in on_helper else f"v{o}"
     for i, (kernel, operands, result, frees) in enumerate(sched.steps):
         if i not in lanes:
-            lines_for = body if i < join_at else after
-            value = (lambda o: f"helper.values[{o}]" if o in on_helper else f"v{o}") if i >= join_at else \
-                (lambda o: f"v{o}")
-            lines_for.append(f"v{result} = {_call(kernel, operands, i, namespace, value)}")
+            late = i >= join_at   # after the wait: the helper's values are there to read
+            lines_for = after if late else body
+            lines_for.append(f"v{result} = {_call(kernel, operands, i, namespace, _after_wait if late else _own)}")
             if frees:
                 lines_for.append(" = ".join(f"v{f}" for f in frees) + " = None")
             continue
