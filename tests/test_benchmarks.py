@@ -176,19 +176,22 @@ def test_time_to_accuracy_trains_the_same_network_in_pytorch():
     assert cosine_decay(0) == pytest.approx(0.002) and cosine_decay(10 ** 6) == pytest.approx(0.0001)
 
 
-def test_lstm_breakdown_runs_and_checks_the_fused_gates_against_the_cell_op_by_op():
+def test_lstm_breakdown_runs_and_its_fused_cell_matches_the_cell_op_by_op():
     from benchmarks import lstm_breakdown
-    results = lstm_breakdown.main(["--quick"])   # fused_gates asserts the kernels equal the cell op by op
+    results = lstm_breakdown.main(["--quick"])   # fused_cell asserts its step equals the op-by-op one
     step = results["step (helper thread off)"]
-    assert step["calls"] > 500 and 0 < step["recurrent_products_ms"] < step["products_ms"] < step["total_ms"]
-    assert set(results["fused gates (lstm_gates, lstm_gates_grad)"]) == {"forward_us_per_step", "backward_us_per_step"}
-    # the comparison fused_gates makes fails for kernels with another forget bias
-    from gradlang.ops.recurrent import LstmGates
+    assert step["calls"] > 2000 and 0 < step["recurrent_products_ms"] < step["products_ms"] < step["total_ms"]
+    assert set(results["hand-fused cell"]) == {"forward_us_per_step", "backward_us_per_step"}
+    # the same comparison, which fused_cell makes, fails for a cell with another forget bias
     rng = np.random.default_rng(1)
-    z, c, dh, dc = (rng.standard_normal(s) for s in ((32, 512), (32, 128), (32, 128), (32, 128)))
-    want = lstm_breakdown._cell_op_by_op(z, c, dh, dc)
+    f32 = np.float32
+    z, c, dh, dc = (rng.standard_normal(s).astype(f32) for s in ((32, 512), (32, 128), (32, 128), (32, 128)))
+    want = lstm_breakdown._cell_op_by_op(*(a.astype(np.float64) for a in (z, c, dh, dc)))
     for forget_bias, agrees in ((1.0, True), (0.0, False)):
-        gates = LstmGates({"forget_bias": forget_bias}, (32, 512), "f64")
-        out, grad = gates.forward(z, c), gates.gradient(z, c, dh, dc)
-        got = (out[:, :128], out[:, 128:], grad[:, :512], grad[:, 512:])
-        assert all(np.allclose(g, w, rtol=1e-10) for g, w in zip(got, want)) == agrees
+        cell = lstm_breakdown.FusedCell(forget_bias)
+        acts, tanh_c, h, c_new = np.empty((32, 512), f32), *(np.empty((32, 128), f32) for _ in range(3))
+        dz, dc_prev = np.empty((32, 512), f32), np.empty((32, 128), f32)
+        cell.forward(z.copy(), c, acts, tanh_c, h, c_new)
+        cell.backward(acts, c, tanh_c, dh, dc, dz, dc_prev)
+        got = (h, c_new, dz, dc_prev)
+        assert all(np.allclose(g, w, rtol=1e-4, atol=1e-5) for g, w in zip(got, want)) == agrees

@@ -38,13 +38,6 @@ RULE_PROGRAMS = {
     "div": ("param a : [3, 4] = normal(std: 1.0)\nparam b : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\n"
             "loss = sum(a / (2 + sin(b)) * c)\n", [0, 1]),
     "log": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(log(2 + sin(p)) * c)\n", [0]),
-    "lstm_gates": ("param z : [3, 16] = normal(std: 1.0)\nparam c : [3, 4] = normal(std: 1.0)\ninput k : f32[3, 8]\n"
-                   "loss = sum(lstm_gates(z, c, forget_bias: 0.5) * k)\n", [0, 1]),
-    # the cotangents of h' and c' (v) depend on a param too, so all four operands get one
-    "lstm_gates_grad": ("param z : [3, 16] = normal(std: 1.0)\nparam c : [3, 4] = normal(std: 1.0)\n"
-                        "param v : [3, 8] = normal(std: 1.0)\ninput k : f32[3, 16]\n"
-                        "dz = grad(sum(lstm_gates(z, c, forget_bias: 0.5) * v), z)\nloss = sum(dz * k)\n",
-                        [0, 1, 2, 3]),
     "log1p": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(log1p(1 + sin(p)) * c)\n", [0]),
     "cumsum": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(cumsum(p, 1) * c)\n", [0]),
     "flip": ("param p : [3, 4] = normal(std: 1.0)\ninput c : f32[3, 4]\nloss = sum(flip(p, axis: 1) * c)\n", [0]),

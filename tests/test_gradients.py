@@ -293,10 +293,6 @@ ROWS = [
     Row("scatter_add", ((3, 2, 3),),
         build=lambda g, u: op(g, "scatter_add", u, g.const(INDICES, "i64"), axis=0, shape=(5, 3))),
     Row("concat", ((2, 3), (2, 1), (2, 2)), attrs={"axis": 1}),
-    # the LSTM cell's gate arithmetic (gradlang/ops/recurrent.py), with leading axes and a forget bias;
-    # the second row checks the derivative's own VJP, which gradients of gradients use
-    Row("lstm_gates", ((2, 3, 16), (2, 3, 4)), attrs={"forget_bias": 0.5}),
-    Row("lstm_gates_grad", ((3, 16), (3, 4), (3, 4), (3, 4)), attrs={"forget_bias": 0.5}),
 ]
 ROW = {row.op: row for row in ROWS}
 
@@ -577,9 +573,3 @@ def test_random_elementwise_chains(shapes, before, combine, after, seed):
               build=lambda g, a, b: chain(g, after, BINARY[combine](g, chain(g, before, a), b)))
     g, out, wrt, values = build_problem(row, seed=seed)
     check_gradients(g, out, wrt, values)
-
-
-@pytest.mark.parametrize("forget_bias", [0.0, -2.0])
-@pytest.mark.parametrize("op_name", ["lstm_gates", "lstm_gates_grad"])
-def test_lstm_gates_with_other_forget_biases(op_name, forget_bias):
-    check_row(dataclasses.replace(ROW[op_name], attrs={"forget_bias": forget_bias}))

@@ -311,11 +311,6 @@ def test_stack_split_concat_and_take_builtins():
     ("input x : f32[B, 5]\nloss = sum(split(x, [2, 2], axis: 1)[0])", "add up to 4, not 5"),
     ("input x : f32[B, 5]\nloss = sum(split(x, 2)[0])", "cannot split the symbolic dimension B"),
     ("loss = sum(where(causal_mask(0), 1.0, 0.0))", "causal_mask needs a positive integer size"),
-    ("input z : f32[B, 12]\ninput c : f32[B, 4]\nloss = sum(lstm_gates(z, c))",
-     "z's last dimension must be 4 times the cell's known size H"),
-    ("input z : f32[B, 16]\ninput c : f32[4]\nloss = sum(lstm_gates(z, c))", "with the same leading dimensions"),
-    ("input z : f32[B, 16]\ninput c : f32[B, 4]\nloss = sum(lstm_gates(z, c, forget_bias: \"open\"))",
-     "forget_bias must be a finite number"),
 ])
 def test_builtin_errors_point_at_the_call(source, message):
     with pytest.raises(GradError) as info:
@@ -486,10 +481,9 @@ def test_an_lstm_unrolled_over_100_steps_compiles_quickly_and_linearly():
         sizes[steps] = len(prog.gradient_graph())
         seconds = time.perf_counter() - start
     assert seconds < 30, f"compiling and differentiating 100 LSTM steps took {seconds:.1f}s"
-    # the unrolled graph grows linearly: 100 steps are twice 50 plus the same fixed part (a step's
-    # gate arithmetic is one lstm_gates node forward and one lstm_gates_grad backward)
+    # the unrolled graph grows linearly: 100 steps are twice 50 plus the same fixed part
     per_step = (sizes[100] - sizes[50]) / 50
-    assert sizes[100] < 2 * sizes[50] and 15 < per_step < 40
+    assert sizes[100] < 2 * sizes[50] and 30 < per_step < 80
 
 
 # ---- erf and gelu ------------------------------------------------------------------------------------

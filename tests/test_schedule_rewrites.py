@@ -161,24 +161,3 @@ def test_an_unknown_optimisation_is_refused_naming_the_known_ones():
                              "--no-opt", "nothing"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 1 and "no optimisation named 'nothing'" in result.stderr
     assert set(gradlang.OPTIMIZATIONS) == set(REWRITES)
-
-
-def test_each_lstm_step_pairs_its_gates_with_their_gradient():
-    """In the LSTM benchmark each of the 50 time steps' lstm_gates shares its LstmGates with the
-    gradient of the same step (the forward keeps the activations for it); without the rewrite every
-    kernel has an object of its own, and the gradient computes the activations again."""
-    from gradlang.ops.recurrent import LstmGates
-    from gradlang.stages import training_schedule
-
-    def owners(no_opt):
-        prog = gradlang.compile(ROOT / "benchmarks" / "lstm.grad", no_opt=no_opt)
-        _, sched, _ = training_schedule(prog, 4)
-        calls: dict[int, list] = {}
-        for kernel, *_ in sched.steps:
-            owner = getattr(kernel, "__self__", None)
-            if isinstance(owner, LstmGates):
-                calls.setdefault(id(owner), []).append((kernel.__name__, owner.keep))
-        return sorted(calls.values())
-
-    assert owners(()) == [[("forward", True), ("gradient", True)]] * 50
-    assert owners(("shared-lstm-gates",)) == [[("forward", False)]] * 50 + [[("gradient", False)]] * 50

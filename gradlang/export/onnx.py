@@ -42,7 +42,6 @@ NOT_EXPORTED = {
     "max_pool2d_select": "a second derivative of max_pool2d, made by grad(…)",
     "patches2d_transpose": "a derivative of patches2d (avg_pool2d), made by grad(…)",
     "scatter_add": "a derivative of take, made by grad(…)",
-    "lstm_gates_grad": "a derivative of lstm_gates, made by grad(…)",
     "unslice": "a derivative of slicing, made by grad(…)",
 }
 
@@ -330,23 +329,6 @@ def _take(b, n, xs):
 @_translates("concat", "Concat")
 def _concat(b, n, xs):
     return b.node("Concat", xs, _hint(n), axis=n.attrs["axis"])
-
-
-@_translates("lstm_gates", "Slice", "Add", "Sigmoid", "Tanh", "Mul", "Concat")
-def _lstm_gates(b, n, xs):
-    # the kernel's formula: the four gates cut from z's last axis, then c' and h' side by side
-    z, c = xs
-    hidden, h = b.graph.shape(n.operands[1])[-1], _hint(n)
-    last = b.ints([-1])
-    i, f, g, o = (b.node("Slice", [z, b.ints([k * hidden]), b.ints([(k + 1) * hidden]), last], h) for k in range(4))
-    if n.attrs["forget_bias"]:
-        bias = b.constant(np.asarray(n.attrs["forget_bias"], dtype=DTYPES[n.dtype]), "forget_bias")
-        f = b.node("Add", [f, bias], h)
-    i, f, g, o = (b.node("Sigmoid", [i], h), b.node("Sigmoid", [f], h), b.node("Tanh", [g], h),
-                  b.node("Sigmoid", [o], h))
-    new_c = b.node("Add", [b.node("Mul", [f, c], h), b.node("Mul", [i, g], h)], h)
-    new_h = b.node("Mul", [o, b.node("Tanh", [new_c], h)], h)
-    return b.node("Concat", [new_h, new_c], h, axis=-1)
 
 
 @_translates("causal_mask", "Squeeze", "Range", "Unsqueeze", "Sub", "Add", "LessOrEqual")

@@ -635,17 +635,6 @@ def softmax_cross_entropy(el, span, logits, labels, label_smoothing=0):
 
 
 @builtin()
-def lstm_gates(el, span, z, c, forget_bias=0.0):
-    """an LSTM step after its products (a fused primitive): z [.., 4H] holds the input, forget,
-    candidate and output gates' pre-activations, c [.., H] the cell; gives h' and c' side by side
-    [.., 2H], with c' = σ(z_f + forget_bias)·c + σ(z_i)·tanh(z_g) and h' = σ(z_o)·tanh(c')"""
-    if isinstance(forget_bias, bool) or not isinstance(forget_bias, (int, float)) or not math.isfinite(forget_bias):
-        raise GradError(f"forget_bias must be a finite number, got {show(forget_bias)}", span)
-    return el.emit("lstm_gates", [_float_tensor(el, z, span), _float_tensor(el, c, span)], span,
-                   forget_bias=float(forget_bias))
-
-
-@builtin()
 def argmax(el, span, x, axis=-1):
     """index of the largest element along `axis` (an i64 tensor; no gradient)"""
     if isinstance(axis, bool) or not isinstance(axis, int):

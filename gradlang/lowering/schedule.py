@@ -23,7 +23,6 @@ from ..ir.graph import Graph, check_size, memory_limit
 from ..ops import helper, registry
 from ..ops.nn_ops import CHUNK_ELEMENTS, Chunked, MaxPool
 from ..ops.primitives import SoftmaxCrossEntropy
-from ..ops.recurrent import LstmGates
 from ..ops.registry import CONTRACTION, VIEW, RunContext
 from ..ops.shapes import DTYPES, ShapeError, broadcast, resolve
 from ..passes.modes import for_mode
@@ -261,26 +260,6 @@ def _share_max_pool(graph: Graph, calls: list, roots: set, bindings: dict) -> li
                 x = call.operands[0]
                 pool = MaxPool(graph.attrs(call.node), resolve(graph.shape(x), bindings), graph.dtype(x), keep=True)
                 shared[forward], shared[call.node] = pool.forward, pool.gradient
-    return [Call(call.node, shared[call.node], call.operands) if call.node in shared else call for call in calls]
-
-
-def _share_lstm_gates(graph: Graph, calls: list, roots: set, bindings: dict) -> list:
-    """An lstm_gates and its gradient on the same z and c, the gradient computed later in the step,
-    share one `LstmGates(keep=True)`: the forward keeps the gates' activations and tanh(c'), and
-    the gradient reads them instead of computing them again."""
-    forwards = {}
-    for i, call in enumerate(calls):
-        if graph.op(call.node) == "lstm_gates":
-            forwards.setdefault((call.operands, graph.attrs(call.node)["forget_bias"]), (i, call))
-    shared = {}
-    for i, call in enumerate(calls):
-        if graph.op(call.node) != "lstm_gates_grad":
-            continue
-        key = (call.operands[:2], graph.attrs(call.node)["forget_bias"])
-        if key in forwards and forwards[key][0] < i and forwards[key][1].node not in shared:
-            z = call.operands[0]
-            gates = LstmGates(graph.attrs(call.node), resolve(graph.shape(z), bindings), graph.dtype(z), keep=True)
-            shared[forwards[key][1].node], shared[call.node] = gates.forward, gates.gradient
     return [Call(call.node, shared[call.node], call.operands) if call.node in shared else call for call in calls]
 
 
@@ -565,7 +544,6 @@ def _reuse_buffers(graph: Graph, calls: list, roots: set, bindings: dict, lane: 
 REWRITES = {
     "shared-softmax": "a softmax cross-entropy and its gradient on the same logits share the exponentials",
     "pool-argmax": "max_pool2d keeps where each window's maximum is, for its gradient",
-    "shared-lstm-gates": "an LSTM step's gate arithmetic keeps the gates' activations for its gradient",
     "dot-products": "sum(a * b) over every axis is one dot product",
     "contiguous-transpose": "a transposed matrix read by many products is copied once into contiguous memory",
     "stacked-sums": "a sum of many small products (a recurrent weight's gradient over time steps) is a few "
@@ -645,7 +623,6 @@ def schedule(graph: Graph, outputs: list[str], bindings: dict[str, int],
 
     calls = rewrite("shared-softmax", _share_softmax_cross_entropy)
     calls = rewrite("pool-argmax", _share_max_pool)
-    calls = rewrite("shared-lstm-gates", _share_lstm_gates)
     calls = rewrite("dot-products", _fuse_dot_products)
     calls = rewrite("contiguous-transpose", _contiguous_transposes)
     calls = rewrite("stacked-sums", stacked_sums)

@@ -2,7 +2,6 @@
 from . import (
     nn_ops,  # noqa: F401  (registers convolution, pooling windows, take, concat)
     primitives,  # noqa: F401  (registers the primitives)
-    recurrent,  # noqa: F401  (registers the LSTM cell's gate arithmetic)
 )
 from .registry import Primitive, all_primitives, get
 

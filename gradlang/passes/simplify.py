@@ -403,50 +403,6 @@ def _tiling_unslices(graph, node):
     return e("concat", *pieces, axis=axis)
 
 
-@_rule("slice(concat(a, b, …)) taking exactly one operand's part → that operand", "slice")
-def _part_of_concat(graph, node):
-    """A fused derivative reads the cotangents of the parts it made joined (lstm_gates' h' and c'):
-    reading the part back is the operand itself, and the join is left with no reader."""
-    (x,) = graph.operands(node)
-    if graph.op(x) != "concat":
-        return None
-    axis = graph.attrs(x)["axis"]
-    rank = len(graph.shape(x))
-    picked = _axis_range(graph.attrs(node)["index"], rank, graph.shape(x)[axis])
-    if picked is None or picked[0] != axis or picked[3]:
-        return None
-    wanted = range(*slice(picked[1], picked[2]).indices(graph.shape(x)[axis]))
-    start = 0
-    for operand in graph.operands(x):
-        stop = start + graph.shape(operand)[axis]
-        if wanted == range(start, stop):
-            return operand if _same_type(graph, operand, node) else None
-        start = stop
-    return None
-
-
-@_rule("slice(unslice(a)) at a's own place → a; away from it → zeros", "slice")
-def _part_of_unslice(graph, node):
-    (x,) = graph.operands(node)
-    if graph.op(x) != "unslice":
-        return None
-    shape = graph.shape(x)
-    index, placed = graph.attrs(node)["index"], graph.attrs(x)["index"]
-    (a,) = graph.operands(x)
-    if tuple(index) == tuple(placed):
-        return a if _same_type(graph, a, node) else None
-    mine, theirs = _axis_range(index, len(shape)), _axis_range(placed, len(shape))
-    if mine is None or theirs is None or mine[0] != theirs[0] or not isinstance(shape[mine[0]], int):
-        return None
-    size = shape[mine[0]]
-    mine_range = range(*slice(*_axis_range(index, len(shape), size)[1:3]).indices(size))
-    theirs_range = range(*slice(*_axis_range(placed, len(shape), size)[1:3]).indices(size))
-    if set(mine_range) & set(theirs_range):
-        return None
-    e = _emit(graph, node)
-    return e("broadcast_to", e.const(0, graph.dtype(node)), shape=graph.shape(node))
-
-
 @_rule("slice or unslice of every element → reshape", "slice", "unslice")
 def _full_slice(graph, node):
     (x,) = graph.operands(node)
