@@ -176,22 +176,10 @@ def test_time_to_accuracy_trains_the_same_network_in_pytorch():
     assert cosine_decay(0) == pytest.approx(0.002) and cosine_decay(10 ** 6) == pytest.approx(0.0001)
 
 
-def test_lstm_breakdown_runs_and_its_fused_cell_matches_the_cell_op_by_op():
+def test_lstm_breakdown_runs():
     from benchmarks import lstm_breakdown
-    results = lstm_breakdown.main(["--quick"])   # fused_cell asserts its step equals the op-by-op one
+    results = lstm_breakdown.main(["--quick"])
     step = results["step (helper thread off)"]
     assert step["calls"] > 2000 and 0 < step["recurrent_products_ms"] < step["products_ms"] < step["total_ms"]
-    assert set(results["hand-fused cell"]) == {"forward_us_per_step", "backward_us_per_step"}
-    # the same comparison, which fused_cell makes, fails for a cell with another forget bias
-    rng = np.random.default_rng(1)
-    f32 = np.float32
-    z, c, dh, dc = (rng.standard_normal(s).astype(f32) for s in ((32, 512), (32, 128), (32, 128), (32, 128)))
-    want = lstm_breakdown._cell_op_by_op(*(a.astype(np.float64) for a in (z, c, dh, dc)))
-    for forget_bias, agrees in ((1.0, True), (0.0, False)):
-        cell = lstm_breakdown.FusedCell(forget_bias)
-        acts, tanh_c, h, c_new = np.empty((32, 512), f32), *(np.empty((32, 128), f32) for _ in range(3))
-        dz, dc_prev = np.empty((32, 512), f32), np.empty((32, 128), f32)
-        cell.forward(z.copy(), c, acts, tanh_c, h, c_new)
-        cell.backward(acts, c, tanh_c, dh, dc, dz, dc_prev)
-        got = (h, c_new, dz, dc_prev)
-        assert all(np.allclose(g, w, rtol=1e-4, atol=1e-5) for g, w in zip(got, want)) == agrees
+    assert results["stacking over time steps"]["projections_stacked_us"] > 0
+    assert 0 < results["hand-off to a second thread"]["median_us"] <= results["hand-off to a second thread"]["p90_us"]
