@@ -79,8 +79,10 @@ CONV_CASES = [  # image [N, C, H, W], filters [O, C, KH, KW], stride, padding
     ((1, 3, 4, 4), (2, 3, 1, 1), (3, 3), (0, 0)),      # 1×1 kernel, stride 3
     ((2, 2, 5, 6), (3, 2, 3, 3), (1, 1), (1, 1)),      # fewer channels than output columns: image by image
     ((2, 5, 4, 4), (3, 5, 3, 3), (1, 1), (1, 1)),      # more: windows as rows, channels innermost
-]
-CONV_IDS = ["plain", "stride2_pad1", "uneven", "full_window", "pointwise_stride3", "by_image_pad1", "by_rows_pad1"]
+    ((2, 16, 6, 6), (8, 16, 5, 5), (1, 1), (2, 2)),    # 16·5·5 weights per input channel: the input
+]                                                      # gradient is a convolution with flipped filters
+CONV_IDS = ["plain", "stride2_pad1", "uneven", "full_window", "pointwise_stride3", "by_image_pad1", "by_rows_pad1",
+            "transpose_by_convolution"]
 
 
 @pytest.mark.parametrize("x_shape, w_shape, stride, padding", CONV_CASES, ids=CONV_IDS)
@@ -125,7 +127,22 @@ def test_conv2d_gradients_at_strides_and_paddings(x_shape, w_shape, stride, padd
     check_gradients(*build_problem(check))
 
 
-@pytest.mark.parametrize("x_shape, w_shape, stride, padding", CONV_CASES[1:3], ids=CONV_IDS[1:3])
+def test_the_input_gradient_is_a_convolution_only_where_that_was_measured_faster():
+    from gradlang.ops import nn_ops
+
+    def kernel(g_shape, w_shape, size, stride=(1, 1), padding=(2, 2)):
+        attrs = {"stride": stride, "padding": padding, "size": size}
+        out_shape = (g_shape[0], w_shape[1]) + size
+        return type(nn_ops._plain_transpose(attrs, [g_shape, w_shape], out_shape, "f32")).__name__
+    assert kernel((64, 32, 14, 14), (32, 16, 5, 5), (14, 14)) == "Conv2dTransposeByConvolution"  # MNIST CNN
+    assert kernel((64, 32, 14, 14), (32, 8, 5, 5), (14, 14)) == "Conv2dTranspose"       # too few weights
+    assert kernel((64, 16, 28, 28), (16, 1, 5, 5), (28, 28)) == "Conv2dTranspose"       # one channel out
+    assert kernel((64, 32, 7, 7), (32, 16, 5, 5), (14, 14), stride=(2, 2)) == "Conv2dTranspose"
+    assert kernel((64, 4, 14, 14), (4, 16, 5, 5), (14, 14)) == "Conv2dTranspose"        # gathered by image
+
+
+@pytest.mark.parametrize("x_shape, w_shape, stride, padding", [CONV_CASES[1], CONV_CASES[2], CONV_CASES[-1]],
+                         ids=[CONV_IDS[1], CONV_IDS[2], CONV_IDS[-1]])
 def test_conv2d_companions_gradients_at_strides_and_paddings(x_shape, w_shape, stride, padding):
     y_shape = conv_reference(np.zeros(x_shape), np.zeros(w_shape), stride, padding).shape
     attrs = {"stride": stride, "padding": padding}
