@@ -486,24 +486,19 @@ def _plain_transpose(attrs, in_shapes, out_shape, dtype):
     if attrs["stride"] == (1, 1) and ph < kh and pw < kw and c * kh * kw >= BY_CONVOLUTION_MIN:
         conv = Conv2d({"stride": (1, 1), "padding": (kh - 1 - ph, kw - 1 - pw)}, in_shapes[0], (kh, kw), c)
         if (conv.oh, conv.ow) == tuple(attrs["size"]) and not conv.by_image:
-            return Conv2dTransposeByConvolution(conv, DTYPES[dtype])
+            return Conv2dTransposeByConvolution(conv)
     return Conv2dTranspose(attrs, in_shapes, out_shape, DTYPES[dtype])
 
 
-class Conv2dTransposeByConvolution(Chunked):
+class Conv2dTransposeByConvolution(Conv2dForward):
     """conv2d_transpose at stride 1 as `Conv2d.forward` of g, padded by K − 1 − p, with the filters
     flipped in space and their two channel axes swapped (see BY_CONVOLUTION_MIN)."""
 
-    __slots__ = ("conv", "target")
+    __slots__ = ()
     listing_name = "conv2d_transpose by convolution"
 
-    def __init__(self, conv: Conv2d, target):
-        super().__init__()
-        self.conv, self.target = conv, target
-
     def __call__(self, g, w):
-        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3), dtype=self.target)
-        return self.conv.forward(g.astype(self.target, copy=False), flipped, self.each)
+        return super().__call__(g, np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)))
 
 
 class Conv2dTranspose(Chunked):
