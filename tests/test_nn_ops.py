@@ -574,3 +574,20 @@ def test_the_gradient_of_exact_gelu_is_phi_plus_x_times_the_density():
                          for v in p]) * feed["c"][0]
     np.testing.assert_allclose(analytic, expected, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(analytic, numeric_param_gradients(prog, feed, ["p"])["p"], rtol=1e-6, atol=1e-9)
+
+
+def test_the_rnn_pages_compile_table_counts_the_nodes_the_compiler_makes():
+    """docs/rnn.md's table comes from scripts/rnn_compile_times.py; its times drift, its node counts must not."""
+    import importlib.util
+    import re
+    from pathlib import Path
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("rnn_compile_times", root / "scripts" / "rnn_compile_times.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    page = (root / "docs" / "rnn.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `(\w+)`, T = (\d+) \|[^|]*\|[^|]*\|[^|]*\| ([\d,]+) \|", page, re.MULTILINE)
+    assert [(cell, int(steps)) for cell, steps, _ in rows] == script.ROWS
+    for cell, steps, nodes in rows:
+        program = gradlang.compile(script.SOURCE.format(cell=cell, steps=steps))
+        assert len(program.gradient_graph()) == int(nodes.replace(",", "")), (cell, steps)
