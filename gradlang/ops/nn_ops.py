@@ -477,7 +477,8 @@ def _conv_transpose_kernel(attrs, in_shapes, out_shape, dtype):
 # batch 64, one thread (g [64, O, 14, 14], 5×5 filters): 16 channels out 3.72 → 3.38 ms (the MNIST
 # CNN's second layer), 32 out 6.56 → 4.79 ms; 8 out 2.98 → 3.08 ms and 3×3 filters with 16 out
 # 1.38 → 1.43 ms lose a little, and 1 channel out (a GEMV per chunk) loses 2.3×. Hence the rule:
-# at least BY_CONVOLUTION_MIN weights per output channel, and not the image-by-image gathering.
+# at least BY_CONVOLUTION_MIN filter weights per channel of g (C·KH·KW), and not the image-by-image
+# gathering.
 BY_CONVOLUTION_MIN = 400
 
 
