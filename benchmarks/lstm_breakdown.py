@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 import gradlang
-from gradlang.lowering.schedule import InPlace, IntoBuffer
 
 from .__main__ import token_feed
 
@@ -49,36 +48,21 @@ def step_breakdown(repeats: int) -> dict:
     """The training step as generated (whole), then run kernel by kernel, each call's time less the
     timer's own: total, products, recurrent products, the rest, calls."""
     prog = gradlang.compile(Path(__file__).with_name("lstm.grad"), seed=0, no_opt=("helper-thread",))
-    feed = token_feed(BATCH, STEPS)
+    runner = prog.runner
+    inputs = runner.feed(token_feed(BATCH, STEPS))
+    exe = runner.training_update.executable(inputs)
+    params = runner.leaf_list
     for _ in range(3):
-        prog.step(feed)
-    ex = max(prog.runner.executables.values(), key=lambda e: len(e.schedule.steps))
-    sched, graph = ex.schedule, ex.graph
-    captured = {}
-    run = ex._run
-
-    def capture(inputs, params):
-        captured["args"] = inputs, params
-        return run(inputs, params)
-    ex._run = capture
-    prog.step(feed)
-    ex._run = run
-    inputs, params = captured["args"]
+        exe.run(inputs, params)
+    sched, graph = exe.schedule, exe.graph
     overhead = _timer_overhead()
     products = recurrent = total = 0.0
     for _ in range(repeats):
-        env = dict(sched.preloaded)
-        env.update({sched.input_slots[n]: v for n, v in zip(ex.input_names, inputs) if n in sched.input_slots})
-        env.update({sched.param_slots[n]: v for n, v in zip(ex.param_names, params) if n in sched.param_slots})
+        env = exe.leaf_values(inputs, params)
         for node, (kernel, operands, result, frees) in zip(sched.nodes, sched.steps):
             args = [env[o] for o in operands]
-            call, keywords = kernel, {}
-            if isinstance(kernel, InPlace):
-                call, keywords = kernel.kernel, {"out": args[kernel.index]}
-            elif isinstance(kernel, IntoBuffer):
-                call, keywords = kernel.kernel, {"out": kernel.buffer}
             start = time.perf_counter()
-            env[result] = call(*args, **keywords)
+            env[result] = kernel(*args)
             spent = time.perf_counter() - start - overhead
             total += spent
             if graph.op(node) == "matmul":
@@ -91,7 +75,7 @@ def step_breakdown(repeats: int) -> dict:
     whole = []
     for _ in range(repeats):
         start = time.perf_counter()
-        run(inputs, params)
+        exe.run(inputs, params)
         whole.append(time.perf_counter() - start)
     return {"calls": len(sched.steps), "generated_step_ms": statistics.median(whole) * 1e3,
             "total_ms": total / repeats * 1e3, "products_ms": products / repeats * 1e3,

@@ -30,6 +30,7 @@ TRIM_THRESHOLD = 256 << 20
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt's parameters, from <malloc.h>
 _SET_BY_USER = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 
+
 def wanted() -> bool:
     """Whether `GRADLANG_KEEP_MEMORY` allows it (unset or 1); refused unless 0 or 1."""
     text = os.environ.get(ENVIRONMENT, "")

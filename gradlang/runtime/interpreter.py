@@ -125,12 +125,19 @@ class Executable:
         except _KERNEL_ERRORS:
             raise self._locate(inputs, params) from None
 
-    def _locate(self, inputs: list, params: list) -> GradError:
-        """Re-run step by step to name the op and source line whose kernel failed (the slow path)."""
+    def leaf_values(self, inputs: list, params: list) -> dict:
+        """slot → value before the first step: the preloaded constants, the inputs and the params (for
+        running the schedule step by step, outside the generated code)."""
         sched = self.schedule
         env = dict(sched.preloaded)
         env.update({sched.input_slots[n]: v for n, v in zip(self.input_names, inputs) if n in sched.input_slots})
         env.update({sched.param_slots[n]: v for n, v in zip(self.param_names, params) if n in sched.param_slots})
+        return env
+
+    def _locate(self, inputs: list, params: list) -> GradError:
+        """Re-run step by step to name the op and source line whose kernel failed (the slow path)."""
+        sched = self.schedule
+        env = self.leaf_values(inputs, params)
         for i, (kernel, operands, result, _) in enumerate(self.steps):
             try:
                 env[result] = kernel(*[env[o] for o in operands])
